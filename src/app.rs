@@ -1,0 +1,125 @@
+//! Building and serving one broker: state, router, graceful shutdown, and
+//! policy reload on SIGHUP.
+//!
+//! Owns: the wiring of config → policy, keys, upstream key cache, store.
+//! Must never: contain request logic.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, StoreConfig};
+use crate::dev::idp::DevIdp;
+use crate::keys::KeyRing;
+use crate::policy::Policy;
+use crate::store::Store;
+use crate::store::memory::MemoryStore;
+use crate::trust::jwks::JwksCache;
+
+pub struct AppState {
+    /// Swapped atomically on reload; each request loads one version.
+    pub policy: ArcSwap<Policy>,
+    pub keys: KeyRing,
+    pub jwks: JwksCache,
+    pub store: Arc<dyn Store>,
+    pub instance: String,
+    pub dev_idp: Option<Arc<DevIdp>>,
+}
+
+/// A built broker, ready to serve.
+pub struct App {
+    pub state: Arc<AppState>,
+    pub router: Router,
+}
+
+impl App {
+    /// Build from a config. `name` names the config in errors; `base_dir`
+    /// resolves relative key paths.
+    pub fn build(config: &Config, name: &str, base_dir: Option<PathBuf>, dev_idp: Option<Arc<DevIdp>>) -> anyhow::Result<App> {
+        let policy = config.resolve(name)?;
+        let keys = KeyRing::from_config(&config.keys, base_dir.as_deref()).context("loading signing keys")?;
+        let instance = std::env::var("XAA_INSTANCE").unwrap_or_else(|_| {
+            let id = uuid::Uuid::now_v7().simple().to_string();
+            format!("i-{}", &id[id.len() - 8..])
+        });
+        let store: Arc<dyn Store> = match &config.store {
+            StoreConfig::Memory => Arc::new(MemoryStore::new(instance.clone())),
+            StoreConfig::Redis { .. } => {
+                anyhow::bail!("{name}: key `store.kind`: the redis store is not available in this build yet; use kind = \"memory\"")
+            }
+        };
+        let base = crate::http::base_path(&policy.issuer);
+        let state = Arc::new(AppState {
+            policy: ArcSwap::from_pointee(policy),
+            keys,
+            jwks: JwksCache::new(config.upstream.clone())?,
+            store,
+            instance,
+            dev_idp,
+        });
+        let router = crate::http::router(state.clone(), &base);
+        Ok(App { state, router })
+    }
+
+    /// Serve until `shutdown` resolves, then drain in-flight requests.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        axum::serve(listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("server error")
+    }
+}
+
+/// Reload the policy from `path`, keeping the old one if the new file is bad.
+/// Issuer and keys are fixed for the life of the process.
+pub fn reload(state: &AppState, path: &std::path::Path) -> Result<(), String> {
+    let name = path.display().to_string();
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let policy = config.resolve(&name).map_err(|e| e.to_string())?;
+    if policy.issuer != state.policy.load().issuer {
+        return Err(format!("{name}: key `issuer`: cannot change without a restart"));
+    }
+    state.policy.store(Arc::new(policy));
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+/// Reload the policy on every SIGHUP.
+pub fn spawn_reload_on_sighup(state: Arc<AppState>, path: PathBuf) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match reload(&state, &path) {
+                Ok(()) => tracing::info!(config = %path.display(), "policy reloaded"),
+                Err(e) => tracing::error!(error = %e, "reload refused; keeping the previous policy"),
+            }
+        }
+    });
+}

@@ -1,0 +1,223 @@
+//! The audit record: one per decision, granted or denied.
+//!
+//! Owns: the record's fields (design §4), sealing it into a per-instance hash
+//! chain (`hash = SHA-256(prev_hash ‖ canonical JSON of the rest)`), checking
+//! a chain, and emitting each record as one JSON log line on target `audit`.
+//! Must never: hold a token, secret or assertion — only issuer + `jti` and a
+//! SHA-256 fingerprint of a presented token.
+
+use serde::{Deserialize, Serialize};
+
+use crate::chain::Act;
+use crate::error::OAuthError;
+use crate::jose::sha256_hex;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Granted,
+    #[default]
+    Denied,
+}
+
+/// Identifies a presented token without holding it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenFingerprint {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// First 16 bytes of SHA-256 of the compact token, hex: lets an
+    /// investigator match a token they hold without the log holding it.
+    pub sha256: String,
+}
+
+impl TokenFingerprint {
+    pub fn of(token: &str) -> Self {
+        let mut h = sha256_hex(token.as_bytes());
+        h.truncate(32);
+        Self {
+            iss: None,
+            jti: None,
+            sha256: h,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub id: String,
+    pub time: String,
+    pub instance: String,
+    pub seq: u64,
+    pub prev_hash: String,
+    pub decision: Decision,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_token_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub txn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub act: Option<Act>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_token: Option<TokenFingerprint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor_token: Option<TokenFingerprint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope_requested: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope_granted: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_jti: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_jti: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// Empty while the record is being hashed.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub hash: String,
+}
+
+/// Longest user agent kept: it is attacker-controlled text.
+const MAX_USER_AGENT: usize = 256;
+
+impl AuditRecord {
+    /// A new, unsealed record for a request.
+    pub fn begin(source_ip: Option<String>, user_agent: Option<&str>) -> Self {
+        let now = time::OffsetDateTime::now_utc();
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            time: now
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            source_ip,
+            user_agent: user_agent.map(|ua| {
+                ua.chars()
+                    .filter(|c| !c.is_control())
+                    .take(MAX_USER_AGENT)
+                    .collect()
+            }),
+            ..Self::default()
+        }
+    }
+
+    pub fn deny(&mut self, err: &OAuthError) {
+        self.decision = Decision::Denied;
+        self.error = Some(err.code.as_str().to_owned());
+        self.reason = Some(err.reason.to_owned());
+        self.issued_jti = None;
+        self.issued_exp = None;
+        self.issued_token_type = None;
+        self.scope_granted = None;
+    }
+
+    fn digest(&self, prev_hash: &str) -> String {
+        let mut unsealed = self.clone();
+        unsealed.hash.clear();
+        let body = serde_json::to_vec(&unsealed).unwrap_or_default();
+        let mut input = Vec::with_capacity(prev_hash.len() + body.len());
+        input.extend_from_slice(prev_hash.as_bytes());
+        input.extend_from_slice(&body);
+        sha256_hex(&input)
+    }
+
+    /// Link this record after `prev_hash` as number `seq` of `instance`.
+    pub fn seal(&mut self, instance: &str, seq: u64, prev_hash: &str) {
+        self.instance = instance.to_owned();
+        self.seq = seq;
+        self.prev_hash = prev_hash.to_owned();
+        self.hash = self.digest(prev_hash);
+    }
+
+    /// Emit as one JSON line on target `audit`, for SIEM pipelines.
+    pub fn emit(&self) {
+        match serde_json::to_string(self) {
+            Ok(line) => tracing::info!(target: "audit", record = %line),
+            Err(e) => tracing::error!(target: "audit", error = %e, "audit record not serialisable"),
+        }
+    }
+}
+
+/// The genesis `prev_hash` of every instance's chain.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Check one instance's records, in `seq` order: each links to the previous
+/// one and its hash matches its content. Returns the first broken `seq`.
+pub fn verify_chain(records: &[AuditRecord]) -> Result<(), u64> {
+    let mut prev: Option<&AuditRecord> = None;
+    for r in records {
+        let expected_prev = prev.map(|p| p.hash.as_str()).unwrap_or(r.prev_hash.as_str());
+        if prev.is_some_and(|p| p.seq + 1 != r.seq) || r.prev_hash != expected_prev || r.digest(&r.prev_hash) != r.hash {
+            return Err(r.seq);
+        }
+        prev = Some(r);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: usize) -> Vec<AuditRecord> {
+        let mut prev = GENESIS.to_owned();
+        (0..n)
+            .map(|i| {
+                let mut r = AuditRecord::begin(Some("127.0.0.1".into()), Some("curl"));
+                r.txn = Some(format!("t{i}"));
+                r.seal("i1", i as u64 + 1, &prev);
+                prev = r.hash.clone();
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        assert_eq!(verify_chain(&chain(5)), Ok(()));
+    }
+
+    #[test]
+    fn editing_a_record_breaks_the_chain_there() {
+        let mut c = chain(5);
+        c[2].sub = Some("mallory".into());
+        assert_eq!(verify_chain(&c), Err(3));
+    }
+
+    #[test]
+    fn deleting_a_record_breaks_the_chain() {
+        let mut c = chain(5);
+        c.remove(2);
+        assert!(verify_chain(&c).is_err());
+    }
+
+    #[test]
+    fn user_agent_is_capped_and_stripped_of_control_characters() {
+        let ua = format!("evil\n{}", "x".repeat(1000));
+        let r = AuditRecord::begin(None, Some(&ua));
+        let kept = r.user_agent.unwrap();
+        assert_eq!(kept.chars().count(), MAX_USER_AGENT);
+        assert!(!kept.contains('\n'));
+    }
+}

@@ -1,0 +1,225 @@
+//! Claims of the tokens we issue, and the typed view of claims we read.
+//!
+//! Owns: the claim sets of an ID-JAG (draft-ietf-oauth-identity-assertion-
+//! authz-grant §3.1) and an RFC 9068 access token, and parsing inbound claims
+//! into typed values.
+//! Must never: decide anything; validation is `trust::validate`, policy is
+//! `policy`.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::chain::Act;
+use crate::types::ScopeSet;
+
+pub const TYP_ID_JAG: &str = "oauth-id-jag+jwt";
+pub const TYP_ACCESS_TOKEN: &str = "at+jwt";
+
+fn is_empty_scope(s: &ScopeSet) -> bool {
+    s.is_empty()
+}
+
+/// The ID-JAG (§3.1). `aud` is the resolved resource-AS issuer, a plain
+/// string (protocols §9.3); `client_id` is the client's id *at that AS*.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdJagClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub client_id: String,
+    pub jti: String,
+    pub iat: i64,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "is_empty_scope")]
+    pub scope: ScopeSet,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    pub txn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Act>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    #[serde(flatten)]
+    pub identity: IdentityClaims,
+}
+
+/// Authentication facts copied from the upstream ID token when present
+/// (OIDC Core §2), never invented.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct IdentityClaims {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amr: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// RFC 9068 §2.2 access token, plus `act` (RFC 8693 §4.1), `txn`, and
+/// `roles` (RFC 9068 §2.2.3.1) carrying the user's entitlements down the chain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessTokenClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub client_id: String,
+    pub jti: String,
+    pub iat: i64,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "is_empty_scope")]
+    pub scope: ScopeSet,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    pub txn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Act>,
+    #[serde(flatten)]
+    pub identity: IdentityClaims,
+}
+
+/// `aud` may be a string or an array (RFC 7519 §4.1.3).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            OneOrMany::One(s) => std::slice::from_ref(s),
+            OneOrMany::Many(v) => v,
+        }
+    }
+    /// The single value, if there is exactly one.
+    pub fn single(&self) -> Option<&str> {
+        match self.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+    pub fn contains(&self, s: &str) -> bool {
+        self.as_slice().iter().any(|a| a == s)
+    }
+}
+
+/// RFC 7519 §2 NumericDate may be fractional; we keep whole seconds.
+fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let v: Option<f64> = Option::deserialize(d)?;
+    Ok(v.filter(|f| f.is_finite()).map(|f| f as i64))
+}
+
+/// Claims of an inbound JWT, typed. Whatever is malformed fails parsing, so a
+/// `sub` that is a number or an `exp` that is a string never gets further.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InboundClaims {
+    pub iss: String,
+    #[serde(default)]
+    pub sub: Option<String>,
+    #[serde(default)]
+    pub aud: Option<OneOrMany>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub exp: Option<i64>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub nbf: Option<i64>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub iat: Option<i64>,
+    #[serde(default)]
+    pub jti: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub azp: Option<String>,
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(default)]
+    pub act: Option<serde_json::Value>,
+    #[serde(default)]
+    pub may_act: Option<serde_json::Value>,
+    #[serde(default)]
+    pub txn: Option<String>,
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
+    #[serde(default)]
+    pub resource: Option<OneOrMany>,
+    #[serde(default)]
+    pub aud_sub: Option<String>,
+    #[serde(default)]
+    pub tenant: Option<String>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub auth_time: Option<i64>,
+    #[serde(default)]
+    pub acr: Option<String>,
+    #[serde(default)]
+    pub amr: Option<Vec<String>>,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Everything else, e.g. the issuer's groups claim.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl InboundClaims {
+    pub fn identity(&self) -> IdentityClaims {
+        IdentityClaims {
+            auth_time: self.auth_time,
+            acr: self.acr.clone(),
+            amr: self.amr.clone(),
+            email: self.email.clone(),
+        }
+    }
+
+    /// A groups claim by name: an array of strings, or one space-separated
+    /// string (some IdPs emit either).
+    pub fn groups(&self, claim: &str) -> Vec<&str> {
+        match self.extra.get(claim) {
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect(),
+            Some(serde_json::Value::String(s)) => s.split(' ').filter(|g| !g.is_empty()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The `act` claim as a chain. A malformed one is an error, never dropped:
+    /// silently losing an actor would hide who acted.
+    pub fn act_chain(&self) -> Result<Option<Act>, serde_json::Error> {
+        self.act.clone().map(serde_json::from_value).transpose()
+    }
+
+    pub fn scope_set(&self) -> Option<ScopeSet> {
+        self.scope.as_deref().and_then(|s| ScopeSet::parse(s).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbound_claims_accept_fractional_dates_and_string_groups() {
+        let c: InboundClaims = serde_json::from_value(serde_json::json!({
+            "iss": "https://idp", "exp": 1700000000.5, "groups": "a b"
+        }))
+        .unwrap();
+        assert_eq!(c.exp, Some(1700000000));
+        assert_eq!(c.groups("groups"), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn a_malformed_claim_fails_parsing() {
+        assert!(serde_json::from_value::<InboundClaims>(serde_json::json!({"iss": "x", "sub": 5})).is_err());
+        assert!(serde_json::from_value::<InboundClaims>(serde_json::json!({"iss": "x", "exp": "soon"})).is_err());
+    }
+
+    #[test]
+    fn optional_claims_are_omitted_not_null() {
+        let c = AccessTokenClaims {
+            iss: "i".into(), sub: "s".into(), aud: "a".into(), client_id: "c".into(), jti: "j".into(),
+            iat: 1, exp: 2, scope: ScopeSet::default(), roles: vec![], txn: "t".into(), act: None,
+            identity: IdentityClaims::default(),
+        };
+        let v = serde_json::to_value(&c).unwrap();
+        assert!(v.get("act").is_none() && v.get("scope").is_none() && v.get("auth_time").is_none());
+    }
+}

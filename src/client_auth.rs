@@ -1,0 +1,190 @@
+//! Client authentication at the token endpoint (RFC 6749 §2.3, RFC 7523 §2.2).
+//!
+//! Owns: `client_secret_basic` (percent-decoded, RFC 6749 §2.3.1),
+//! `client_secret_post`, `private_key_jwt` (OIDC Core §9) with single-use
+//! `jti`; refusing two methods in one request; constant-time secret checks.
+//! Must never: log or echo a secret or an assertion; reveal whether a client
+//! id exists (unknown client and wrong secret get the same answer).
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use axum::http::{HeaderMap, header};
+use percent_encoding::percent_decode_str;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::error::{ErrorCode, OAuthError, OAuthResult};
+use crate::http::extract::OAuthParams;
+use crate::jose::UnverifiedJws;
+use crate::policy::{AuthMethod, Client, Policy};
+use crate::store::ReplayMark;
+use crate::trust::validate::{Expect, Validator};
+use crate::types::CLIENT_ASSERTION_TYPE_JWT_BEARER;
+
+/// The credentials a request presented, before checking them.
+enum Presented<'a> {
+    Basic { id: String, secret: SecretString },
+    Post { id: &'a str, secret: &'a str },
+    Assertion { id: Option<&'a str>, assertion: &'a str },
+    None,
+}
+
+/// Which method authenticated the client, for the audit record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Basic,
+    Post,
+    PrivateKeyJwt,
+}
+
+fn fail(reason: &'static str, basic: bool) -> OAuthError {
+    OAuthError::invalid_client(reason, "client authentication failed").with_basic_challenge(basic)
+}
+
+fn presented<'a>(headers: &HeaderMap, params: &'a OAuthParams) -> OAuthResult<Presented<'a>> {
+    let basic = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(v) => {
+            let v = v.to_str().map_err(|_| fail("client_auth.malformed_header", true))?;
+            let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+            if !scheme.eq_ignore_ascii_case("basic") {
+                return Err(OAuthError::invalid_request(
+                    "client_auth.unsupported_scheme",
+                    "only HTTP Basic client authentication is accepted in the Authorization header",
+                ));
+            }
+            let decoded = STANDARD
+                .decode(rest.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| fail("client_auth.malformed_header", true))?;
+            let (id, secret) = decoded.split_once(':').ok_or_else(|| fail("client_auth.malformed_header", true))?;
+            // RFC 6749 §2.3.1: both parts are form-encoded before base64.
+            let decode = |s: &str| percent_decode_str(s).decode_utf8().map(|c| c.into_owned());
+            let id = decode(id).map_err(|_| fail("client_auth.malformed_header", true))?;
+            let secret = decode(secret).map_err(|_| fail("client_auth.malformed_header", true))?;
+            Some((id, SecretString::from(secret)))
+        }
+    };
+    let body_id = params.get("client_id");
+    let body_secret = params.get("client_secret");
+    let assertion = params.get("client_assertion");
+    let assertion_type = params.get("client_assertion_type");
+    let methods = usize::from(basic.is_some()) + usize::from(body_secret.is_some()) + usize::from(assertion.is_some());
+    if methods > 1 {
+        return Err(OAuthError::invalid_request(
+            "client_auth.multiple_methods",
+            "use exactly one client authentication method (RFC 6749 §2.3)",
+        ));
+    }
+    if assertion.is_some() != assertion_type.is_some() {
+        return Err(OAuthError::invalid_request(
+            "client_auth.assertion_type",
+            "client_assertion and client_assertion_type go together",
+        ));
+    }
+    if let Some((id, secret)) = basic {
+        // Interop: some clients repeat client_id in the body; it must agree.
+        if body_id.is_some_and(|b| b != id) {
+            return Err(OAuthError::invalid_request(
+                "client_auth.client_id_mismatch",
+                "client_id in the body differs from the Authorization header",
+            ));
+        }
+        return Ok(Presented::Basic { id, secret });
+    }
+    if let Some(secret) = body_secret {
+        let id = body_id.ok_or_else(|| {
+            OAuthError::invalid_request("client_auth.missing_client_id", "client_secret requires client_id")
+        })?;
+        return Ok(Presented::Post { id, secret });
+    }
+    if let Some(assertion) = assertion {
+        if assertion_type != Some(CLIENT_ASSERTION_TYPE_JWT_BEARER) {
+            return Err(OAuthError::invalid_request(
+                "client_auth.assertion_type",
+                format!("client_assertion_type must be {CLIENT_ASSERTION_TYPE_JWT_BEARER}"),
+            ));
+        }
+        return Ok(Presented::Assertion { id: body_id, assertion });
+    }
+    Ok(Presented::None)
+}
+
+/// Authenticate the client. A `private_key_jwt` assertion's `jti` is added
+/// to `marks`, to be consumed atomically with the request's audit record.
+pub async fn authenticate(
+    validator: &Validator<'_>,
+    headers: &HeaderMap,
+    params: &OAuthParams,
+    marks: &mut Vec<ReplayMark>,
+) -> OAuthResult<(Arc<Client>, Method)> {
+    let policy: &Policy = validator.policy;
+    match presented(headers, params)? {
+        Presented::None => Err(OAuthError::invalid_client(
+            "client_auth.missing",
+            "client authentication is required (client_secret_basic, client_secret_post or private_key_jwt)",
+        )),
+        Presented::Basic { id, secret } => {
+            let client = check_secret(policy, &id, secret.expose_secret(), Method::Basic).map_err(|e| e.with_basic_challenge(true))?;
+            Ok((client, Method::Basic))
+        }
+        Presented::Post { id, secret } => Ok((check_secret(policy, id, secret, Method::Post)?, Method::Post)),
+        Presented::Assertion { id, assertion } => {
+            // RFC 7523 §3: sub (= iss) names the client; read it unverified
+            // only to find whose keys verify it.
+            let claimed = UnverifiedJws::parse(assertion)
+                .ok()
+                .and_then(|j| j.payload.get("sub").and_then(|s| s.as_str()).map(str::to_owned))
+                .ok_or_else(|| fail("client_assertion.malformed", false))?;
+            if id.is_some_and(|id| id != claimed) {
+                return Err(fail("client_assertion.client_id_mismatch", false));
+            }
+            let client = policy.clients.get(&claimed).cloned().ok_or_else(|| fail("client_auth.unknown_client", false))?;
+            if !matches!(client.auth, AuthMethod::PrivateKeyJwt { .. }) {
+                return Err(fail("client_auth.method_not_allowed", false));
+            }
+            let verified = validator
+                .validate(assertion, Expect::ClientAssertion { client: &client })
+                .await
+                .map_err(|r| {
+                    if r.unavailable {
+                        OAuthError::unavailable(r.reason, &r.detail)
+                    } else {
+                        tracing::info!(client_id = %client.id, reason = r.reason, detail = %r.detail, "client assertion refused");
+                        OAuthError::new(ErrorCode::InvalidClient, r.reason, "client authentication failed")
+                    }
+                })?;
+            let jti = verified.claims.jti.unwrap_or_default();
+            marks.push(ReplayMark {
+                key: format!("client_assertion:{}:{jti}", client.id),
+                expires_at: verified.exp + policy.tokens.clock_skew_secs,
+            });
+            Ok((client, Method::PrivateKeyJwt))
+        }
+    }
+}
+
+fn check_secret(policy: &Policy, id: &str, secret: &str, method: Method) -> OAuthResult<Arc<Client>> {
+    let presented_hash = openssl::sha::sha256(secret.as_bytes());
+    let Some(client) = policy.clients.get(id) else {
+        return Err(fail("client_auth.unknown_client", false));
+    };
+    let AuthMethod::Secret { sha256, basic, post } = &client.auth else {
+        return Err(fail("client_auth.method_not_allowed", false));
+    };
+    let allowed = match method {
+        Method::Basic => *basic,
+        Method::Post => *post,
+        Method::PrivateKeyJwt => false,
+    };
+    // Constant time: the comparison must not reveal how much of a guess matched.
+    if !openssl::memcmp::eq(&presented_hash, sha256) {
+        return Err(fail("client_auth.bad_secret", false));
+    }
+    if !allowed {
+        return Err(fail("client_auth.method_not_allowed", false));
+    }
+    Ok(client.clone())
+}

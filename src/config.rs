@@ -1,0 +1,682 @@
+//! The configuration file: its shape, loading (TOML + `XAA__SECTION__KEY` env
+//! overrides), and validation into a resolved [`Policy`].
+//!
+//! Owns: every config key, its default, and the error that names it.
+//! Must never: be consulted on the request path in raw form; requests only see
+//! the resolved `Policy`. Every key is documented in `specs/config.md`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::jose::Alg;
+use crate::trust::jwks::KeySet;
+use crate::policy::{
+    AgentCap, Audience, AudienceKind, AuthMethod, Category, Client, ClientKind, KeySource, Policy,
+    Purpose, TokenSettings, TrustedIssuer,
+};
+use crate::types::{GrantType, ScopeSet};
+
+/// The whole file. `deny_unknown_fields` everywhere: a typo in a security
+/// setting must fail loudly at start, never be silently ignored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This deployment's issuer identifier (RFC 8414 §2): https, no query or
+    /// fragment. Plain http is accepted only for loopback hosts (dev, tests).
+    pub issuer: String,
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub tokens: TokensConfig,
+    #[serde(default)]
+    pub keys: KeysConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub issuers: BTreeMap<String, IssuerConfig>,
+    #[serde(default)]
+    pub clients: BTreeMap<String, ClientConfig>,
+    #[serde(default)]
+    pub audiences: BTreeMap<String, AudienceConfig>,
+    #[serde(default)]
+    pub roles: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub agents: AgentsConfig,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    pub clock_skew_secs: i64,
+    pub id_jag_ttl_secs: i64,
+    pub access_token_ttl_secs: i64,
+    pub max_delegation_depth: usize,
+    pub max_client_assertion_lifetime_secs: i64,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            clock_skew_secs: 60,
+            id_jag_ttl_secs: 300,
+            access_token_ttl_secs: 300,
+            max_delegation_depth: 4,
+            max_client_assertion_lifetime_secs: 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// Generate a key pair at start. Tokens then die with the process and
+    /// instances cannot share keys: for development and tests only.
+    pub ephemeral: bool,
+    /// Algorithm of the ephemeral key (default ES256).
+    pub ephemeral_alg: Option<String>,
+    /// Private JWK files (as written by `xaa-broker keys generate`).
+    pub files: Vec<PathBuf>,
+    /// `kid` of the key that signs; the others are published for verification
+    /// only (rotation overlap). Default: the first file's key.
+    pub active: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum StoreConfig {
+    Memory,
+    Redis {
+        url: String,
+        #[serde(default)]
+        prefix: Option<String>,
+    },
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self::Memory
+    }
+}
+
+/// How the broker fetches upstream keys (JWKS, OIDC discovery).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    pub timeout_ms: u64,
+    pub max_response_bytes: usize,
+    /// Keys older than this are refreshed on next use.
+    pub cache_ttl_secs: u64,
+    /// An unknown `kid` triggers at most one refetch per issuer per interval,
+    /// so a storm of forged kids costs the IdP one request, not thousands.
+    pub min_refetch_interval_secs: u64,
+    /// How long cached keys keep being served while the IdP is unreachable.
+    pub max_stale_secs: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 3000,
+            max_response_bytes: 256 * 1024,
+            cache_ttl_secs: 3600,
+            min_refetch_interval_secs: 30,
+            max_stale_secs: 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    pub issuer: String,
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Resolve `jwks_uri` through OIDC discovery / RFC 8414 metadata.
+    #[serde(default)]
+    pub discovery: bool,
+    /// Inline JWK Set (`{"keys": [...]}`), for issuers whose keys are pinned.
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    /// What this issuer may vouch for: `id_token`, `access_token`, `id_jag`, `actor`.
+    pub trust: Vec<Purpose>,
+    #[serde(default = "default_upstream_algs")]
+    pub algs: Vec<String>,
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// `sub_profile` recorded for actors this issuer vouches for.
+    #[serde(default)]
+    pub actor_profile: Option<ClientKind>,
+}
+
+fn default_upstream_algs() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into()]
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub kind: ClientKind,
+    /// Allowed authentication methods; default from the credential present.
+    #[serde(default)]
+    pub auth_methods: Option<Vec<String>>,
+    /// SHA-256 (hex) of the client secret (`xaa-broker secret generate`).
+    #[serde(default)]
+    pub secret_sha256: Option<String>,
+    /// Public keys for `private_key_jwt`: inline JWK Set or a URI.
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    #[serde(default = "default_grants")]
+    pub grants: Vec<GrantType>,
+    /// Audience identifiers (or aliases) this client may obtain tokens for.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// The most this client may ever obtain, in any audience. Absent: no
+    /// client-level limit beyond the audience catalogs.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// The identity written into `act.sub` when this client acts.
+    #[serde(default)]
+    pub actor_sub: Option<String>,
+    /// Category cap for tokens of any chain this client acts in.
+    #[serde(default)]
+    pub categories: Option<Vec<Category>>,
+    /// For services: the resource URI of tokens issued *for* this client.
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// This client's id at each resource AS, by that AS's issuer.
+    #[serde(default)]
+    pub ras_client_ids: BTreeMap<String, String>,
+}
+
+fn default_grants() -> Vec<GrantType> {
+    vec![GrantType::TokenExchange]
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudienceConfig {
+    pub kind: AudienceKind,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// For `id_jag` audiences: the RFC 8707 resources at that AS that may be
+    /// named with it (the valid `(audience, resource)` pairs, MCP EMA §7).
+    #[serde(default)]
+    pub resources: Vec<String>,
+    #[serde(default)]
+    pub ttl_secs: Option<i64>,
+    /// Scope catalog: scope → category.
+    #[serde(default)]
+    pub scopes: BTreeMap<String, Category>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// Categories any agent in a chain may ever receive. Empty: read only.
+    pub categories: Vec<Category>,
+    /// Scopes never granted to a chain that has an agent in it.
+    pub human_only: Vec<String>,
+}
+
+/// A configuration problem, naming where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: {problems}")]
+pub struct ConfigError {
+    pub source_name: String,
+    pub problems: String,
+}
+
+impl Config {
+    /// Load a file (which must exist) and apply `XAA__SECTION__KEY` overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        if !path.is_file() {
+            return Err(ConfigError {
+                source_name: name,
+                problems: "file not found".into(),
+            });
+        }
+        let figment = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed("XAA__").split("__"));
+        figment.extract().map_err(|e| ConfigError {
+            source_name: name,
+            problems: figment_problems(e),
+        })
+    }
+
+    /// Parse TOML text (the embedded default, tests). No env overrides.
+    pub fn from_toml(name: &str, text: &str) -> Result<Config, ConfigError> {
+        Figment::new()
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| ConfigError {
+                source_name: name.into(),
+                problems: figment_problems(e),
+            })
+    }
+
+    /// Validate everything and build the policy the request path uses.
+    pub fn resolve(&self, name: &str) -> Result<Policy, ConfigError> {
+        let mut v = Validator::default();
+        let policy = v.resolve(self);
+        if v.problems.is_empty() {
+            Ok(policy)
+        } else {
+            Err(ConfigError {
+                source_name: name.into(),
+                problems: v.problems.join("; "),
+            })
+        }
+    }
+}
+
+fn figment_problems(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            let kind = e.kind.to_string();
+            if path.is_empty() {
+                kind
+            } else {
+                format!("key `{path}`: {kind}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Collects every problem, so one `config check` run shows them all.
+#[derive(Default)]
+struct Validator {
+    problems: Vec<String>,
+}
+
+impl Validator {
+    fn problem(&mut self, key: impl std::fmt::Display, what: impl std::fmt::Display) {
+        self.problems.push(format!("key `{key}`: {what}"));
+    }
+
+    fn url(&mut self, key: &str, raw: &str) -> Option<url::Url> {
+        match url::Url::parse(raw) {
+            Ok(u) if u.fragment().is_some() => {
+                self.problem(key, "must not have a fragment");
+                None
+            }
+            Ok(u) if u.scheme() == "https" => Some(u),
+            Ok(u) if u.scheme() == "http" && is_loopback(&u) => Some(u),
+            Ok(_) => {
+                self.problem(key, format!("{raw:?} must be an https URL (http only for loopback hosts)"));
+                None
+            }
+            Err(e) => {
+                self.problem(key, format!("{raw:?} is not a URL: {e}"));
+                None
+            }
+        }
+    }
+
+    fn algs(&mut self, key: &str, raw: &[String]) -> Vec<Alg> {
+        let mut out = Vec::new();
+        for a in raw {
+            match Alg::parse(a) {
+                Some(alg) => out.push(alg),
+                None => self.problem(
+                    key,
+                    format!("algorithm {a:?} is not allowed (allowed: ES256, ES384, RS256, PS256, EdDSA)"),
+                ),
+            }
+        }
+        if out.is_empty() && !raw.is_empty() {
+            return out;
+        }
+        if raw.is_empty() {
+            self.problem(key, "at least one algorithm is required");
+        }
+        out
+    }
+
+    fn inline_jwks(&mut self, key: &str, value: &serde_json::Value, algs: &[Alg]) -> Option<KeySource> {
+        match KeySet::parse(value, algs) {
+            Ok(set) => Some(KeySource::Inline(Arc::new(set))),
+            Err(e) => {
+                self.problem(key, e);
+                None
+            }
+        }
+    }
+
+    fn resolve(&mut self, c: &Config) -> Policy {
+        let issuer = c.issuer.trim_end_matches('/').to_owned();
+        if let Some(u) = self.url("issuer", &issuer) {
+            if u.query().is_some() {
+                self.problem("issuer", "must not have a query (RFC 8414 §2)");
+            }
+        }
+        if c.listen.parse::<std::net::SocketAddr>().is_err() {
+            self.problem("listen", format!("{:?} is not an address like 127.0.0.1:8080", c.listen));
+        }
+        let t = &c.tokens;
+        for (k, v) in [
+            ("tokens.clock_skew_secs", t.clock_skew_secs),
+            ("tokens.id_jag_ttl_secs", t.id_jag_ttl_secs),
+            ("tokens.access_token_ttl_secs", t.access_token_ttl_secs),
+            ("tokens.max_client_assertion_lifetime_secs", t.max_client_assertion_lifetime_secs),
+        ] {
+            if v < 0 || (k != "tokens.clock_skew_secs" && v == 0) {
+                self.problem(k, "must be a positive number of seconds");
+            }
+        }
+        if t.clock_skew_secs > 300 {
+            self.problem("tokens.clock_skew_secs", "more than 300 s of skew would weaken every expiry check");
+        }
+        if t.max_delegation_depth == 0 {
+            self.problem("tokens.max_delegation_depth", "must be at least 1");
+        }
+
+        // Audiences first: clients refer to them.
+        let mut audiences: HashMap<String, Arc<Audience>> = HashMap::new();
+        let mut all_scopes = BTreeSet::new();
+        for (id, a) in &c.audiences {
+            let key = format!("audiences.{id}");
+            if id.contains(' ') || id.is_empty() {
+                self.problem(&key, "an audience identifier must be non-empty with no spaces");
+            }
+            if a.kind == AudienceKind::AccessToken && url::Url::parse(id).is_err() {
+                self.problem(&key, "an access_token audience is a resource: an absolute URI (RFC 8707)");
+            }
+            for (i, r) in a.resources.iter().enumerate() {
+                match url::Url::parse(r) {
+                    Ok(u) if u.fragment().is_none() => {}
+                    _ => self.problem(format!("{key}.resources[{i}]"), format!("{r:?} must be an absolute URI without fragment")),
+                }
+            }
+            if a.kind == AudienceKind::AccessToken && !a.resources.is_empty() {
+                self.problem(format!("{key}.resources"), "only id_jag audiences list resources");
+            }
+            if a.scopes.is_empty() {
+                self.problem(format!("{key}.scopes"), "the scope catalog is empty: nothing could ever be granted");
+            }
+            for s in a.scopes.keys() {
+                if ScopeSet::parse(s).map(|p| p.len() != 1).unwrap_or(true) {
+                    self.problem(format!("{key}.scopes"), format!("{s:?} is not a single RFC 6749 scope token"));
+                }
+                all_scopes.insert(s.clone());
+            }
+            let ttl = a.ttl_secs.unwrap_or(match a.kind {
+                AudienceKind::IdJag => t.id_jag_ttl_secs,
+                AudienceKind::AccessToken => t.access_token_ttl_secs,
+            });
+            if ttl <= 0 {
+                self.problem(format!("{key}.ttl_secs"), "must be positive");
+            }
+            let aud = Arc::new(Audience {
+                id: id.clone(),
+                kind: a.kind,
+                resources: a.resources.clone(),
+                ttl_secs: ttl,
+                scopes: a.scopes.clone(),
+            });
+            for name in std::iter::once(id).chain(a.aliases.iter()) {
+                if audiences.insert(name.clone(), aud.clone()).is_some() {
+                    self.problem(&key, format!("{name:?} names more than one audience"));
+                }
+            }
+        }
+
+        let mut roles = BTreeMap::new();
+        for (role, scopes) in &c.roles {
+            for s in scopes {
+                if !all_scopes.contains(s) {
+                    self.problem(format!("roles.{role}"), format!("scope {s:?} is in no audience's catalog"));
+                }
+            }
+            roles.insert(role.clone(), ScopeSet::from_iter(scopes.iter().cloned()));
+        }
+
+        let mut issuers = HashMap::new();
+        for (name, i) in &c.issuers {
+            let key = format!("issuers.{name}");
+            let iss = i.issuer.trim_end_matches('/').to_owned();
+            self.url(&format!("{key}.issuer"), &iss);
+            if iss == issuer {
+                self.problem(&key, "our own issuer is trusted implicitly for our access tokens and must not be listed");
+            }
+            if i.trust.is_empty() {
+                self.problem(format!("{key}.trust"), "list what this issuer may vouch for: id_token, access_token, id_jag, actor");
+            }
+            let algs = self.algs(&format!("{key}.algs"), &i.algs);
+            let keys = match (&i.jwks_uri, i.discovery, &i.jwks) {
+                (Some(uri), false, None) => self.url(&format!("{key}.jwks_uri"), uri).map(|u| KeySource::Remote {
+                    cache_key: format!("issuer:{iss}"),
+                    jwks_uri: Some(u.to_string()),
+                    discovery_issuer: None,
+                }),
+                (None, true, None) => Some(KeySource::Remote {
+                    cache_key: format!("issuer:{iss}"),
+                    jwks_uri: None,
+                    discovery_issuer: Some(iss.clone()),
+                }),
+                (None, false, Some(jwks)) => self.inline_jwks(&format!("{key}.jwks"), jwks, &algs),
+                _ => {
+                    self.problem(&key, "set exactly one of jwks_uri, discovery = true, or jwks");
+                    None
+                }
+            };
+            if let Some(keys) = keys {
+                let trusted = TrustedIssuer {
+                    name: name.clone(),
+                    issuer: iss.clone(),
+                    keys,
+                    purposes: i.trust.iter().copied().collect(),
+                    algs,
+                    groups_claim: i.groups_claim.clone(),
+                    actor_profile: i.actor_profile.unwrap_or(ClientKind::Agent),
+                };
+                if issuers.insert(iss.clone(), Arc::new(trusted)).is_some() {
+                    self.problem(&key, format!("issuer {iss:?} is configured twice"));
+                }
+            }
+        }
+
+        let mut clients = HashMap::new();
+        let mut actor_subs: HashMap<String, String> = HashMap::new();
+        for (id, cc) in &c.clients {
+            let key = format!("clients.{id}");
+            if id == &issuer || issuers.contains_key(id.as_str()) {
+                self.problem(&key, "a client id must not equal an issuer identifier (its assertions would be confusable with issuer tokens)");
+            }
+            let auth = self.client_auth(&key, id, cc);
+            let mut allowed_audiences = HashSet::new();
+            for (i, a) in cc.audiences.iter().enumerate() {
+                match audiences.get(a) {
+                    Some(aud) => {
+                        allowed_audiences.insert(aud.id.clone());
+                    }
+                    None => self.problem(format!("{key}.audiences[{i}]"), format!("unknown audience {a:?}")),
+                }
+            }
+            let scopes = cc.scopes.as_ref().map(|s| {
+                for x in s {
+                    if !all_scopes.contains(x) {
+                        self.problem(format!("{key}.scopes"), format!("scope {x:?} is in no audience's catalog"));
+                    }
+                }
+                ScopeSet::from_iter(s.iter().cloned())
+            });
+            let mut ras_client_ids = HashMap::new();
+            for (ras, rid) in &cc.ras_client_ids {
+                match audiences.get(ras) {
+                    Some(aud) if aud.kind == AudienceKind::IdJag => {
+                        ras_client_ids.insert(aud.id.clone(), rid.clone());
+                    }
+                    _ => self.problem(format!("{key}.ras_client_ids"), format!("{ras:?} is not an id_jag audience")),
+                }
+            }
+            if cc.kind == ClientKind::Service && cc.resource.is_none() {
+                self.problem(format!("{key}.resource"), "a service client needs its own resource URI (the aud of tokens it may exchange)");
+            }
+            if let Some(r) = &cc.resource {
+                if url::Url::parse(r).is_err() {
+                    self.problem(format!("{key}.resource"), "must be an absolute URI");
+                }
+            }
+            let actor_sub = cc.actor_sub.clone().unwrap_or_else(|| id.clone());
+            if let Some(other) = actor_subs.insert(actor_sub.clone(), id.clone()) {
+                self.problem(format!("{key}.actor_sub"), format!("{actor_sub:?} is also the actor of client {other:?}"));
+            }
+            if let Some(auth) = auth {
+                clients.insert(
+                    id.clone(),
+                    Arc::new(Client {
+                        id: id.clone(),
+                        kind: cc.kind,
+                        auth,
+                        grants: cc.grants.iter().copied().collect(),
+                        audiences: allowed_audiences,
+                        scopes,
+                        actor_sub,
+                        categories: cc.categories.as_ref().map(|c| c.iter().copied().collect()),
+                        resource: cc.resource.clone(),
+                        ras_client_ids,
+                    }),
+                );
+            }
+        }
+
+        for (i, s) in c.agents.human_only.iter().enumerate() {
+            if !all_scopes.contains(s) {
+                self.problem(format!("agents.human_only[{i}]"), format!("scope {s:?} is in no audience's catalog"));
+            }
+        }
+        let agent_categories: BTreeSet<Category> = if c.agents.categories.is_empty() {
+            [Category::Read].into()
+        } else {
+            c.agents.categories.iter().copied().collect()
+        };
+
+        if let StoreConfig::Redis { url, .. } = &c.store {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                self.problem("store.url", "must be a redis:// or rediss:// URL");
+            }
+        }
+        if !c.keys.ephemeral && c.keys.files.is_empty() {
+            self.problem("keys", "set keys.files (see `xaa-broker keys generate`) or keys.ephemeral = true for development");
+        }
+        if let Some(a) = &c.keys.ephemeral_alg {
+            if Alg::parse(a).is_none() {
+                self.problem("keys.ephemeral_alg", format!("{a:?} is not an allowed algorithm"));
+            }
+        }
+
+        Policy {
+            issuer: issuer.clone(),
+            token_endpoint: format!("{issuer}/token"),
+            tokens: TokenSettings {
+                clock_skew_secs: t.clock_skew_secs,
+                max_delegation_depth: t.max_delegation_depth,
+                max_client_assertion_lifetime_secs: t.max_client_assertion_lifetime_secs,
+            },
+            issuers,
+            clients_by_actor: clients
+                .values()
+                .map(|c: &Arc<Client>| (c.actor_sub.clone(), c.clone()))
+                .collect(),
+            clients,
+            audiences,
+            roles,
+            agents: AgentCap {
+                categories: agent_categories,
+                human_only: ScopeSet::from_iter(c.agents.human_only.iter().cloned()),
+            },
+        }
+    }
+
+    fn client_auth(&mut self, key: &str, id: &str, cc: &ClientConfig) -> Option<AuthMethod> {
+        let has_keys = cc.jwks.is_some() || cc.jwks_uri.is_some();
+        let methods: Vec<String> = match &cc.auth_methods {
+            Some(m) => m.clone(),
+            None if has_keys => vec!["private_key_jwt".into()],
+            None => vec!["client_secret_basic".into(), "client_secret_post".into()],
+        };
+        let mut basic = false;
+        let mut post = false;
+        let mut jwt = false;
+        for m in &methods {
+            match m.as_str() {
+                "client_secret_basic" => basic = true,
+                "client_secret_post" => post = true,
+                "private_key_jwt" => jwt = true,
+                other => self.problem(
+                    format!("{key}.auth_methods"),
+                    format!("{other:?} is not supported (client_secret_basic, client_secret_post, private_key_jwt)"),
+                ),
+            }
+        }
+        if jwt && (basic || post) {
+            self.problem(format!("{key}.auth_methods"), "a client uses either a secret or private_key_jwt, not both");
+            return None;
+        }
+        if jwt {
+            if cc.secret_sha256.is_some() {
+                self.problem(format!("{key}.secret_sha256"), "a private_key_jwt client has no secret");
+            }
+            let keys = match (&cc.jwks, &cc.jwks_uri) {
+                (Some(j), None) => self.inline_jwks(&format!("{key}.jwks"), j, &Alg::ALL),
+                (None, Some(u)) => self.url(&format!("{key}.jwks_uri"), u).map(|u| KeySource::Remote {
+                    cache_key: format!("client:{id}"),
+                    jwks_uri: Some(u.to_string()),
+                    discovery_issuer: None,
+                }),
+                _ => {
+                    self.problem(key, "private_key_jwt needs exactly one of jwks or jwks_uri");
+                    None
+                }
+            }?;
+            return Some(AuthMethod::PrivateKeyJwt { keys });
+        }
+        match &cc.secret_sha256 {
+            Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                let mut hash = [0u8; 32];
+                for (i, chunk) in h.as_bytes().chunks(2).enumerate() {
+                    let s = std::str::from_utf8(chunk).unwrap_or("00");
+                    hash[i] = u8::from_str_radix(s, 16).unwrap_or(0);
+                }
+                Some(AuthMethod::Secret { sha256: hash, basic, post })
+            }
+            Some(_) => {
+                self.problem(format!("{key}.secret_sha256"), "must be 64 hex characters (see `xaa-broker secret generate`)");
+                None
+            }
+            None => {
+                self.problem(key, "set secret_sha256, or jwks/jwks_uri for private_key_jwt");
+                None
+            }
+        }
+    }
+}
+
+pub fn is_loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}

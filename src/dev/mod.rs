@@ -1,0 +1,99 @@
+//! Dev mode: the embedded default configuration, its built-in IdP, and the
+//! start-up banner with a copy-paste walk-through.
+//!
+//! Owns: everything that exists only when no config file is given.
+//! Must never: leak into a configured deployment.
+
+pub mod idp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::config::{Config, IssuerConfig};
+use crate::policy::{ClientKind, Purpose};
+use idp::DevIdp;
+
+pub const EMBEDDED_TOML: &str = include_str!("embedded.toml");
+
+/// The issuer for a listen address: loopback stays loopback, and a wildcard
+/// bind is reached at 127.0.0.1.
+pub fn issuer_for(listen: SocketAddr) -> String {
+    let host = if listen.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else if listen.is_ipv6() {
+        format!("[{}]", listen.ip())
+    } else {
+        listen.ip().to_string()
+    };
+    format!("http://{host}:{}", listen.port())
+}
+
+/// The embedded default for a broker reachable at `issuer`, with the dev IdP
+/// trusted for ID tokens and actor tokens (its key pinned inline).
+pub fn embedded_config(issuer: &str, listen: SocketAddr) -> anyhow::Result<(Config, Arc<DevIdp>)> {
+    let mut config = Config::from_toml("embedded default", EMBEDDED_TOML)?;
+    config.issuer = issuer.to_owned();
+    config.listen = listen.to_string();
+    let idp = Arc::new(DevIdp::new(issuer)?);
+    config.issuers.insert(
+        "dev-idp".into(),
+        IssuerConfig {
+            issuer: idp.issuer.clone(),
+            jwks_uri: None,
+            discovery: false,
+            jwks: Some(idp.jwks()),
+            trust: vec![Purpose::IdToken, Purpose::Actor],
+            algs: vec!["ES256".into()],
+            groups_claim: "groups".into(),
+            actor_profile: Some(ClientKind::Agent),
+        },
+    );
+    Ok((config, idp))
+}
+
+/// The banner: what this is, and a walk-through that works as printed
+/// (needs curl and jq).
+pub fn banner(issuer: &str) -> String {
+    let te = "urn:ietf:params:oauth:grant-type:token-exchange";
+    format!(
+        r#"
+================================================================================
+ xaa-broker — DEVELOPMENT MODE (embedded default)
+   ephemeral signing key, in-memory state, built-in dev IdP, PUBLISHED demo
+   secrets. Never expose this. For a real deployment: serve --config FILE.
+================================================================================
+ issuer   {issuer}
+ metadata {issuer}/.well-known/oauth-authorization-server
+ jwks     {issuer}/jwks
+ dev IdP  {issuer}/dev/idp   (users: alice, bob, carol)
+
+ Try it (bash, curl, jq):
+
+ B={issuer}
+
+ # 1. alice signs in at the dev IdP; the ID token is for the triage agent
+ ID_TOKEN=$(curl -s $B/dev/idp/id-token -d user=alice -d client_id=triage-agent | jq -r .id_token)
+
+ # 2. Cross-App Access: exchange it for an ID-JAG for the SaaS authorization server
+ curl -s -u triage-agent:triage-agent-secret $B/token \
+   -d grant_type={te} \
+   -d requested_token_type=urn:ietf:params:oauth:token-type:id-jag \
+   -d audience=https://saas.example.com -d resource=https://mcp.saas.example.com/mcp \
+   -d subject_token=$ID_TOKEN -d subject_token_type=urn:ietf:params:oauth:token-type:id_token | jq
+
+ # 3. Hop token: the agent calls the logs MCP server for alice (act = the agent, new txn)
+ HOP1=$(curl -s -u triage-agent:triage-agent-secret $B/token \
+   -d grant_type={te} -d resource=https://mcp.logs.example.com \
+   -d subject_token=$ID_TOKEN -d subject_token_type=urn:ietf:params:oauth:token-type:id_token | jq -r .access_token)
+
+ # 4. Next hop: the logs MCP server calls the cost tool (act chain grows, txn kept)
+ HOP2=$(curl -s -u mcp-logs:mcp-logs-secret $B/token \
+   -d grant_type={te} -d resource=https://cost.example.com \
+   -d subject_token=$HOP1 -d subject_token_type=urn:ietf:params:oauth:token-type:access_token | jq -r .access_token)
+
+ # 5. Look inside (sub = alice, act = mcp:logs ← agent:triage, same txn as HOP1)
+ for t in $HOP1 $HOP2; do jq -cR 'split(".")[1] | gsub("-";"+") | gsub("_";"/") | @base64d | fromjson | {{sub,aud,scope,txn,act}}' <<<"$t"; done
+================================================================================
+"#
+    )
+}

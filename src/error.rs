@@ -1,0 +1,225 @@
+//! The one OAuth error type and its one mapping to HTTP.
+//!
+//! Owns: the RFC 6749 §5.2 / RFC 8693 §2.2.2 / RFC 7009 error codes, their HTTP
+//! status, and the JSON body with `Cache-Control: no-store`.
+//! Must never: put internal detail (I/O errors, store errors, panics) or any
+//! credential into a response body. Internal causes are logged here, once.
+
+use std::borrow::Cow;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// The registered OAuth error codes the broker emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidRequest,
+    InvalidClient,
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    InvalidScope,
+    InvalidTarget,
+    UnsupportedTokenType,
+    UnsupportedResponseType,
+    TemporarilyUnavailable,
+    ServerError,
+    NotFound,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant => "invalid_grant",
+            Self::UnauthorizedClient => "unauthorized_client",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidScope => "invalid_scope",
+            Self::InvalidTarget => "invalid_target",
+            Self::UnsupportedTokenType => "unsupported_token_type",
+            Self::UnsupportedResponseType => "unsupported_response_type",
+            Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::ServerError => "server_error",
+            Self::NotFound => "not_found",
+        }
+    }
+
+    /// RFC 6749 §5.2: 400 for everything except client authentication (401).
+    /// `temporarily_unavailable` is 503 so load balancers and clients retry.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::InvalidClient => StatusCode::UNAUTHORIZED,
+            Self::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// An OAuth error on its way to the client.
+///
+/// `reason` is a stable machine string (`subject_token.expired`) for the audit
+/// record and metrics; `description` is the human `error_description`.
+#[derive(Debug, Clone)]
+pub struct OAuthError {
+    pub code: ErrorCode,
+    pub reason: &'static str,
+    pub description: Cow<'static, str>,
+    /// Set when the client tried HTTP Basic: RFC 6749 §5.2 then requires
+    /// `WWW-Authenticate` on the 401.
+    pub basic_challenge: bool,
+}
+
+pub type OAuthResult<T> = Result<T, OAuthError>;
+
+impl OAuthError {
+    pub fn new(
+        code: ErrorCode,
+        reason: &'static str,
+        description: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            code,
+            reason,
+            description: description.into(),
+            basic_challenge: false,
+        }
+    }
+
+    pub fn invalid_request(reason: &'static str, d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, reason, d)
+    }
+    pub fn invalid_client(reason: &'static str, d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidClient, reason, d)
+    }
+    pub fn invalid_grant(reason: &'static str, d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidGrant, reason, d)
+    }
+    pub fn invalid_target(reason: &'static str, d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidTarget, reason, d)
+    }
+    pub fn invalid_scope(reason: &'static str, d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidScope, reason, d)
+    }
+    pub fn unauthorized_client(reason: &'static str, d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::UnauthorizedClient, reason, d)
+    }
+
+    /// A check could not be made (store down, JWKS unreachable with no cached
+    /// key). The cause is logged here and never shown to the client.
+    pub fn unavailable(reason: &'static str, cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(reason, cause = %cause, "failing closed");
+        Self::new(
+            ErrorCode::TemporarilyUnavailable,
+            reason,
+            "the service cannot complete this check right now; retry later",
+        )
+    }
+
+    /// A bug or an invariant broken on our side. Logged; the body says nothing.
+    pub fn internal(reason: &'static str, cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(reason, cause = %cause, "internal error");
+        Self::new(ErrorCode::ServerError, reason, "internal error")
+    }
+
+    pub fn with_basic_challenge(mut self, basic: bool) -> Self {
+        self.basic_challenge = basic;
+        self
+    }
+
+    /// Change the code while keeping reason and description: used where a
+    /// spec assigns one code to a whole class of failures (RFC 7523 §3.1:
+    /// everything wrong with the assertion is `invalid_grant`).
+    pub fn recode(mut self, code: ErrorCode) -> Self {
+        if !matches!(
+            self.code,
+            ErrorCode::TemporarilyUnavailable | ErrorCode::ServerError | ErrorCode::InvalidClient
+        ) {
+            self.code = code;
+        }
+        self
+    }
+}
+
+impl std::fmt::Display for OAuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code.as_str(),
+            self.reason,
+            self.description
+        )
+    }
+}
+
+impl std::error::Error for OAuthError {}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'static str,
+    error_description: &'a str,
+}
+
+/// Headers every token-endpoint style response carries (RFC 6749 §5.1).
+pub fn no_store_headers(headers: &mut axum::http::HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.code.as_str(),
+            error_description: &self.description,
+        };
+        let mut response = (self.code.status(), axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        no_store_headers(headers);
+        if self.code == ErrorCode::InvalidClient && self.basic_challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Basic realm="xaa-broker", charset="UTF-8""#),
+            );
+        }
+        if self.code == ErrorCode::TemporarilyUnavailable {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_client_is_401_and_challenges_only_basic_callers() {
+        let e = OAuthError::invalid_client("x", "bad").with_basic_challenge(true);
+        let r = e.into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(r.headers().contains_key(header::WWW_AUTHENTICATE));
+        let r = OAuthError::invalid_client("x", "bad").into_response();
+        assert!(!r.headers().contains_key(header::WWW_AUTHENTICATE));
+    }
+
+    #[test]
+    fn every_error_is_no_store() {
+        let r = OAuthError::invalid_request("x", "bad").into_response();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+    }
+
+    #[test]
+    fn recode_never_hides_an_outage_or_client_failure() {
+        let e = OAuthError::new(ErrorCode::TemporarilyUnavailable, "x", "y")
+            .recode(ErrorCode::InvalidGrant);
+        assert_eq!(e.code, ErrorCode::TemporarilyUnavailable);
+        let e = OAuthError::invalid_request("x", "y").recode(ErrorCode::InvalidGrant);
+        assert_eq!(e.code, ErrorCode::InvalidGrant);
+    }
+}

@@ -1,0 +1,448 @@
+//! RFC 8693 token exchange, for both outputs the broker issues:
+//! an ID-JAG (draft-ietf-oauth-identity-assertion-authz-grant §4.3) and an
+//! RFC 9068 hop token for a downstream resource.
+//!
+//! Reads as the spec's steps in order: parse → resolve target → validate
+//! subject → validate actor → build chain → decide → mint. The client is
+//! already authenticated; committing and responding belong to `grant`.
+//! Must never: widen authority (that rule is `policy::decide`), let a client
+//! choose `txn`, or accept a subject token issued to another client.
+
+use std::sync::Arc;
+
+use crate::audit::{AuditRecord, TokenFingerprint};
+use crate::chain::{self, Act, Actor};
+use crate::claims::{AccessTokenClaims, IdJagClaims, TYP_ACCESS_TOKEN, TYP_ID_JAG};
+use crate::error::{ErrorCode, OAuthError, OAuthResult};
+use crate::grant::{GrantContext, Issued};
+use crate::http::extract::OAuthParams;
+use crate::policy::{Audience, AudienceKind, Client, ExchangeContext, decide};
+use crate::store::{ReplayMark, TokenRef};
+use crate::trust::validate::{Expect, Rejected, Verified};
+use crate::types::{ScopeSet, TokenType};
+
+/// The parsed request (RFC 8693 §2.1).
+struct Request<'a> {
+    subject_token: &'a str,
+    subject_token_type: TokenType,
+    actor: Option<(&'a str, TokenType)>,
+    requested: TokenType,
+    scope: Option<ScopeSet>,
+    audience: Arc<Audience>,
+    resource: Option<String>,
+}
+
+/// What the subject token establishes about the user and the chain so far.
+struct Subject {
+    sub: String,
+    exp: i64,
+    roles: Vec<String>,
+    txn: String,
+    chain: Option<Act>,
+    /// The subject's scope when it was issued for the same audience.
+    scope_same_audience: Option<ScopeSet>,
+    identity: crate::claims::IdentityClaims,
+    may_act: Option<serde_json::Value>,
+}
+
+pub async fn exchange(
+    cx: &GrantContext<'_>,
+    client: &Arc<Client>,
+    params: &OAuthParams,
+    audit: &mut AuditRecord,
+    _marks: &mut Vec<ReplayMark>,
+) -> OAuthResult<Issued> {
+    let req = parse(cx, params, audit)?;
+    let subject = validate_subject(cx, client, &req, audit).await?;
+    let actor = validate_actor(cx, &req, &subject, audit).await?;
+
+    let actor = chain::new_actor(actor, client.kind, &client.actor_sub);
+    if !chain::may_act_allows(subject.may_act.as_ref(), actor.as_ref()) {
+        return Err(OAuthError::invalid_request(
+            "chain.may_act",
+            "the subject token's may_act does not allow this actor (RFC 8693 §4.4)",
+        ));
+    }
+    let chain = chain::wrap(subject.chain.clone(), actor.as_ref());
+    audit.act = chain.clone();
+
+    let grant = decide(
+        cx.policy,
+        &ExchangeContext {
+            client,
+            audience: &req.audience,
+            requested: req.scope.as_ref(),
+            roles: Some(&subject.roles),
+            subject_scope: subject.scope_same_audience.as_ref(),
+            chain: chain.as_ref(),
+            now: cx.now,
+            subject_exp: subject.exp,
+        },
+    )?;
+
+    let jti = uuid::Uuid::now_v7().to_string();
+    audit.issued_jti = Some(jti.clone());
+    let signed = match req.requested {
+        TokenType::IdJag => cx.state.keys.sign(
+            TYP_ID_JAG,
+            &IdJagClaims {
+                iss: cx.policy.issuer.clone(),
+                sub: subject.sub,
+                aud: req.audience.id.clone(),
+                client_id: client
+                    .ras_client_ids
+                    .get(&req.audience.id)
+                    .cloned()
+                    .unwrap_or_else(|| client.id.clone()),
+                jti,
+                iat: cx.now,
+                exp: grant.exp,
+                scope: grant.scope.clone(),
+                resource: req.resource.clone(),
+                txn: subject.txn,
+                act: chain,
+                roles: subject.roles,
+                identity: subject.identity,
+            },
+        ),
+        _ => cx.state.keys.sign(
+            TYP_ACCESS_TOKEN,
+            &AccessTokenClaims {
+                iss: cx.policy.issuer.clone(),
+                sub: subject.sub,
+                aud: req.audience.id.clone(),
+                client_id: client.id.clone(),
+                jti,
+                iat: cx.now,
+                exp: grant.exp,
+                scope: grant.scope.clone(),
+                roles: subject.roles,
+                txn: subject.txn,
+                act: chain,
+                identity: subject.identity,
+            },
+        ),
+    }
+    .map_err(|e| OAuthError::internal("mint.sign_failed", &e))?;
+
+    Ok(Issued {
+        token: signed,
+        issued_token_type: Some(req.requested),
+        token_type: if req.requested == TokenType::IdJag { "N_A" } else { "Bearer" },
+        exp: grant.exp,
+        scope: grant.scope,
+    })
+}
+
+fn parse<'a>(cx: &GrantContext<'_>, params: &'a OAuthParams, audit: &mut AuditRecord) -> OAuthResult<Request<'a>> {
+    let subject_token = params.require("subject_token")?;
+    let subject_token_type = token_type(params.require("subject_token_type")?, "subject_token_type")?;
+    let actor = match (params.get("actor_token"), params.get("actor_token_type")) {
+        (Some(t), Some(ty)) => Some((t, token_type(ty, "actor_token_type")?)),
+        (None, None) => None,
+        _ => {
+            return Err(OAuthError::invalid_request(
+                "request.actor_token_type",
+                "actor_token and actor_token_type must be sent together (RFC 8693 §2.1)",
+            ));
+        }
+    };
+    let scope = params
+        .get("scope")
+        .map(ScopeSet::parse)
+        .transpose()
+        .map_err(|e| OAuthError::invalid_scope("scope.malformed", e))?;
+    audit.scope_requested = scope.as_ref().map(ToString::to_string);
+
+    let audiences = params.all("audience");
+    let resources = params.all("resource");
+    for r in &resources {
+        // RFC 8707 §2: an absolute URI without a fragment.
+        match url::Url::parse(r) {
+            Ok(u) if u.fragment().is_none() => {}
+            _ => {
+                return Err(OAuthError::invalid_target(
+                    "target.bad_resource",
+                    "resource must be an absolute URI without a fragment (RFC 8707 §2)",
+                ));
+            }
+        }
+    }
+    let requested = match params.get("requested_token_type") {
+        Some(t) => token_type(t, "requested_token_type")?,
+        // The AS chooses (RFC 8693 §2.1): what the named audience takes.
+        None => audiences
+            .first()
+            .and_then(|a| cx.policy.audiences.get(*a))
+            .map(|a| match a.kind {
+                AudienceKind::IdJag => TokenType::IdJag,
+                AudienceKind::AccessToken => TokenType::AccessToken,
+            })
+            .unwrap_or(TokenType::AccessToken),
+    };
+    audit.requested_token_type = Some(requested.uri().to_owned());
+
+    let (audience, resource) = match requested {
+        TokenType::IdJag => resolve_id_jag_target(cx, &audiences, &resources)?,
+        TokenType::AccessToken | TokenType::Jwt => (resolve_resource_target(cx, &audiences, &resources)?, None),
+        other => {
+            return Err(OAuthError::invalid_request(
+                "request.requested_token_type",
+                format!("requested_token_type {} is not issued by this server", other.uri()),
+            ));
+        }
+    };
+    audit.audience = Some(audience.id.clone());
+    audit.resource = resource.clone();
+    Ok(Request {
+        subject_token,
+        subject_token_type,
+        actor,
+        requested: if requested == TokenType::Jwt { TokenType::AccessToken } else { requested },
+        scope,
+        audience,
+        resource,
+    })
+}
+
+fn token_type(raw: &str, param: &'static str) -> OAuthResult<TokenType> {
+    TokenType::parse(raw).ok_or_else(|| {
+        OAuthError::invalid_request("request.token_type", format!("{param} {raw:?} is not a supported token type URI"))
+    })
+}
+
+/// ID-JAG §4.3: `audience` is the resource AS issuer (or an alias of it),
+/// exactly one; `resource`, if sent, must be one the AS serves: the valid
+/// `(audience, resource)` pairs are in config (MCP EMA §7).
+fn resolve_id_jag_target(
+    cx: &GrantContext<'_>,
+    audiences: &[&str],
+    resources: &[&str],
+) -> OAuthResult<(Arc<Audience>, Option<String>)> {
+    let [aud] = audiences else {
+        return Err(OAuthError::invalid_request(
+            "target.audience_count",
+            "an ID-JAG request needs exactly one audience: the resource authorization server's issuer",
+        ));
+    };
+    let audience = cx
+        .policy
+        .audiences
+        .get(*aud)
+        .filter(|a| a.kind == AudienceKind::IdJag)
+        .cloned()
+        .ok_or_else(|| OAuthError::invalid_target("target.unknown_audience", "the audience is not a known resource authorization server"))?;
+    let resource = match resources {
+        [] => None,
+        [r] if audience.resources.iter().any(|x| x == r) => Some((*r).to_owned()),
+        [_] => {
+            return Err(OAuthError::invalid_target(
+                "target.resource_not_at_audience",
+                "the resource is not served by that authorization server",
+            ));
+        }
+        _ => return Err(OAuthError::invalid_target("target.resource_count", "an ID-JAG names at most one resource")),
+    };
+    Ok((audience, resource))
+}
+
+/// A hop token names one downstream resource, by `resource` and/or
+/// `audience`; when both are sent they must name the same one.
+fn resolve_resource_target(cx: &GrantContext<'_>, audiences: &[&str], resources: &[&str]) -> OAuthResult<Arc<Audience>> {
+    let mut found: Option<Arc<Audience>> = None;
+    for name in audiences.iter().chain(resources) {
+        let a = cx
+            .policy
+            .audiences
+            .get(*name)
+            .filter(|a| a.kind == AudienceKind::AccessToken)
+            .cloned()
+            .ok_or_else(|| OAuthError::invalid_target("target.unknown_resource", "the requested resource or audience is not known"))?;
+        match &found {
+            Some(f) if f.id != a.id => {
+                return Err(OAuthError::invalid_target(
+                    "target.multiple",
+                    "a token is issued for exactly one audience; the request names several",
+                ));
+            }
+            _ => found = Some(a),
+        }
+    }
+    found.ok_or_else(|| {
+        OAuthError::invalid_target("target.missing", "name the downstream with resource or audience")
+    })
+}
+
+/// A subject/actor token failure: `invalid_request` as RFC 8693 §2.2.2 says
+/// (specs/decisions.md), or 503 when keys could not be obtained.
+fn token_error(which: &'static str, r: Rejected) -> OAuthError {
+    if r.unavailable {
+        return OAuthError::unavailable(r.reason, &r.detail);
+    }
+    OAuthError::new(ErrorCode::InvalidRequest, r.reason, format!("{which} is invalid: {}", r.detail))
+}
+
+fn fingerprint(token: &str, v: Option<&Verified>) -> TokenFingerprint {
+    let mut f = TokenFingerprint::of(token);
+    if let Some(v) = v {
+        f.iss = Some(v.claims.iss.clone());
+        f.jti = v.claims.jti.clone();
+    }
+    f
+}
+
+async fn validate_subject(
+    cx: &GrantContext<'_>,
+    client: &Client,
+    req: &Request<'_>,
+    audit: &mut AuditRecord,
+) -> OAuthResult<Subject> {
+    audit.subject_token = Some(fingerprint(req.subject_token, None));
+    let is_id_jag = req.requested == TokenType::IdJag;
+    let expect = match req.subject_token_type {
+        TokenType::IdToken => Expect::IdToken { client_id: &client.id },
+        TokenType::AccessToken | TokenType::Jwt if !is_id_jag => Expect::AccessToken,
+        other => {
+            return Err(OAuthError::invalid_request(
+                "subject_token.type_not_accepted",
+                if is_id_jag {
+                    "an ID-JAG is issued only for an identity assertion: subject_token_type must be id_token".to_owned()
+                } else {
+                    format!("subject_token_type {} is not accepted for this exchange", other.uri())
+                },
+            ));
+        }
+    };
+    let v = cx
+        .validator
+        .validate(req.subject_token, expect)
+        .await
+        .map_err(|r| token_error("subject_token", r))?;
+    audit.subject_token = Some(fingerprint(req.subject_token, Some(&v)));
+    audit.sub = Some(v.sub.clone());
+    audit.parent_jti = v.claims.jti.clone();
+    let identity = v.claims.identity();
+
+    if let Expect::IdToken { .. } = expect {
+        // An ID token starts a chain: it cannot carry one (a forged `act` in
+        // an identity assertion is refused, not silently dropped).
+        if v.claims.act.is_some() {
+            return Err(OAuthError::invalid_request(
+                "subject_token.act_in_id_token",
+                "subject_token is invalid: an ID token cannot carry an act claim",
+            ));
+        }
+        let groups_claim = v.issuer.as_ref().map(|i| i.groups_claim.as_str()).unwrap_or("groups");
+        let roles = cx.policy.known_roles(v.claims.groups(groups_claim));
+        let txn = chain::inherit_txn(None);
+        audit.txn = Some(txn.clone());
+        return Ok(Subject {
+            sub: v.sub,
+            exp: v.exp,
+            roles,
+            txn,
+            chain: None,
+            scope_same_audience: None,
+            identity,
+            may_act: v.claims.may_act,
+        });
+    }
+
+    // An access token: ours, or from an issuer trusted for access tokens.
+    let txn = chain::inherit_txn(v.claims.txn.as_deref());
+    audit.txn = Some(txn.clone());
+    let aud = v.claims.aud.as_ref();
+    let issued_for_client = v.claims.client_id.as_deref() == Some(client.id.as_str())
+        || client.resource.as_deref().is_some_and(|r| aud.is_some_and(|a| a.contains(r)));
+    if !issued_for_client {
+        return Err(OAuthError::invalid_request(
+            "subject_token.not_issued_to_client",
+            "subject_token is invalid: it was not issued to or for this client",
+        ));
+    }
+    let revoked = cx
+        .state
+        .store
+        .is_revoked(TokenRef {
+            jti: v.claims.jti.as_deref(),
+            txn: Some(&txn),
+            sub: &v.sub,
+            iat: v.claims.iat,
+        })
+        .await
+        .map_err(|e| OAuthError::unavailable("store.revocation_check_failed", &e))?;
+    if revoked {
+        return Err(OAuthError::invalid_request("subject_token.revoked", "subject_token is invalid: it has been revoked"));
+    }
+    let chain = v
+        .claims
+        .act_chain()
+        .map_err(|_| OAuthError::invalid_request("subject_token.act_malformed", "subject_token is invalid: malformed act claim"))?;
+    let roles = match &v.issuer {
+        // Ours: the entitlements resolved at the first exchange, unchanged.
+        None => v.claims.roles.clone().unwrap_or_default(),
+        // A trusted issuer's: whatever of its roles/groups we know.
+        Some(i) => {
+            let mut names: Vec<&str> = v.claims.groups(&i.groups_claim);
+            if let Some(r) = &v.claims.roles {
+                names.extend(r.iter().map(String::as_str));
+            }
+            cx.policy.known_roles(names)
+        }
+    };
+    let same_audience = aud.is_some_and(|a| a.contains(&req.audience.id));
+    let scope_same_audience = if same_audience {
+        // A re-exchange for the same audience never widens: an unreadable
+        // scope counts as empty, not as unlimited.
+        Some(v.claims.scope_set().unwrap_or_default())
+    } else {
+        None
+    };
+    Ok(Subject {
+        sub: v.sub,
+        exp: v.exp,
+        roles,
+        txn,
+        chain,
+        scope_same_audience,
+        identity,
+        may_act: v.claims.may_act,
+    })
+}
+
+async fn validate_actor(
+    cx: &GrantContext<'_>,
+    req: &Request<'_>,
+    subject: &Subject,
+    audit: &mut AuditRecord,
+) -> OAuthResult<Option<Actor>> {
+    let Some((token, ty)) = req.actor else {
+        return Ok(None);
+    };
+    audit.actor_token = Some(fingerprint(token, None));
+    if !matches!(ty, TokenType::Jwt | TokenType::IdToken) {
+        return Err(OAuthError::invalid_request(
+            "actor_token.type_not_accepted",
+            "actor_token_type must be urn:ietf:params:oauth:token-type:jwt",
+        ));
+    }
+    let v = cx
+        .validator
+        .validate(token, Expect::ActorToken)
+        .await
+        .map_err(|r| token_error("actor_token", r))?;
+    audit.actor_token = Some(fingerprint(token, Some(&v)));
+    // Keep act distinct from sub (ID-JAG security considerations).
+    if v.sub == subject.sub {
+        return Err(OAuthError::invalid_request(
+            "actor_token.same_as_subject",
+            "actor_token is invalid: the actor cannot be the subject",
+        ));
+    }
+    let kind = v.issuer.as_ref().map(|i| i.actor_profile).unwrap_or(crate::policy::ClientKind::Agent);
+    Ok(Some(Actor {
+        sub: v.sub,
+        iss: Some(v.claims.iss),
+        kind,
+    }))
+}

@@ -1,0 +1,64 @@
+//! HTTP routing: every endpoint, mounted under the issuer's path.
+//!
+//! Owns: the route table, body limits, and the JSON 404/405 answers.
+//! Must never: contain protocol logic; handlers extract, call one function,
+//! and map the result.
+
+pub mod extract;
+pub mod health;
+pub mod jwks;
+pub mod metadata;
+pub mod token;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::app::AppState;
+use crate::error::{ErrorCode, OAuthError};
+
+/// The issuer's path ("" or "/tenant"), under which endpoints live.
+pub fn base_path(issuer: &str) -> String {
+    url::Url::parse(issuer)
+        .map(|u| u.path().trim_end_matches('/').to_owned())
+        .unwrap_or_default()
+}
+
+pub fn router(state: Arc<AppState>, base: &str) -> Router {
+    let well_known = |doc: &str| {
+        if base.is_empty() {
+            format!("/.well-known/{doc}")
+        } else {
+            // RFC 8414 §3.1: path insertion after the well-known segment.
+            format!("/.well-known/{doc}{base}")
+        }
+    };
+    let mut r = Router::new()
+        .route(&format!("{base}/token"), post(token::token).fallback(method_not_allowed))
+        .route(&format!("{base}/jwks"), get(jwks::jwks))
+        .route(&format!("{base}/authorize"), get(metadata::authorize).post(metadata::authorize))
+        .route(&well_known("oauth-authorization-server"), get(metadata::metadata))
+        .route(&well_known("openid-configuration"), get(metadata::metadata))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz));
+    if !base.is_empty() {
+        // OIDC Discovery §4 appends instead of inserting; MCP clients try both.
+        r = r.route(&format!("{base}/.well-known/openid-configuration"), get(metadata::metadata));
+    }
+    if let Some(dev) = &state.dev_idp {
+        r = r.nest_service(&format!("{base}/dev/idp"), crate::dev::idp::router(dev.clone()));
+    }
+    r.fallback(not_found)
+        .layer(DefaultBodyLimit::max(extract::MAX_FORM_BYTES))
+        .with_state(state)
+}
+
+async fn not_found() -> OAuthError {
+    OAuthError::new(ErrorCode::NotFound, "http.not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> OAuthError {
+    OAuthError::invalid_request("http.method", "this endpoint accepts POST only")
+}

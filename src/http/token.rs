@@ -1,0 +1,24 @@
+//! `POST /token`: every grant enters here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+
+use crate::app::AppState;
+use crate::error::OAuthError;
+use crate::http::extract::OAuthParams;
+
+pub async fn token(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    params: Result<OAuthParams, OAuthError>,
+) -> Response {
+    match params {
+        Ok(params) => crate::grant::handle(&state, &headers, Some(peer.ip()), params).await,
+        Err(e) => axum::response::IntoResponse::into_response(e),
+    }
+}

@@ -1,0 +1,26 @@
+//! xaa-broker: a Cross-App Access token broker.
+//!
+//! RFC 8693 token exchange issuing ID-JAGs (draft-ietf-oauth-identity-
+//! assertion-authz-grant) and RFC 9068 hop tokens that carry the user
+//! (`sub`), the agent chain (`act`) and the correlation id (`txn`), with every
+//! decision in a hash-chained audit trail. See `../shared/design.md` for the
+//! map of modules; each module's `//!` says what it owns.
+
+pub mod app;
+pub mod audit;
+pub mod chain;
+pub mod claims;
+pub mod cli;
+pub mod client_auth;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod grant;
+pub mod http;
+pub mod jose;
+pub mod keys;
+pub mod policy;
+pub mod store;
+pub mod telemetry;
+pub mod trust;
+pub mod types;

@@ -1,0 +1,303 @@
+//! The resolved policy and the scope/lifetime decision.
+//!
+//! Owns: the attenuation rule of design §2–3 — granted scope ⊆ requested ∩
+//! client allowance ∩ audience catalog ∩ user entitlement ∩ subject scope
+//! (same audience) ∩ the cap of every actor in the chain; `exp` ≤ subject
+//! `exp` and ≤ now + audience TTL; delegation depth bounded.
+//! Must never: do I/O, read the clock, or consult anything but its inputs.
+//! It is `(&Policy, &ExchangeContext) -> Result<Grant, OAuthError>`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chain::Act;
+use crate::error::OAuthError;
+use crate::jose::Alg;
+use crate::types::{GrantType, ScopeSet};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    /// An application acting directly for its signed-in user.
+    App,
+    /// An AI agent: capped by `[agents]` wherever it appears in a chain.
+    Agent,
+    /// A workload such as an MCP server calling downstream.
+    Service,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    Read,
+    Write,
+    Destructive,
+    Admin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AudienceKind {
+    /// A resource authorization server: we issue ID-JAGs for it.
+    IdJag,
+    /// A resource (RFC 8707 URI): we issue RFC 9068 access tokens for it.
+    AccessToken,
+}
+
+/// What a trusted issuer may vouch for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    IdToken,
+    AccessToken,
+    IdJag,
+    Actor,
+}
+
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// Pinned keys from config, parsed once at load.
+    Inline(Arc<crate::trust::jwks::KeySet>),
+    /// Keys fetched over HTTPS and cached under `cache_key`.
+    Remote {
+        cache_key: String,
+        jwks_uri: Option<String>,
+        /// Resolve `jwks_uri` from this issuer's metadata.
+        discovery_issuer: Option<String>,
+    },
+}
+
+#[derive(Debug)]
+pub struct TrustedIssuer {
+    pub name: String,
+    pub issuer: String,
+    pub keys: KeySource,
+    pub purposes: HashSet<Purpose>,
+    pub algs: Vec<Alg>,
+    pub groups_claim: String,
+    pub actor_profile: ClientKind,
+}
+
+#[derive(Debug)]
+pub enum AuthMethod {
+    Secret {
+        sha256: [u8; 32],
+        basic: bool,
+        post: bool,
+    },
+    PrivateKeyJwt {
+        keys: KeySource,
+    },
+}
+
+#[derive(Debug)]
+pub struct Client {
+    pub id: String,
+    pub kind: ClientKind,
+    pub auth: AuthMethod,
+    pub grants: HashSet<GrantType>,
+    /// Canonical audience ids (aliases resolved).
+    pub audiences: HashSet<String>,
+    pub scopes: Option<ScopeSet>,
+    pub actor_sub: String,
+    pub categories: Option<BTreeSet<Category>>,
+    pub resource: Option<String>,
+    pub ras_client_ids: HashMap<String, String>,
+}
+
+#[derive(Debug)]
+pub struct Audience {
+    pub id: String,
+    pub kind: AudienceKind,
+    pub resources: Vec<String>,
+    pub ttl_secs: i64,
+    pub scopes: BTreeMap<String, Category>,
+}
+
+impl Audience {
+    pub fn catalog(&self) -> ScopeSet {
+        ScopeSet::from_iter(self.scopes.keys().cloned())
+    }
+}
+
+#[derive(Debug)]
+pub struct TokenSettings {
+    pub clock_skew_secs: i64,
+    pub max_delegation_depth: usize,
+    pub max_client_assertion_lifetime_secs: i64,
+}
+
+#[derive(Debug)]
+pub struct AgentCap {
+    pub categories: BTreeSet<Category>,
+    pub human_only: ScopeSet,
+}
+
+/// Everything the request path needs, resolved and indexed once at load.
+/// Swapped atomically on reload; a request sees one consistent version.
+#[derive(Debug)]
+pub struct Policy {
+    pub issuer: String,
+    pub token_endpoint: String,
+    pub tokens: TokenSettings,
+    /// Trusted upstream issuers by issuer identifier.
+    pub issuers: HashMap<String, Arc<TrustedIssuer>>,
+    pub clients: HashMap<String, Arc<Client>>,
+    /// Clients by the identity they carry in `act.sub`, to find their caps.
+    pub clients_by_actor: HashMap<String, Arc<Client>>,
+    /// Audiences by identifier and by alias.
+    pub audiences: HashMap<String, Arc<Audience>>,
+    pub roles: BTreeMap<String, ScopeSet>,
+    pub agents: AgentCap,
+}
+
+impl Policy {
+    /// Roles the broker knows, out of an upstream's groups: the entitlements
+    /// that travel with the chain (RFC 9068 §2.2.3.1 `roles`).
+    pub fn known_roles<'a>(&self, groups: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let set: BTreeSet<&str> = groups
+            .into_iter()
+            .filter(|g| self.roles.contains_key(*g))
+            .collect();
+        set.into_iter().map(str::to_owned).collect()
+    }
+
+    /// The scopes a user's roles allow, in any audience.
+    pub fn entitlement(&self, roles: &[String]) -> ScopeSet {
+        let mut out = ScopeSet::default();
+        for r in roles {
+            if let Some(s) = self.roles.get(r) {
+                for x in s.iter() {
+                    out.insert(x);
+                }
+            }
+        }
+        out
+    }
+
+    pub fn has_resource(&self, resource: &str) -> Option<&Arc<Audience>> {
+        self.audiences
+            .get(resource)
+            .filter(|a| a.kind == AudienceKind::AccessToken && a.id == resource)
+    }
+}
+
+/// The inputs of one decision. Every field is already validated.
+pub struct ExchangeContext<'a> {
+    pub client: &'a Client,
+    pub audience: &'a Audience,
+    /// `scope` from the request, if any.
+    pub requested: Option<&'a ScopeSet>,
+    /// The user's roles (from the chain, or the upstream groups on a first
+    /// exchange). `None` when roles do not apply (a resource AS honouring the
+    /// scopes its trusted IdP granted).
+    pub roles: Option<&'a [String]>,
+    /// The subject token's scope, when it was issued for this same audience
+    /// (a re-exchange may never widen it), or an ID-JAG's granted scope.
+    pub subject_scope: Option<&'a ScopeSet>,
+    /// The chain as it will be in the new token (new actor included).
+    pub chain: Option<&'a Act>,
+    pub now: i64,
+    pub subject_exp: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub scope: ScopeSet,
+    pub exp: i64,
+}
+
+/// Decide what may be issued. Pure: same inputs, same answer.
+pub fn decide(policy: &Policy, ctx: &ExchangeContext<'_>) -> Result<Grant, OAuthError> {
+    if !ctx.client.audiences.contains(&ctx.audience.id) {
+        return Err(OAuthError::invalid_target(
+            "audience.not_allowed_for_client",
+            "this client may not obtain tokens for the requested audience",
+        ));
+    }
+    let depth = ctx.chain.map(Act::depth).unwrap_or(0);
+    if depth > policy.tokens.max_delegation_depth {
+        return Err(OAuthError::invalid_request(
+            "chain.depth_exceeded",
+            format!(
+                "delegation chain would be {depth} actors deep; the maximum is {}",
+                policy.tokens.max_delegation_depth
+            ),
+        ));
+    }
+    let allowed = allowed_scopes(policy, ctx);
+    let scope = match ctx.requested {
+        Some(requested) => requested.intersect(&allowed),
+        None => allowed,
+    };
+    if scope.is_empty() {
+        return Err(OAuthError::invalid_scope(
+            "scope.empty_grant",
+            match ctx.requested {
+                Some(_) => "none of the requested scopes may be granted to this client for this user and audience",
+                None => "no scope may be granted to this client for this user and audience",
+            },
+        ));
+    }
+    let exp = (ctx.now + ctx.audience.ttl_secs).min(ctx.subject_exp);
+    if exp <= ctx.now {
+        return Err(OAuthError::invalid_request(
+            "subject_token.expired",
+            "the subject token has expired",
+        ));
+    }
+    Ok(Grant { scope, exp })
+}
+
+/// Agents never receive human-only scopes or categories outside the agent
+/// cap; a client with its own `categories` is held to them wherever it acts.
+fn apply_cap(
+    policy: &Policy,
+    audience: &Audience,
+    allowed: &mut ScopeSet,
+    is_agent: bool,
+    categories: Option<&BTreeSet<Category>>,
+) {
+    let in_categories = |s: &String, cats: &BTreeSet<Category>| {
+        audience.scopes.get(s).is_some_and(|c| cats.contains(c))
+    };
+    if is_agent {
+        allowed.retain(|s| !policy.agents.human_only.contains(s) && in_categories(s, &policy.agents.categories));
+    }
+    if let Some(cats) = categories {
+        allowed.retain(|s| in_categories(s, cats));
+    }
+}
+
+/// Everything that could be granted before the request's own `scope`.
+fn allowed_scopes(policy: &Policy, ctx: &ExchangeContext<'_>) -> ScopeSet {
+    let mut allowed = ctx.audience.catalog();
+    if let Some(roles) = ctx.roles {
+        allowed = allowed.intersect(&policy.entitlement(roles));
+    }
+    if let Some(client_scopes) = &ctx.client.scopes {
+        allowed = allowed.intersect(client_scopes);
+    }
+    if let Some(subject) = ctx.subject_scope {
+        allowed = allowed.intersect(subject);
+    }
+    // The requesting client's own caps apply even when an actor token names
+    // someone else as the actor: a client never obtains more than it could
+    // for itself.
+    apply_cap(policy, ctx.audience, &mut allowed, ctx.client.kind == ClientKind::Agent, ctx.client.categories.as_ref());
+    for entry in ctx.chain.into_iter().flat_map(Act::entries) {
+        let known = policy.clients_by_actor.get(&entry.sub);
+        let is_agent = match known {
+            Some(c) => c.kind == ClientKind::Agent,
+            None => entry.is_agent(),
+        };
+        apply_cap(policy, ctx.audience, &mut allowed, is_agent, known.and_then(|c| c.categories.as_ref()));
+    }
+    allowed
+}
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;

@@ -1,0 +1,248 @@
+//! Specification of the decision: unit cases for each rule and property tests
+//! that a grant is always a subset of every input and never grows along a
+//! chain.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::chain::{self, Actor};
+use crate::config::Config;
+use crate::error::ErrorCode;
+
+const POLICY: &str = r#"
+issuer = "https://broker.example.com"
+keys.ephemeral = true
+
+[audiences."https://logs.example.com"]
+kind = "access_token"
+scopes = { "logs.read" = "read", "logs.write" = "write", "logs.purge" = "destructive", "logs.admin" = "admin" }
+
+[audiences."https://cost.example.com"]
+kind = "access_token"
+ttl_secs = 120
+scopes = { "cost.read" = "read", "cost.approve" = "write" }
+
+[roles]
+developer = ["logs.read", "logs.write", "cost.read"]
+sre = ["logs.read", "logs.write", "logs.purge", "logs.admin", "cost.read", "cost.approve"]
+
+[agents]
+categories = ["read", "write"]
+human_only = ["cost.approve"]
+
+[clients.web]
+kind = "app"
+secret_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+audiences = ["https://logs.example.com", "https://cost.example.com"]
+
+[clients.triage]
+kind = "agent"
+secret_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+audiences = ["https://logs.example.com", "https://cost.example.com"]
+actor_sub = "agent:triage"
+
+[clients.mcp-logs]
+kind = "service"
+secret_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+audiences = ["https://cost.example.com"]
+resource = "https://logs.example.com"
+actor_sub = "mcp:logs"
+categories = ["read"]
+"#;
+
+fn policy() -> Policy {
+    Config::from_toml("test", POLICY).unwrap().resolve("test").unwrap()
+}
+
+const NOW: i64 = 1_800_000_000;
+
+struct Case<'a> {
+    client: &'a str,
+    audience: &'a str,
+    requested: Option<&'a str>,
+    roles: &'a [&'a str],
+    subject_scope: Option<&'a str>,
+    chain: Option<Act>,
+}
+
+fn decide_case(p: &Policy, c: Case<'_>) -> Result<Grant, OAuthError> {
+    let requested = c.requested.map(|r| ScopeSet::parse(r).unwrap());
+    let roles: Vec<String> = c.roles.iter().map(|s| s.to_string()).collect();
+    let subject_scope = c.subject_scope.map(|r| ScopeSet::parse(r).unwrap());
+    decide(
+        p,
+        &ExchangeContext {
+            client: &p.clients[c.client],
+            audience: &p.audiences[c.audience],
+            requested: requested.as_ref(),
+            roles: Some(&roles),
+            subject_scope: subject_scope.as_ref(),
+            chain: c.chain.as_ref(),
+            now: NOW,
+            subject_exp: NOW + 3600,
+        },
+    )
+}
+
+fn agent_chain() -> Option<Act> {
+    chain::wrap(None, Some(&Actor { sub: "agent:triage".into(), iss: None, kind: ClientKind::Agent }))
+}
+
+#[test]
+fn no_scope_requested_grants_the_full_allowed_intersection() {
+    let g = decide_case(&policy(), Case { client: "web", audience: "https://logs.example.com", requested: None, roles: &["developer"], subject_scope: None, chain: None }).unwrap();
+    assert_eq!(g.scope.to_string(), "logs.read logs.write");
+}
+
+#[test]
+fn a_requested_scope_is_narrowed_to_what_is_allowed() {
+    let g = decide_case(&policy(), Case { client: "web", audience: "https://logs.example.com", requested: Some("logs.read logs.purge"), roles: &["developer"], subject_scope: None, chain: None }).unwrap();
+    assert_eq!(g.scope.to_string(), "logs.read");
+}
+
+#[test]
+fn escalation_beyond_the_users_roles_is_invalid_scope() {
+    let e = decide_case(&policy(), Case { client: "web", audience: "https://logs.example.com", requested: Some("logs.purge"), roles: &["developer"], subject_scope: None, chain: None }).unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidScope);
+}
+
+#[test]
+fn a_user_without_roles_gets_nothing() {
+    let e = decide_case(&policy(), Case { client: "web", audience: "https://logs.example.com", requested: None, roles: &[], subject_scope: None, chain: None }).unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidScope);
+}
+
+#[test]
+fn an_agent_in_the_chain_caps_categories_and_human_only_scopes() {
+    let g = decide_case(&policy(), Case { client: "triage", audience: "https://logs.example.com", requested: None, roles: &["sre"], subject_scope: None, chain: agent_chain() }).unwrap();
+    assert_eq!(g.scope.to_string(), "logs.read logs.write", "no destructive/admin for agents");
+    let g = decide_case(&policy(), Case { client: "triage", audience: "https://cost.example.com", requested: None, roles: &["sre"], subject_scope: None, chain: agent_chain() }).unwrap();
+    assert_eq!(g.scope.to_string(), "cost.read", "cost.approve is human-only");
+}
+
+#[test]
+fn the_agent_cap_holds_deeper_in_the_chain() {
+    let service = Actor { sub: "mcp:logs".into(), iss: None, kind: ClientKind::Service };
+    let chain = chain::wrap(agent_chain(), Some(&service));
+    let e = decide_case(&policy(), Case { client: "mcp-logs", audience: "https://cost.example.com", requested: Some("cost.approve"), roles: &["sre"], subject_scope: None, chain }).unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidScope);
+}
+
+#[test]
+fn an_unknown_actor_without_profile_is_capped_as_an_agent() {
+    let chain = Some(Act { sub: "somebody".into(), iss: Some("https://idp".into()), sub_profile: None, act: None });
+    let g = decide_case(&policy(), Case { client: "web", audience: "https://logs.example.com", requested: None, roles: &["sre"], subject_scope: None, chain }).unwrap();
+    assert_eq!(g.scope.to_string(), "logs.read logs.write");
+}
+
+#[test]
+fn a_service_with_its_own_categories_is_held_to_them() {
+    let service = Actor { sub: "mcp:logs".into(), iss: None, kind: ClientKind::Service };
+    let chain = chain::wrap(None, Some(&service));
+    let g = decide_case(&policy(), Case { client: "mcp-logs", audience: "https://cost.example.com", requested: None, roles: &["sre"], subject_scope: None, chain }).unwrap();
+    assert_eq!(g.scope.to_string(), "cost.read");
+}
+
+#[test]
+fn a_re_exchange_never_widens_the_subject_scope() {
+    let g = decide_case(&policy(), Case { client: "web", audience: "https://logs.example.com", requested: Some("logs.read logs.write"), roles: &["sre"], subject_scope: Some("logs.read"), chain: None }).unwrap();
+    assert_eq!(g.scope.to_string(), "logs.read");
+}
+
+#[test]
+fn an_audience_not_allowed_for_the_client_is_invalid_target() {
+    let e = decide_case(&policy(), Case { client: "mcp-logs", audience: "https://logs.example.com", requested: None, roles: &["sre"], subject_scope: None, chain: None }).unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidTarget);
+}
+
+#[test]
+fn depth_beyond_the_maximum_is_refused() {
+    let mut chain = None;
+    for i in 0..5 {
+        chain = chain::wrap(chain, Some(&Actor { sub: format!("svc{i}"), iss: None, kind: ClientKind::Service }));
+    }
+    let e = decide_case(&policy(), Case { client: "web", audience: "https://logs.example.com", requested: None, roles: &["sre"], subject_scope: None, chain }).unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidRequest);
+    assert_eq!(e.reason, "chain.depth_exceeded");
+}
+
+#[test]
+fn lifetime_is_bounded_by_audience_ttl_and_subject_exp() {
+    let p = policy();
+    let g = decide_case(&p, Case { client: "web", audience: "https://cost.example.com", requested: None, roles: &["sre"], subject_scope: None, chain: None }).unwrap();
+    assert_eq!(g.exp, NOW + 120);
+    let roles = vec!["sre".to_string()];
+    let g = decide(&p, &ExchangeContext { client: &p.clients["web"], audience: &p.audiences["https://cost.example.com"], requested: None, roles: Some(&roles), subject_scope: None, chain: None, now: NOW, subject_exp: NOW + 30 }).unwrap();
+    assert_eq!(g.exp, NOW + 30);
+}
+
+fn scope_subset(all: &'static [&'static str]) -> impl Strategy<Value = ScopeSet> {
+    proptest::sample::subsequence(all, 0..=all.len()).prop_map(|v| ScopeSet::from_iter(v.into_iter()))
+}
+
+const LOG_SCOPES: &[&str] = &["logs.read", "logs.write", "logs.purge", "logs.admin", "bogus"];
+const ACTORS: &[(&str, ClientKind)] = &[
+    ("agent:triage", ClientKind::Agent),
+    ("mcp:logs", ClientKind::Service),
+    ("stranger", ClientKind::Agent),
+    ("svc:x", ClientKind::Service),
+];
+
+fn chain_strategy() -> impl Strategy<Value = Vec<usize>> {
+    proptest::collection::vec(0..ACTORS.len(), 0..4)
+}
+
+fn build_chain(idx: &[usize]) -> Option<Act> {
+    idx.iter().fold(None, |c, &i| {
+        let (sub, kind) = ACTORS[i];
+        chain::wrap(c, Some(&Actor { sub: sub.into(), iss: None, kind }))
+    })
+}
+
+proptest! {
+    #[test]
+    fn a_grant_is_a_subset_of_every_input(
+        requested in proptest::option::of(scope_subset(LOG_SCOPES)),
+        subject in proptest::option::of(scope_subset(LOG_SCOPES)),
+        roles in proptest::sample::subsequence(&["developer", "sre", "ghost"][..], 0..=3),
+        client in proptest::sample::select(&["web", "triage"][..]),
+        chain in chain_strategy(),
+    ) {
+        let p = policy();
+        let roles: Vec<String> = roles.into_iter().map(str::to_owned).collect();
+        let chain = build_chain(&chain);
+        let audience = &p.audiences["https://logs.example.com"];
+        let ctx = ExchangeContext { client: &p.clients[client], audience, requested: requested.as_ref(), roles: Some(&roles), subject_scope: subject.as_ref(), chain: chain.as_ref(), now: NOW, subject_exp: NOW + 600 };
+        if let Ok(g) = decide(&p, &ctx) {
+            prop_assert!(g.scope.is_subset(&audience.catalog()));
+            prop_assert!(g.scope.is_subset(&p.entitlement(&roles)));
+            if let Some(r) = &requested { prop_assert!(g.scope.is_subset(r)); }
+            if let Some(s) = &subject { prop_assert!(g.scope.is_subset(s)); }
+            let agent_in_chain = client == "triage" || chain.as_ref().is_some_and(|c| c.entries().any(|e| e.sub != "mcp:logs" && e.sub != "svc:x"));
+            if agent_in_chain {
+                for s in g.scope.iter() {
+                    let cat = audience.scopes[s];
+                    prop_assert!(p.agents.categories.contains(&cat));
+                    prop_assert!(!p.agents.human_only.contains(s));
+                }
+            }
+            prop_assert!(g.exp <= NOW + 600 && g.exp <= NOW + audience.ttl_secs);
+            prop_assert!(!g.scope.is_empty());
+        }
+    }
+
+    /// Along any chain, what may be obtained never grows: adding a hop can
+    /// only remove (audience, scope) pairs.
+    #[test]
+    fn authority_never_grows_along_a_chain(chain in chain_strategy(), next in 0..ACTORS.len(), roles in proptest::sample::subsequence(&["developer", "sre"][..], 0..=2)) {
+        let p = policy();
+        let roles: Vec<String> = roles.into_iter().map(str::to_owned).collect();
+        let before = build_chain(&chain);
+        let (sub, kind) = ACTORS[next];
+        let after = chain::wrap(before.clone(), Some(&Actor { sub: sub.into(), iss: None, kind }));
+        for aud in ["https://logs.example.com", "https://cost.example.com"] {
+            let grant = |c: &Option<Act>| decide(&p, &ExchangeContext { client: &p.clients["web"], audience: &p.audiences[aud], requested: None, roles: Some(&roles), subject_scope: None, chain: c.as_ref(), now: NOW, subject_exp: NOW + 600 }).map(|g| g.scope).unwrap_or_default();
+            prop_assert!(grant(&after).is_subset(&grant(&before)));
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The in-memory store of the embedded default: one process, no Redis.
+//!
+//! Owns: expiring maps for replay marks and revocations (a `BTreeSet` of
+//! deadlines, as in mini-redis, purged as writes arrive, so memory is bounded
+//! by what is still live) and a bounded audit log with a per-txn index.
+//! Must never: block the runtime for long: every operation holds one
+//! `std::sync::Mutex` for a few map operations and never across an await.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{Commit, ReplayMark, Revocation, Store, StoreError, TokenRef, revocation_key};
+use crate::audit::{AuditRecord, GENESIS};
+use crate::types::now_secs;
+
+/// An expiring set of keys with values.
+#[derive(Default)]
+struct Expiring<V> {
+    entries: HashMap<String, (i64, V)>,
+    deadlines: BTreeSet<(i64, String)>,
+}
+
+impl<V> Expiring<V> {
+    fn purge(&mut self, now: i64) {
+        while let Some((at, key)) = self.deadlines.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if self.entries.get(&key).is_some_and(|(exp, _)| *exp == at) {
+                self.entries.remove(&key);
+            }
+        }
+    }
+
+    fn get(&self, key: &str, now: i64) -> Option<&V> {
+        self.entries.get(key).filter(|(exp, _)| *exp > now).map(|(_, v)| v)
+    }
+
+    fn insert(&mut self, key: String, expires_at: i64, value: V) {
+        if let Some((old, _)) = self.entries.get(&key) {
+            self.deadlines.remove(&(*old, key.clone()));
+        }
+        self.deadlines.insert((expires_at, key.clone()));
+        self.entries.insert(key, (expires_at, value));
+    }
+}
+
+struct AuditLog {
+    records: VecDeque<AuditRecord>,
+    by_txn: HashMap<String, Vec<u64>>,
+    next_seq: u64,
+    last_hash: String,
+}
+
+struct State {
+    marks: Expiring<()>,
+    /// Value: for subject revocations, the cut-off time; otherwise 0.
+    revocations: Expiring<i64>,
+    audit: AuditLog,
+}
+
+pub struct MemoryStore {
+    instance: String,
+    max_audit_records: usize,
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    pub fn new(instance: impl Into<String>) -> Self {
+        Self::with_capacity(instance, 100_000)
+    }
+
+    /// Oldest audit records are dropped past `max_audit_records` (the memory
+    /// store is for one process; durable audit needs Redis).
+    pub fn with_capacity(instance: impl Into<String>, max_audit_records: usize) -> Self {
+        Self {
+            instance: instance.into(),
+            max_audit_records,
+            state: Mutex::new(State {
+                marks: Expiring::default(),
+                revocations: Expiring::default(),
+                audit: AuditLog {
+                    records: VecDeque::new(),
+                    by_txn: HashMap::new(),
+                    next_seq: 1,
+                    last_hash: GENESIS.to_owned(),
+                },
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn commit(&self, marks: &[ReplayMark], mut record: AuditRecord) -> Result<Commit, StoreError> {
+        let now = now_secs();
+        let mut st = self.lock();
+        st.marks.purge(now);
+        if let Some(index) = marks.iter().position(|m| st.marks.get(&m.key, now).is_some()) {
+            return Ok(Commit::Replayed { index });
+        }
+        for m in marks {
+            st.marks.insert(m.key.clone(), m.expires_at, ());
+        }
+        let log = &mut st.audit;
+        let seq = log.next_seq;
+        record.seal(&self.instance, seq, &log.last_hash);
+        log.next_seq += 1;
+        log.last_hash = record.hash.clone();
+        if let Some(txn) = &record.txn {
+            log.by_txn.entry(txn.clone()).or_default().push(seq);
+        }
+        log.records.push_back(record.clone());
+        while log.records.len() > self.max_audit_records {
+            if let Some(old) = log.records.pop_front() {
+                if let Some(txn) = &old.txn {
+                    if let Some(seqs) = log.by_txn.get_mut(txn) {
+                        seqs.retain(|s| *s != old.seq);
+                        if seqs.is_empty() {
+                            log.by_txn.remove(txn);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Commit::Done(record))
+    }
+
+    async fn revoke(&self, revocation: Revocation, expires_at: i64) -> Result<(), StoreError> {
+        let now = now_secs();
+        let mut st = self.lock();
+        st.revocations.purge(now);
+        let key = revocation_key(&revocation);
+        let before = match revocation {
+            Revocation::SubjectBefore { before, .. } => {
+                // A later offboarding moves the cut-off forward, never back.
+                let existing = st.revocations.get(&key, now).copied().unwrap_or(i64::MIN);
+                before.max(existing)
+            }
+            _ => 0,
+        };
+        let keep_until = st
+            .revocations
+            .entries
+            .get(&key)
+            .map(|(e, _)| (*e).max(expires_at))
+            .unwrap_or(expires_at);
+        st.revocations.insert(key, keep_until, before);
+        Ok(())
+    }
+
+    async fn is_revoked(&self, token: TokenRef<'_>) -> Result<bool, StoreError> {
+        let now = now_secs();
+        let st = self.lock();
+        let hit = |r: Revocation| st.revocations.get(&revocation_key(&r), now).copied();
+        if token.jti.is_some_and(|j| hit(Revocation::Jti(j.to_owned())).is_some())
+            || token.txn.is_some_and(|t| hit(Revocation::Txn(t.to_owned())).is_some())
+        {
+            return Ok(true);
+        }
+        let cutoff = hit(Revocation::SubjectBefore { sub: token.sub.to_owned(), before: 0 });
+        Ok(match (cutoff, token.iat) {
+            (Some(cut), Some(iat)) => iat <= cut,
+            (Some(_), None) => true,
+            (None, _) => false,
+        })
+    }
+
+    async fn audit_by_txn(&self, txn: &str) -> Result<Vec<AuditRecord>, StoreError> {
+        let st = self.lock();
+        let log = &st.audit;
+        let Some(seqs) = log.by_txn.get(txn) else {
+            return Ok(Vec::new());
+        };
+        let first = log.records.front().map(|r| r.seq).unwrap_or(0);
+        Ok(seqs
+            .iter()
+            .filter_map(|s| log.records.get((s - first) as usize))
+            .cloned()
+            .collect())
+    }
+
+    async fn audit_chain(&self, instance: &str) -> Result<Vec<AuditRecord>, StoreError> {
+        if instance != self.instance {
+            return Ok(Vec::new());
+        }
+        Ok(self.lock().audit.records.iter().cloned().collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

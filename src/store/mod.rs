@@ -1,0 +1,84 @@
+//! Shared state behind one trait: replay marks, revocations, the audit trail.
+//!
+//! Owns: the contract every store keeps (memory for the embedded default,
+//! Redis for many instances). `commit` is the single write a granted request
+//! makes: replay marks and its audit record together, atomically, before the
+//! token leaves (fail closed: an error here means no token).
+//! Must never: decide policy, or hold a token (audit records hold jti/hashes).
+
+pub mod memory;
+
+use async_trait::async_trait;
+
+use crate::audit::AuditRecord;
+
+/// "This value may be used once until `expires_at`" (client assertion `jti`,
+/// ID-JAG `jti`: RFC 7523 §3 item 7, MCP EMA §7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayMark {
+    pub key: String,
+    /// Unix seconds; the mark is kept until then.
+    pub expires_at: i64,
+}
+
+#[derive(Debug)]
+pub enum Commit {
+    /// Marks set and record appended (sealed, with its seq and hash).
+    Done(AuditRecord),
+    /// `marks[index]` was already used: nothing was written.
+    Replayed { index: usize },
+}
+
+/// What can be revoked (RFC 7009 plus the admin API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    Jti(String),
+    /// Every token carrying this correlation id, including later ones.
+    Txn(String),
+    /// Every token for `sub` issued at or before `before` (offboarding).
+    SubjectBefore { sub: String, before: i64 },
+}
+
+/// The facts about a token that revocation is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenRef<'a> {
+    pub jti: Option<&'a str>,
+    pub txn: Option<&'a str>,
+    pub sub: &'a str,
+    pub iat: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("store unavailable: {0}")]
+pub struct StoreError(pub String);
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Atomically: if any mark exists, write nothing and say which; otherwise
+    /// set all marks, seal and append the record.
+    async fn commit(&self, marks: &[ReplayMark], record: AuditRecord) -> Result<Commit, StoreError>;
+
+    /// Record a revocation, kept until `expires_at` (the longest a token it
+    /// could apply to may live).
+    async fn revoke(&self, revocation: Revocation, expires_at: i64) -> Result<(), StoreError>;
+
+    async fn is_revoked(&self, token: TokenRef<'_>) -> Result<bool, StoreError>;
+
+    /// Audit records of one correlation id, oldest first.
+    async fn audit_by_txn(&self, txn: &str) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Every audit record of one instance, in seq order (chain verification).
+    async fn audit_chain(&self, instance: &str) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Reachable and writable (`/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Revocation keys, shared by every store so their contents agree.
+pub fn revocation_key(r: &Revocation) -> String {
+    match r {
+        Revocation::Jti(j) => format!("jti:{j}"),
+        Revocation::Txn(t) => format!("txn:{t}"),
+        Revocation::SubjectBefore { sub, .. } => format!("sub:{sub}"),
+    }
+}

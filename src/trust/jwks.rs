@@ -1,0 +1,285 @@
+//! Upstream keys: fetch JWK Sets (directly or via discovery), cache parsed
+//! verifiers per (source, kid, alg), refetch on unknown `kid` at most once per
+//! interval, serve cached keys while the IdP is briefly down.
+//!
+//! Owns: all HTTP to identity providers' key endpoints.
+//! Must never: follow redirects, read an unbounded body, fetch keys named by a
+//! token (`jku`, `x5u`: RFC 8725 §3.10), or build a verifier per request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use josekit::jwk::Jwk;
+use josekit::jws::JwsVerifier;
+
+use crate::config::UpstreamConfig;
+use crate::jose::Alg;
+use crate::policy::KeySource;
+
+/// Parsed verifiers of one JWK Set.
+#[derive(Default, Debug)]
+pub struct KeySet {
+    by_kid: HashMap<String, Vec<(Alg, Arc<dyn JwsVerifier>)>>,
+    /// Keys without a `kid`: usable only when a token names none.
+    anonymous: Vec<(Alg, Arc<dyn JwsVerifier>)>,
+}
+
+impl KeySet {
+    /// Parse a JWK Set, keeping each signing key under every allowed alg it
+    /// can serve (a key's own `alg`, when stated, is the only one).
+    pub fn parse(doc: &serde_json::Value, algs: &[Alg]) -> Result<KeySet, String> {
+        let keys = doc
+            .get("keys")
+            .and_then(|k| k.as_array())
+            .ok_or("JWK Set has no \"keys\" array")?;
+        let mut set = KeySet::default();
+        for k in keys {
+            let Some(map) = k.as_object() else { continue };
+            let Ok(jwk) = Jwk::from_map(map.clone()) else { continue };
+            if jwk.key_use().is_some_and(|u| u != "sig") {
+                continue;
+            }
+            let candidates: Vec<Alg> = match jwk.algorithm() {
+                Some(a) => Alg::parse(a).filter(|a| algs.contains(a)).into_iter().collect(),
+                None => algs.to_vec(),
+            };
+            let verifiers: Vec<_> = candidates
+                .into_iter()
+                .filter_map(|alg| alg.verifier(&jwk).ok().map(|v| (alg, v)))
+                .collect();
+            match jwk.key_id() {
+                Some(kid) => set.by_kid.entry(kid.to_owned()).or_default().extend(verifiers),
+                None => set.anonymous.extend(verifiers),
+            }
+        }
+        if set.by_kid.is_empty() && set.anonymous.is_empty() {
+            return Err("JWK Set has no usable signing key for the allowed algorithms".into());
+        }
+        Ok(set)
+    }
+
+    /// The verifier for a token's (kid, alg). A token without `kid` is
+    /// accepted only when the set holds exactly one key.
+    pub fn find(&self, kid: Option<&str>, alg: Alg) -> Option<Arc<dyn JwsVerifier>> {
+        let pick = |v: &Vec<(Alg, Arc<dyn JwsVerifier>)>| {
+            v.iter().find(|(a, _)| *a == alg).map(|(_, v)| v.clone())
+        };
+        match kid {
+            Some(kid) => self.by_kid.get(kid).and_then(pick),
+            None => {
+                let total = self.by_kid.len() + usize::from(!self.anonymous.is_empty());
+                if total != 1 {
+                    return None;
+                }
+                self.by_kid.values().next().and_then(pick).or_else(|| pick(&self.anonymous))
+            }
+        }
+    }
+}
+
+/// Why no verifier could be produced.
+#[derive(Debug)]
+pub enum KeyLookupError {
+    /// The keys are known and none matches: the token is bad.
+    UnknownKey,
+    /// The keys could not be obtained: the check cannot be made (fail closed).
+    Unavailable(String),
+}
+
+struct Cached {
+    keys: Arc<KeySet>,
+    fetched_at: Instant,
+}
+
+#[derive(Default)]
+struct Entry {
+    cached: RwLock<Option<Cached>>,
+    /// Serialises fetches for one source and remembers the last attempt.
+    fetch: tokio::sync::Mutex<Option<Instant>>,
+}
+
+/// The cache of every remote key source, shared by all requests. Survives
+/// policy reloads (keyed by the source's cache key, not by config objects).
+pub struct JwksCache {
+    http: reqwest::Client,
+    settings: UpstreamConfig,
+    entries: RwLock<HashMap<String, Arc<Entry>>>,
+}
+
+impl JwksCache {
+    pub fn new(settings: UpstreamConfig) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_millis(settings.timeout_ms))
+            .connect_timeout(Duration::from_millis(settings.timeout_ms.min(2000)))
+            .user_agent(concat!("xaa-broker/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            settings,
+            entries: RwLock::default(),
+        })
+    }
+
+    /// The verifier for `(kid, alg)` from `source`.
+    pub async fn verifier(
+        &self,
+        source: &KeySource,
+        algs: &[Alg],
+        kid: Option<&str>,
+        alg: Alg,
+    ) -> Result<Arc<dyn JwsVerifier>, KeyLookupError> {
+        match source {
+            KeySource::Inline(set) => set.find(kid, alg).ok_or(KeyLookupError::UnknownKey),
+            KeySource::Remote {
+                cache_key,
+                jwks_uri,
+                discovery_issuer,
+            } => {
+                let entry = self.entry(cache_key);
+                let (found, age) = {
+                    let cached = entry.cached.read().unwrap_or_else(|e| e.into_inner());
+                    match cached.as_ref() {
+                        Some(c) => (c.keys.find(kid, alg), Some(c.fetched_at.elapsed())),
+                        None => (None, None),
+                    }
+                };
+                let ttl = Duration::from_secs(self.settings.cache_ttl_secs);
+                match (found, age) {
+                    (Some(v), Some(age)) if age < ttl => Ok(v),
+                    (Some(v), Some(age)) => {
+                        // Stale but usable: try a refresh; keep the old keys if
+                        // the IdP is unreachable, up to max_stale.
+                        let fresh = self.refresh(&entry, jwks_uri, discovery_issuer, algs, false).await;
+                        match fresh {
+                            Ok(set) => set.find(kid, alg).ok_or(KeyLookupError::UnknownKey),
+                            Err(_) if age < Duration::from_secs(self.settings.max_stale_secs) => Ok(v),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    _ => {
+                        // Unknown kid, or nothing cached yet: refetch, rate-limited.
+                        let first = age.is_none();
+                        let set = self.refresh(&entry, jwks_uri, discovery_issuer, algs, !first).await?;
+                        set.find(kid, alg).ok_or(KeyLookupError::UnknownKey)
+                    }
+                }
+            }
+        }
+    }
+
+    fn entry(&self, key: &str) -> Arc<Entry> {
+        if let Some(e) = self.entries.read().unwrap_or_else(|e| e.into_inner()).get(key) {
+            return e.clone();
+        }
+        self.entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Fetch and install a new key set. When `rate_limited`, a fetch within
+    /// `min_refetch_interval` of the last attempt is skipped and the current
+    /// set returned: that is what bounds an unknown-kid storm.
+    async fn refresh(
+        &self,
+        entry: &Entry,
+        jwks_uri: &Option<String>,
+        discovery_issuer: &Option<String>,
+        algs: &[Alg],
+        rate_limited: bool,
+    ) -> Result<Arc<KeySet>, KeyLookupError> {
+        let mut last_attempt = entry.fetch.lock().await;
+        let current = || {
+            entry
+                .cached
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|c| (c.keys.clone(), c.fetched_at))
+        };
+        // Another request may have fetched while we waited for the lock.
+        if let (Some(at), Some((keys, fetched_at))) = (*last_attempt, current()) {
+            let interval = Duration::from_secs(self.settings.min_refetch_interval_secs);
+            if at.elapsed() < interval && (rate_limited || fetched_at.elapsed() < interval) {
+                return Ok(keys);
+            }
+        }
+        *last_attempt = Some(Instant::now());
+        match self.fetch(jwks_uri, discovery_issuer, algs).await {
+            Ok(set) => {
+                let set = Arc::new(set);
+                *entry.cached.write().unwrap_or_else(|e| e.into_inner()) = Some(Cached {
+                    keys: set.clone(),
+                    fetched_at: Instant::now(),
+                });
+                Ok(set)
+            }
+            Err(e) => {
+                tracing::warn!(source = ?jwks_uri.as_ref().or(discovery_issuer.as_ref()), error = %e, "upstream key fetch failed");
+                Err(KeyLookupError::Unavailable(e))
+            }
+        }
+    }
+
+    async fn fetch(
+        &self,
+        jwks_uri: &Option<String>,
+        discovery_issuer: &Option<String>,
+        algs: &[Alg],
+    ) -> Result<KeySet, String> {
+        let uri = match (jwks_uri, discovery_issuer) {
+            (Some(u), _) => u.clone(),
+            (None, Some(issuer)) => {
+                let meta = self
+                    .get_json(&format!("{issuer}/.well-known/openid-configuration"))
+                    .await?;
+                if meta.get("issuer").and_then(|v| v.as_str()).map(|s| s.trim_end_matches('/'))
+                    != Some(issuer.as_str())
+                {
+                    return Err("discovery document names another issuer".into());
+                }
+                let uri = meta
+                    .get("jwks_uri")
+                    .and_then(|v| v.as_str())
+                    .ok_or("discovery document has no jwks_uri")?;
+                let parsed = url::Url::parse(uri).map_err(|e| format!("bad jwks_uri: {e}"))?;
+                if parsed.scheme() != "https" && !crate::config::is_loopback(&parsed) {
+                    return Err("discovered jwks_uri is not https".into());
+                }
+                uri.to_owned()
+            }
+            (None, None) => return Err("no key location configured".into()),
+        };
+        let doc = self.get_json(&uri).await?;
+        KeySet::parse(&doc, algs)
+    }
+
+    async fn get_json(&self, url: &str) -> Result<serde_json::Value, String> {
+        let mut resp = self
+            .http
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/jwk-set+json, application/json")
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        if resp.status() != reqwest::StatusCode::OK {
+            return Err(format!("GET {url}: status {}", resp.status()));
+        }
+        let cap = self.settings.max_response_bytes;
+        if resp.content_length().is_some_and(|n| n as usize > cap) {
+            return Err(format!("GET {url}: body larger than {cap} bytes"));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
+            if body.len() + chunk.len() > cap {
+                return Err(format!("GET {url}: body larger than {cap} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not JSON: {e}"))
+    }
+}
