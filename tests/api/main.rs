@@ -1,1 +1,17 @@
+//! The integration test binary (one binary: design §7). Every test drives the
+//! real broker over real HTTP; upstream IdPs are real local HTTP servers with
+//! real keys.
 
+mod support;
+
+// Issue 2: core broker.
+mod actor;
+mod cli;
+mod client_auth;
+mod discovery;
+mod hop_tokens;
+mod http_errors;
+mod id_jag;
+mod quickstart;
+mod rejections;
+mod upstream_keys;

@@ -1,0 +1,283 @@
+//! Test harness: the real broker on 127.0.0.1:0, configured from
+//! `examples/broker.toml` with its upstream issuers pointed at real local
+//! fake IdPs, and helpers that read as scenarios.
+
+pub mod fake_idp;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use josekit::jwk::Jwk;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use xaa_broker::app::{App, AppState};
+use xaa_broker::audit::{AuditRecord, Decision};
+use xaa_broker::config::{Config, KeysConfig};
+use xaa_broker::jose::Alg;
+use xaa_broker::types::now_secs;
+
+pub use fake_idp::{FakeIdp, sign_jws};
+
+pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+pub const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+pub const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+pub const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+pub const ID_JAG: &str = "urn:ietf:params:oauth:token-type:id-jag";
+pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// The example's audiences and resources, by name.
+pub const SAAS_AS: &str = "https://auth.saas.example.com";
+pub const SAAS_MCP: &str = "https://mcp.saas.example.com/mcp";
+pub const LOGS: &str = "https://mcp.logs.example.com";
+pub const COST: &str = "https://cost.example.com";
+pub const INCIDENTS: &str = "https://incidents.example.com";
+
+pub fn example_config() -> Config {
+    Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/broker.toml")).expect("examples/broker.toml loads")
+}
+
+/// A running broker and its upstreams.
+pub struct TestApp {
+    pub issuer: String,
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub state: Arc<AppState>,
+    /// corp-idp: trusted for ID tokens.
+    pub idp: FakeIdp,
+    /// agent-identity: trusted for actor tokens (via discovery).
+    pub agents: FakeIdp,
+    /// partner: trusted for access tokens.
+    pub partner: FakeIdp,
+    /// reporting-bot's private key (private_key_jwt).
+    pub bot_key: Jwk,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+/// How a request authenticates its client.
+#[derive(Clone, Copy)]
+pub enum Auth<'a> {
+    /// `client_secret_basic` with the example secret `<id>-secret`.
+    Basic(&'a str),
+    /// `client_secret_basic` with an explicit secret.
+    BasicWith(&'a str, &'a str),
+    /// `client_secret_post` with the example secret.
+    Post(&'a str),
+    None,
+}
+
+/// A response, read once.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Resp {
+    pub fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("<none>")
+    }
+    pub fn token(&self) -> &str {
+        self.body["access_token"].as_str().unwrap_or_else(|| panic!("no access_token in {} {}", self.status, self.body))
+    }
+    pub fn claims(&self) -> Value {
+        decode_part(self.token(), 1)
+    }
+    pub fn jose_header(&self) -> Value {
+        decode_part(self.token(), 0)
+    }
+    /// An OAuth error response: status, code, JSON body with a description,
+    /// `Cache-Control: no-store`, and no token.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, error: &str) {
+        assert_eq!((self.status, self.error()), (status, error), "body: {}", self.body);
+        assert!(self.body["error_description"].as_str().is_some_and(|d| !d.is_empty()), "no error_description: {}", self.body);
+        assert_eq!(self.headers.get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+        assert!(self.body.get("access_token").is_none());
+    }
+    #[track_caller]
+    pub fn assert_ok(&self) {
+        assert_eq!(self.status, 200, "body: {}", self.body);
+        assert_eq!(self.headers.get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    }
+}
+
+pub fn decode_part(token: &str, i: usize) -> Value {
+    let part = token.split('.').nth(i).expect("compact JWS");
+    serde_json::from_slice(&B64.decode(part).expect("base64url")).expect("JSON")
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Spawn with the example config, adjusted by `tweak` after the test
+    /// wiring (issuer, upstream key locations, ephemeral signing key).
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let (idp, agents, partner) = (FakeIdp::start().await, FakeIdp::start().await, FakeIdp::start().await);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let issuer = format!("http://{addr}");
+        let bot_key = Alg::ES256.generate().unwrap();
+
+        let mut config = example_config();
+        config.issuer = issuer.clone();
+        config.keys = KeysConfig { ephemeral: true, ..KeysConfig::default() };
+        let wire = |config: &mut Config, name: &str, fake: &FakeIdp| {
+            let i = config.issuers.get_mut(name).unwrap_or_else(|| panic!("example has issuer {name}"));
+            i.issuer = fake.issuer.clone();
+            if i.jwks_uri.is_some() {
+                i.jwks_uri = Some(fake.jwks_uri());
+            }
+        };
+        wire(&mut config, "corp-idp", &idp);
+        wire(&mut config, "agent-identity", &agents);
+        wire(&mut config, "partner", &partner);
+        let mut public = bot_key.to_public_key().unwrap();
+        public.set_key_id(bot_key.key_id().unwrap());
+        public.set_algorithm("ES256");
+        config.clients.get_mut("reporting-bot").unwrap().jwks = Some(json!({"keys": [Value::Object(public.as_ref().clone())]}));
+        tweak(&mut config);
+
+        let app = App::build(&config, "test", None, None).expect("test config builds");
+        let state = app.state.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        TestApp {
+            issuer,
+            addr,
+            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            state,
+            idp,
+            agents,
+            partner,
+            bot_key,
+            _shutdown: tx,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        read(self.http.get(self.url(path)).send().await.unwrap()).await
+    }
+
+    /// POST a form to an endpoint with client authentication.
+    pub async fn post_form(&self, path: &str, auth: Auth<'_>, form: &[(&str, &str)]) -> Resp {
+        let mut form: Vec<(String, String)> = form.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut req = self.http.post(self.url(path));
+        match auth {
+            Auth::Basic(id) => req = req.basic_auth(id, Some(format!("{id}-secret"))),
+            Auth::BasicWith(id, secret) => req = req.basic_auth(id, Some(secret)),
+            Auth::Post(id) => {
+                form.push(("client_id".into(), id.into()));
+                form.push(("client_secret".into(), format!("{id}-secret")));
+            }
+            Auth::None => {}
+        }
+        let body = form_body(&form);
+        read(req.header("content-type", "application/x-www-form-urlencoded").body(body).send().await.unwrap()).await
+    }
+
+    pub async fn token(&self, auth: Auth<'_>, form: &[(&str, &str)]) -> Resp {
+        self.post_form("/token", auth, form).await
+    }
+
+    /// Exchange an ID token for an ID-JAG (ID-JAG §4.3).
+    pub async fn exchange_for_id_jag(&self, client: &str, id_token: &str, audience: &str, extra: &[(&str, &str)]) -> Resp {
+        let mut form = vec![
+            ("grant_type", TOKEN_EXCHANGE),
+            ("requested_token_type", ID_JAG),
+            ("audience", audience),
+            ("subject_token", id_token),
+            ("subject_token_type", ID_TOKEN),
+        ];
+        form.extend_from_slice(extra);
+        self.token(Auth::Basic(client), &form).await
+    }
+
+    /// Exchange a subject token for a hop token to `resource`.
+    pub async fn exchange_for_hop(&self, client: &str, subject: &str, subject_type: &str, resource: &str, extra: &[(&str, &str)]) -> Resp {
+        let mut form = vec![
+            ("grant_type", TOKEN_EXCHANGE),
+            ("resource", resource),
+            ("subject_token", subject),
+            ("subject_token_type", subject_type),
+        ];
+        form.extend_from_slice(extra);
+        self.token(Auth::Basic(client), &form).await
+    }
+
+    /// alice (developer + sre) signs in for `client` and that client takes
+    /// the first hop to `resource`.
+    pub async fn first_hop(&self, client: &str, resource: &str) -> Resp {
+        let id_token = self.idp.id_token("alice", client, &["developer", "sre"]);
+        self.exchange_for_hop(client, &id_token, ID_TOKEN, resource, &[]).await
+    }
+
+    /// A `private_key_jwt` assertion for reporting-bot, with `tweak` applied
+    /// to its claims.
+    pub fn bot_assertion(&self, tweak: impl FnOnce(&mut Value)) -> String {
+        let now = now_secs();
+        let mut claims = json!({
+            "iss": "reporting-bot", "sub": "reporting-bot", "aud": self.issuer,
+            "iat": now, "exp": now + 60, "jti": uuid::Uuid::now_v7().to_string(),
+        });
+        tweak(&mut claims);
+        sign_jws(&self.bot_key, json!({"alg": "ES256", "kid": self.bot_key.key_id().unwrap(), "typ": "JWT"}), &claims)
+    }
+
+    /// Audit records of one correlation id.
+    pub async fn audit(&self, txn: &str) -> Vec<AuditRecord> {
+        self.state.store.audit_by_txn(txn).await.unwrap()
+    }
+
+    /// Every audit record this instance wrote.
+    pub async fn all_audit(&self) -> Vec<AuditRecord> {
+        self.state.store.audit_chain(&self.state.instance).await.unwrap()
+    }
+
+    /// How many tokens have been issued so far (granted decisions).
+    pub async fn issued_count(&self) -> usize {
+        self.all_audit().await.iter().filter(|r| r.decision == Decision::Granted).count()
+    }
+
+    /// Verify a token we issued against our published `/jwks` with josekit
+    /// directly (not the broker's own key ring), requiring `typ`.
+    pub async fn verify_with_published_jwks(&self, token: &str, typ: &str) -> Value {
+        let jwks = self.http.get(self.url("/jwks")).send().await.unwrap().json::<Value>().await.unwrap();
+        let header = decode_part(token, 0);
+        assert_eq!(header["typ"], typ, "explicit typ");
+        let kid = header["kid"].as_str().expect("kid");
+        let key = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == kid).expect("kid published");
+        let jwk = Jwk::from_map(key.as_object().unwrap().clone()).unwrap();
+        let verifier = josekit::jws::ES256.verifier_from_jwk(&jwk).unwrap();
+        let (payload, _) = josekit::jwt::decode_with_verifier(token, &verifier).expect("signature verifies");
+        Value::Object(payload.into())
+    }
+}
+
+fn form_body(form: &[(String, String)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+async fn read(resp: reqwest::Response) -> Resp {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Resp { status, headers, body }
+}
