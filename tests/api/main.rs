@@ -15,3 +15,6 @@ mod id_jag;
 mod quickstart;
 mod rejections;
 mod upstream_keys;
+
+// Issue 4: shared state.
+mod store_contract;

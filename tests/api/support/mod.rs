@@ -3,6 +3,7 @@
 //! fake IdPs, and helpers that read as scenarios.
 
 pub mod fake_idp;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,0 +1,1 @@
+//! (being written): a redis-server per test binary on a free port.
