@@ -40,7 +40,7 @@ pub struct App {
 impl App {
     /// Build from a config. `name` names the config in errors; `base_dir`
     /// resolves relative key paths.
-    pub fn build(config: &Config, name: &str, base_dir: Option<PathBuf>, dev_idp: Option<Arc<DevIdp>>) -> anyhow::Result<App> {
+    pub async fn build(config: &Config, name: &str, base_dir: Option<PathBuf>, dev_idp: Option<Arc<DevIdp>>) -> anyhow::Result<App> {
         let policy = config.resolve(name)?;
         let keys = KeyRing::from_config(&config.keys, base_dir.as_deref()).context("loading signing keys")?;
         let instance = std::env::var("XAA_INSTANCE").unwrap_or_else(|_| {

@@ -124,7 +124,7 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Re
                     None => config.listen.parse().with_context(|| format!("{}: key `listen`", path.display()))?,
                 };
                 let base = path.parent().map(Path::to_path_buf);
-                let app = App::build(&config, &path.display().to_string(), base, None)?;
+                let app = App::build(&config, &path.display().to_string(), base, None).await?;
                 app::spawn_reload_on_sighup(app.state.clone(), path.clone());
                 let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
                 tracing::info!(issuer = %config.issuer, %listen, instance = %app.state.instance, "xaa-broker serving");
@@ -136,7 +136,7 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Re
                 let bound = listener.local_addr()?;
                 let issuer = crate::dev::issuer_for(bound);
                 let (config, idp) = crate::dev::embedded_config(&issuer, bound)?;
-                let app = App::build(&config, "embedded default", None, Some(Arc::clone(&idp)))?;
+                let app = App::build(&config, "embedded default", None, Some(Arc::clone(&idp))).await?;
                 tracing::warn!("DEVELOPMENT MODE: ephemeral keys, in-memory state, published demo secrets");
                 println!("{}", crate::dev::banner(&issuer));
                 app.serve(listener, app::shutdown_signal()).await

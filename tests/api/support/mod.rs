@@ -145,7 +145,7 @@ impl TestApp {
         config.clients.get_mut("reporting-bot").unwrap().jwks = Some(json!({"keys": [Value::Object(public.as_ref().clone())]}));
         tweak(&mut config);
 
-        let app = App::build(&config, "test", None, None).expect("test config builds");
+        let app = App::build(&config, "test", None, None).await.expect("test config builds");
         let state = app.state.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.serve(listener, async move {
