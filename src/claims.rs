@@ -69,7 +69,7 @@ pub struct AccessTokenClaims {
     pub exp: i64,
     #[serde(default, skip_serializing_if = "is_empty_scope")]
     pub scope: ScopeSet,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
     pub txn: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -134,12 +134,35 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Re
                 let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
                 let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
                 let bound = listener.local_addr()?;
+                // Deployment B (the demo resource AS) takes the next port.
+                let ras_listen = match bound.port() {
+                    0 | u16::MAX => SocketAddr::new(bound.ip(), 0),
+                    p => SocketAddr::new(bound.ip(), if listen.port() == 0 { 0 } else { p + 1 }),
+                };
+                let ras_listener = tokio::net::TcpListener::bind(ras_listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {ras_listen} (the demo resource AS uses the port after --listen)"))?;
                 let issuer = crate::dev::issuer_for(bound);
-                let (config, idp) = crate::dev::embedded_config(&issuer, bound)?;
+                let ras_issuer = crate::dev::issuer_for(ras_listener.local_addr()?);
+                let (config, idp) = crate::dev::embedded_config(&issuer, bound, &ras_issuer)?;
                 let app = App::build(&config, "embedded default", None, Some(Arc::clone(&idp))).await?;
+                let ras_config = crate::dev::embedded_ras_config(&ras_issuer, ras_listener.local_addr()?, &issuer)?;
+                let ras = App::build(&ras_config, "embedded resource AS", None, None).await?;
                 tracing::warn!("DEVELOPMENT MODE: ephemeral keys, in-memory state, published demo secrets");
-                println!("{}", crate::dev::banner(&issuer));
-                app.serve(listener, app::shutdown_signal()).await
+                println!("{}", crate::dev::banner(&issuer, &ras_issuer));
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                let mut ras_stop = stop_rx.clone();
+                let ras_task = tokio::spawn(ras.serve(ras_listener, async move {
+                    let _ = ras_stop.changed().await;
+                }));
+                let result = app
+                    .serve(listener, async move {
+                        app::shutdown_signal().await;
+                        let _ = stop_tx.send(true);
+                    })
+                    .await;
+                let _ = ras_task.await;
+                result
             }
         }
     })

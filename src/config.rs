@@ -49,6 +49,26 @@ pub struct Config {
     pub roles: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub agents: AgentsConfig,
+    #[serde(default)]
+    pub resource_as: ResourceAsConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// The resource authorization server role (ID-JAG redemption, RFC 7523).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourceAsConfig {
+    /// The resource an access token is issued for when the ID-JAG names none.
+    pub default_resource: Option<String>,
+}
+
+/// Who may use the admin API (revoke by txn / by subject, audit queries).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Client ids that authenticate like any client and may call /admin/*.
+    pub clients: Vec<String>,
 }
 
 fn default_listen() -> String {
@@ -585,8 +605,26 @@ impl Validator {
             }
         }
 
+        if let Some(r) = &c.resource_as.default_resource {
+            if !audiences.get(r).is_some_and(|a| a.kind == AudienceKind::AccessToken && &a.id == r) {
+                self.problem("resource_as.default_resource", format!("{r:?} is not an access_token audience"));
+            }
+        }
+        for (i, id) in c.admin.clients.iter().enumerate() {
+            if !clients.contains_key(id) {
+                self.problem(format!("admin.clients[{i}]"), format!("unknown client {id:?}"));
+            }
+        }
+        for (id, cc) in &c.clients {
+            if cc.grants.contains(&GrantType::JwtBearer) && !issuers.values().any(|i: &Arc<TrustedIssuer>| i.purposes.contains(&Purpose::IdJag)) {
+                self.problem(format!("clients.{id}.grants"), "jwt-bearer needs at least one issuer trusted for id_jag");
+            }
+        }
+
         Policy {
             issuer: issuer.clone(),
+            default_resource: c.resource_as.default_resource.clone(),
+            admin_clients: c.admin.clients.iter().cloned().collect(),
             token_endpoint: format!("{issuer}/token"),
             tokens: TokenSettings {
                 clock_skew_secs: t.clock_skew_secs,

@@ -151,6 +151,10 @@ pub struct Policy {
     pub audiences: HashMap<String, Arc<Audience>>,
     pub roles: BTreeMap<String, ScopeSet>,
     pub agents: AgentCap,
+    /// Resource AS role: the resource used when an ID-JAG names none.
+    pub default_resource: Option<String>,
+    /// Clients allowed to call the admin API.
+    pub admin_clients: HashSet<String>,
 }
 
 impl Policy {
@@ -181,6 +185,15 @@ impl Policy {
         self.audiences
             .get(resource)
             .filter(|a| a.kind == AudienceKind::AccessToken && a.id == resource)
+    }
+
+    /// How long a revocation is kept: it must outlive every token it could
+    /// apply to — ours (the longest audience TTL) and upstream subject tokens
+    /// such as ID tokens, whose lifetime we do not set, hence at least a day.
+    /// Revocations are rare, so the cost of keeping them is small.
+    pub fn revocation_horizon_secs(&self) -> i64 {
+        let ours = self.audiences.values().map(|a| a.ttl_secs).max().unwrap_or(0) + self.tokens.clock_skew_secs;
+        ours.max(24 * 3600)
     }
 }
 

@@ -14,6 +14,10 @@ use crate::policy::{ClientKind, Purpose};
 use idp::DevIdp;
 
 pub const EMBEDDED_TOML: &str = include_str!("embedded.toml");
+pub const EMBEDDED_RAS_TOML: &str = include_str!("embedded_ras.toml");
+
+/// The placeholder key of the demo resource AS audience in `embedded.toml`.
+const RAS_PLACEHOLDER: &str = "http://resource-as.invalid";
 
 /// The issuer for a listen address: loopback stays loopback, and a wildcard
 /// bind is reached at 127.0.0.1.
@@ -29,11 +33,17 @@ pub fn issuer_for(listen: SocketAddr) -> String {
 }
 
 /// The embedded default for a broker reachable at `issuer`, with the dev IdP
-/// trusted for ID tokens and actor tokens (its key pinned inline).
-pub fn embedded_config(issuer: &str, listen: SocketAddr) -> anyhow::Result<(Config, Arc<DevIdp>)> {
+/// trusted for ID tokens and actor tokens (its key pinned inline), issuing
+/// ID-JAGs for the demo resource AS at `ras_issuer`.
+pub fn embedded_config(issuer: &str, listen: SocketAddr, ras_issuer: &str) -> anyhow::Result<(Config, Arc<DevIdp>)> {
     let mut config = Config::from_toml("embedded default", EMBEDDED_TOML)?;
     config.issuer = issuer.to_owned();
     config.listen = listen.to_string();
+    let saas = config
+        .audiences
+        .remove(RAS_PLACEHOLDER)
+        .ok_or_else(|| anyhow::anyhow!("embedded default lacks the demo resource AS audience"))?;
+    config.audiences.insert(ras_issuer.to_owned(), saas);
     let idp = Arc::new(DevIdp::new(issuer)?);
     config.issuers.insert(
         "dev-idp".into(),
@@ -51,10 +61,33 @@ pub fn embedded_config(issuer: &str, listen: SocketAddr) -> anyhow::Result<(Conf
     Ok((config, idp))
 }
 
+/// Deployment B of the demo: a resource AS at `ras_issuer` that redeems
+/// ID-JAGs from the broker at `broker_issuer`, fetching its keys over HTTP.
+pub fn embedded_ras_config(ras_issuer: &str, listen: SocketAddr, broker_issuer: &str) -> anyhow::Result<Config> {
+    let mut config = Config::from_toml("embedded resource AS", EMBEDDED_RAS_TOML)?;
+    config.issuer = ras_issuer.to_owned();
+    config.listen = listen.to_string();
+    config.issuers.insert(
+        "dev-broker".into(),
+        IssuerConfig {
+            issuer: broker_issuer.to_owned(),
+            jwks_uri: Some(format!("{broker_issuer}/jwks")),
+            discovery: false,
+            jwks: None,
+            trust: vec![Purpose::IdJag],
+            algs: vec!["ES256".into()],
+            groups_claim: "groups".into(),
+            actor_profile: None,
+        },
+    );
+    Ok(config)
+}
+
 /// The banner: what this is, and a walk-through that works as printed
 /// (needs curl and jq).
-pub fn banner(issuer: &str) -> String {
+pub fn banner(issuer: &str, ras_issuer: &str) -> String {
     let te = "urn:ietf:params:oauth:grant-type:token-exchange";
+    let jb = "urn:ietf:params:oauth:grant-type:jwt-bearer";
     format!(
         r#"
 ================================================================================
@@ -66,20 +99,26 @@ pub fn banner(issuer: &str) -> String {
  metadata {issuer}/.well-known/oauth-authorization-server
  jwks     {issuer}/jwks
  dev IdP  {issuer}/dev/idp   (users: alice, bob, carol)
+ demo resource AS (deployment B, a SaaS):  {ras_issuer}
 
  Try it (bash, curl, jq):
 
  B={issuer}
+ RAS={ras_issuer}
 
  # 1. alice signs in at the dev IdP; the ID token is for the triage agent
  ID_TOKEN=$(curl -s $B/dev/idp/id-token -d user=alice -d client_id=triage-agent | jq -r .id_token)
 
- # 2. Cross-App Access: exchange it for an ID-JAG for the SaaS authorization server
- curl -s -u triage-agent:triage-agent-secret $B/token \
+ # 2. Cross-App Access: exchange it for an ID-JAG for the SaaS authorization server (token_type N_A)
+ ID_JAG=$(curl -s -u triage-agent:triage-agent-secret $B/token \
    -d grant_type={te} \
    -d requested_token_type=urn:ietf:params:oauth:token-type:id-jag \
-   -d audience=https://saas.example.com -d resource=https://mcp.saas.example.com/mcp \
-   -d subject_token=$ID_TOKEN -d subject_token_type=urn:ietf:params:oauth:token-type:id_token | jq
+   -d audience=$RAS -d resource=https://mcp.saas.example.com/mcp \
+   -d subject_token=$ID_TOKEN -d subject_token_type=urn:ietf:params:oauth:token-type:id_token | jq -r .access_token)
+
+ # 2b. ...and redeem it at the SaaS (deployment B): an access token for its MCP server
+ curl -s -u triage-agent-at-saas:triage-agent-at-saas-secret $RAS/token \
+   -d grant_type={jb} -d assertion=$ID_JAG | jq
 
  # 3. Hop token: the agent calls the logs MCP server for alice (act = the agent, new txn)
  HOP1=$(curl -s -u triage-agent:triage-agent-secret $B/token \

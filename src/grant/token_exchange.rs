@@ -332,6 +332,9 @@ async fn validate_subject(
                 "subject_token is invalid: an ID token cannot carry an act claim",
             ));
         }
+        // An offboarded user's identity assertions issued before the cut-off
+        // start nothing (admin revoke by subject).
+        check_not_revoked(cx, &v, None).await?;
         let groups_claim = v.issuer.as_ref().map(|i| i.groups_claim.as_str()).unwrap_or("groups");
         let roles = cx.policy.known_roles(v.claims.groups(groups_claim));
         let txn = chain::inherit_txn(None);
@@ -360,20 +363,7 @@ async fn validate_subject(
             "subject_token is invalid: it was not issued to or for this client",
         ));
     }
-    let revoked = cx
-        .state
-        .store
-        .is_revoked(TokenRef {
-            jti: v.claims.jti.as_deref(),
-            txn: Some(&txn),
-            sub: &v.sub,
-            iat: v.claims.iat,
-        })
-        .await
-        .map_err(|e| OAuthError::unavailable("store.revocation_check_failed", &e))?;
-    if revoked {
-        return Err(OAuthError::invalid_request("subject_token.revoked", "subject_token is invalid: it has been revoked"));
-    }
+    check_not_revoked(cx, &v, Some(&txn)).await?;
     let chain = v
         .claims
         .act_chain()
@@ -408,6 +398,26 @@ async fn validate_subject(
         identity,
         may_act: v.claims.may_act,
     })
+}
+
+/// Revoked by jti, by txn, or by subject-before-time → refused; the store
+/// unreachable → 503 (the check cannot be made).
+async fn check_not_revoked(cx: &GrantContext<'_>, v: &Verified, txn: Option<&str>) -> OAuthResult<()> {
+    let revoked = cx
+        .state
+        .store
+        .is_revoked(TokenRef {
+            jti: v.claims.jti.as_deref(),
+            txn,
+            sub: &v.sub,
+            iat: v.claims.iat,
+        })
+        .await
+        .map_err(|e| OAuthError::unavailable("store.revocation_check_failed", &e))?;
+    if revoked {
+        return Err(OAuthError::invalid_request("subject_token.revoked", "subject_token is invalid: it has been revoked"));
+    }
+    Ok(())
 }
 
 async fn validate_actor(

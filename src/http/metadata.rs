@@ -19,14 +19,16 @@ use crate::app::AppState;
 use crate::error::{ErrorCode, OAuthError};
 use crate::jose::Alg;
 use crate::policy::Policy;
-use crate::types::{GrantType, TokenType};
+use crate::types::{GRANT_PROFILE_ID_JAG, GrantType, TokenType};
 
 pub fn document(policy: &Policy, keys_alg: Alg) -> serde_json::Value {
     let issuer = &policy.issuer;
     let mut grants = vec![GrantType::TokenExchange.uri()];
-    if policy.clients.values().any(|c| c.grants.contains(&GrantType::JwtBearer)) {
+    let resource_as = policy.clients.values().any(|c| c.grants.contains(&GrantType::JwtBearer));
+    if resource_as {
         grants.push(GrantType::JwtBearer.uri());
     }
+    let auth_methods = ["client_secret_basic", "client_secret_post", "private_key_jwt"];
     let mut scopes: Vec<&str> = policy
         .audiences
         .values()
@@ -34,21 +36,30 @@ pub fn document(policy: &Policy, keys_alg: Alg) -> serde_json::Value {
         .collect();
     scopes.sort_unstable();
     scopes.dedup();
-    json!({
+    let mut doc = json!({
         "issuer": issuer,
         "token_endpoint": policy.token_endpoint,
         "jwks_uri": format!("{issuer}/jwks"),
         "authorization_endpoint": format!("{issuer}/authorize"),
         "response_types_supported": ["code"],
         "grant_types_supported": grants,
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": Alg::ALL.iter().map(|a| a.name()).collect::<Vec<_>>(),
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": scopes,
         "identity_chaining_requested_token_types_supported": [TokenType::IdJag.uri(), TokenType::AccessToken.uri()],
         "id_token_signing_alg_values_supported": [keys_alg.name()],
         "subject_types_supported": ["public"],
-    })
+        "introspection_endpoint": format!("{issuer}/introspect"),
+        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint": format!("{issuer}/revoke"),
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+    });
+    if resource_as {
+        // ID-JAG §7.2: "I implement the ID-JAG rules" — never which IdPs we trust.
+        doc["authorization_grant_profiles_supported"] = json!([GRANT_PROFILE_ID_JAG]);
+    }
+    doc
 }
 
 pub async fn metadata(State(state): State<Arc<AppState>>) -> Response {

@@ -4,10 +4,13 @@
 //! Must never: contain protocol logic; handlers extract, call one function,
 //! and map the result.
 
+pub mod admin;
 pub mod extract;
 pub mod health;
+pub mod introspect;
 pub mod jwks;
 pub mod metadata;
+pub mod revoke;
 pub mod token;
 
 use std::sync::Arc;
@@ -37,6 +40,10 @@ pub fn router(state: Arc<AppState>, base: &str) -> Router {
     };
     let mut r = Router::new()
         .route(&format!("{base}/token"), post(token::token).fallback(method_not_allowed))
+        .route(&format!("{base}/introspect"), post(introspect::introspect).fallback(method_not_allowed))
+        .route(&format!("{base}/revoke"), post(revoke::revoke).fallback(method_not_allowed))
+        .route(&format!("{base}/admin/revoke"), post(admin::revoke).fallback(method_not_allowed))
+        .route(&format!("{base}/admin/audit"), post(admin::audit).fallback(method_not_allowed))
         .route(&format!("{base}/jwks"), get(jwks::jwks))
         .route(&format!("{base}/authorize"), get(metadata::authorize).post(metadata::authorize))
         .route(&well_known("oauth-authorization-server"), get(metadata::metadata))

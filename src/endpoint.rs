@@ -1,0 +1,126 @@
+//! The path every client-authenticated endpoint takes (token, introspection,
+//! revocation, admin): authenticate → decide → commit replay marks and the
+//! audit record together → respond.
+//!
+//! Owns: the rule that nothing leaves before its audit record and replay
+//! marks are stored (fail closed, design §4), and that every call writes
+//! exactly one audit record, granted or denied.
+//! Must never: hold endpoint-specific rules.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+
+use crate::app::AppState;
+use crate::audit::{AuditRecord, Decision};
+use crate::client_auth;
+use crate::error::{OAuthError, OAuthResult};
+use crate::http::extract::{OAuthParams, user_agent};
+use crate::policy::{Client, Policy};
+use crate::store::{Commit, ReplayMark};
+use crate::trust::validate::Validator;
+use crate::types::now_secs;
+
+/// One call in progress.
+pub struct Call<'a> {
+    pub state: &'a AppState,
+    /// The policy version this whole call uses.
+    pub policy: Arc<Policy>,
+    pub now: i64,
+    pub audit: AuditRecord,
+    /// One-time values seen in this call (client assertion / ID-JAG `jti`).
+    pub marks: Vec<ReplayMark>,
+}
+
+impl<'a> Call<'a> {
+    pub fn begin(state: &'a AppState, headers: &HeaderMap, source_ip: Option<IpAddr>, what: &str) -> Self {
+        let mut audit = AuditRecord::begin(source_ip.map(|ip| ip.to_string()), user_agent(headers));
+        audit.grant = Some(what.to_owned());
+        Self {
+            state,
+            policy: state.policy.load_full(),
+            now: now_secs(),
+            audit,
+            marks: Vec::new(),
+        }
+    }
+
+    pub fn validator(&self) -> Validator<'_> {
+        Validator {
+            policy: &self.policy,
+            keys: &self.state.keys,
+            jwks: &self.state.jwks,
+            now: self.now,
+        }
+    }
+
+    /// Authenticate the client (RFC 6749 §2.3) and note it in the record.
+    pub async fn authenticate(&mut self, headers: &HeaderMap, params: &OAuthParams) -> OAuthResult<Arc<Client>> {
+        let validator = Validator {
+            policy: &self.policy,
+            keys: &self.state.keys,
+            jwks: &self.state.jwks,
+            now: self.now,
+        };
+        let (client, _method) = client_auth::authenticate(&validator, headers, params, &mut self.marks).await?;
+        self.audit.client_id = Some(client.id.clone());
+        Ok(client)
+    }
+
+    /// Store marks and the granted record, then answer with `respond()`. If
+    /// the store cannot be written, nothing is released: 503.
+    pub async fn commit(mut self, respond: impl FnOnce() -> Response) -> Response {
+        self.audit.decision = Decision::Granted;
+        match self.state.store.commit(&self.marks, self.audit.clone()).await {
+            Ok(Commit::Done(record)) => {
+                record.emit();
+                respond()
+            }
+            Ok(Commit::Replayed { index }) => {
+                let err = replay_error(&self.marks[index]);
+                self.marks.clear();
+                self.deny(err).await
+            }
+            Err(e) => OAuthError::unavailable("store.commit_failed", &e).into_response(),
+        }
+    }
+
+    /// Record a denial and answer with the error. One-time values already
+    /// seen are burned too, so a refused assertion cannot be retried. A
+    /// failed audit write does not change the answer (nothing is released
+    /// either way); it is logged.
+    pub async fn deny(mut self, err: OAuthError) -> Response {
+        self.audit.deny(&err);
+        let store = &self.state.store;
+        let mut outcome = store.commit(&self.marks, self.audit.clone()).await;
+        if let Ok(Commit::Replayed { .. }) = outcome {
+            outcome = store.commit(&[], self.audit).await;
+        }
+        match outcome {
+            Ok(Commit::Done(record)) => record.emit(),
+            Ok(Commit::Replayed { .. }) => {}
+            Err(e) => tracing::error!(error = %e, reason = err.reason, "audit record of a denial could not be written"),
+        }
+        err.into_response()
+    }
+
+    /// Finish with `result`: commit on success, deny on error.
+    pub async fn finish(self, result: OAuthResult<impl FnOnce() -> Response>) -> Response {
+        match result {
+            Ok(respond) => self.commit(respond).await,
+            Err(e) => self.deny(e).await,
+        }
+    }
+}
+
+/// The error for a reused one-time value: a client assertion is client
+/// authentication (`invalid_client`); an assertion grant is `invalid_grant`.
+fn replay_error(mark: &ReplayMark) -> OAuthError {
+    if mark.key.starts_with("client_assertion:") {
+        OAuthError::invalid_client("client_assertion.replayed", "client authentication failed")
+    } else {
+        OAuthError::invalid_grant("assertion.replayed", "the assertion has already been used")
+    }
+}

@@ -1,0 +1,194 @@
+//! RFC 7523 §2.1 jwt-bearer grant: redeeming an ID-JAG at the resource
+//! authorization server (draft-ietf-oauth-identity-assertion-authz-grant §4.4).
+//!
+//! Reads as the draft's validation steps in order: typ → trusted issuer +
+//! alg + signature → aud → time → jti → client_id → resource → scope →
+//! subject. Every failure of the assertion is `invalid_grant` (RFC 7523
+//! §3.1); client authentication failures stay `invalid_client`.
+//! Must never: redeem an ID-JAG this server issued (ID-JAG security
+//! considerations: no scope broadening by self-redemption), issue a refresh
+//! token (§4.4.3), or accept an ID-JAG for another client.
+
+use std::sync::Arc;
+
+use crate::audit::{AuditRecord, TokenFingerprint};
+use crate::claims::{AccessTokenClaims, TYP_ACCESS_TOKEN};
+use crate::error::{ErrorCode, OAuthError, OAuthResult};
+use crate::grant::{GrantContext, Issued};
+use crate::http::extract::OAuthParams;
+use crate::policy::{Client, ExchangeContext, decide};
+use crate::store::{ReplayMark, TokenRef};
+use crate::trust::validate::Expect;
+use crate::types::{ScopeSet, TokenType};
+
+pub async fn redeem(
+    cx: &GrantContext<'_>,
+    client: &Arc<Client>,
+    params: &OAuthParams,
+    audit: &mut AuditRecord,
+    marks: &mut Vec<ReplayMark>,
+) -> OAuthResult<Issued> {
+    run(cx, client, params, audit, marks)
+        .await
+        .map_err(|e| e.recode(ErrorCode::InvalidGrant))
+}
+
+async fn run(
+    cx: &GrantContext<'_>,
+    client: &Arc<Client>,
+    params: &OAuthParams,
+    audit: &mut AuditRecord,
+    marks: &mut Vec<ReplayMark>,
+) -> OAuthResult<Issued> {
+    let assertion = params.require("assertion")?;
+    audit.subject_token = Some(TokenFingerprint::of(assertion));
+    audit.requested_token_type = Some(TokenType::AccessToken.uri().to_owned());
+    // Tolerated extras (design §6): `scope` narrows, `resource` must agree.
+    let requested_scope = params
+        .get("scope")
+        .map(ScopeSet::parse)
+        .transpose()
+        .map_err(|e| OAuthError::invalid_grant("scope.malformed", e))?;
+    audit.scope_requested = requested_scope.as_ref().map(ToString::to_string);
+
+    // Steps 1–4: typ, trusted issuer, alg, signature, aud, exp/iat/nbf, jti.
+    let v = cx.validator.validate(assertion, Expect::IdJag).await.map_err(|r| {
+        if r.unavailable {
+            OAuthError::unavailable(r.reason, &r.detail)
+        } else {
+            OAuthError::invalid_grant(r.reason, format!("assertion is invalid: {}", r.detail))
+        }
+    })?;
+    let mut fp = TokenFingerprint::of(assertion);
+    fp.iss = Some(v.claims.iss.clone());
+    fp.jti = v.claims.jti.clone();
+    audit.subject_token = Some(fp);
+    audit.sub = Some(v.sub.clone());
+    audit.parent_jti = v.claims.jti.clone();
+    let txn = crate::chain::inherit_txn(v.claims.txn.as_deref());
+    audit.txn = Some(txn.clone());
+
+    // Step 4: single use, until the assertion expires.
+    marks.push(ReplayMark {
+        key: format!("id_jag:{}:{}", v.claims.iss, v.claims.jti.as_deref().unwrap_or_default()),
+        expires_at: v.exp + cx.policy.tokens.clock_skew_secs,
+    });
+
+    // Step 5: issued for this client.
+    if v.claims.client_id.as_deref() != Some(client.id.as_str()) {
+        return Err(OAuthError::invalid_grant(
+            "id_jag.client_id",
+            "the assertion was issued for another client",
+        ));
+    }
+
+    // Resource: the ID-JAG's (one of ours), else the configured default; a
+    // `resource` parameter, if sent, must name the same one.
+    let claimed = match v.claims.resource.as_ref().map(|r| r.as_slice()) {
+        None | Some([]) => None,
+        Some([one]) => Some(one.as_str()),
+        Some(_) => {
+            return Err(OAuthError::invalid_grant(
+                "id_jag.resource_count",
+                "the assertion names several resources; this server issues a token for one",
+            ));
+        }
+    };
+    let resource = claimed
+        .or(cx.policy.default_resource.as_deref())
+        .ok_or_else(|| OAuthError::invalid_grant("id_jag.no_resource", "the assertion names no resource and no default is configured"))?;
+    let audience = cx
+        .policy
+        .has_resource(resource)
+        .cloned()
+        .ok_or_else(|| OAuthError::invalid_grant("id_jag.unknown_resource", "the assertion's resource is not served here"))?;
+    audit.audience = Some(audience.id.clone());
+    audit.resource = Some(audience.id.clone());
+    if params.all("resource").iter().any(|r| *r != audience.id) {
+        return Err(OAuthError::invalid_grant(
+            "id_jag.resource_mismatch",
+            "the resource parameter differs from the assertion's resource",
+        ));
+    }
+
+    // Step 7: subject. `aud_sub`, when the IdP knows our id for the user, is
+    // the subject here (OpenID Enterprise Extensions); otherwise `sub`.
+    let sub = v.claims.aud_sub.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| v.sub.clone());
+    let revoked = cx
+        .state
+        .store
+        .is_revoked(TokenRef {
+            jti: v.claims.jti.as_deref(),
+            txn: Some(&txn),
+            sub: &sub,
+            iat: v.claims.iat,
+        })
+        .await
+        .map_err(|e| OAuthError::unavailable("store.revocation_check_failed", &e))?;
+    if revoked {
+        return Err(OAuthError::invalid_grant("id_jag.revoked", "the assertion has been revoked"));
+    }
+    let chain = v
+        .claims
+        .act_chain()
+        .map_err(|_| OAuthError::invalid_grant("id_jag.act_malformed", "the assertion's act claim is malformed"))?;
+    audit.act = chain.clone();
+
+    // Step 8: narrow by local policy. The IdP's granted scope bounds what we
+    // grant (when it states one); roles are the IdP's business, so none are
+    // applied here; agent caps still hold for any agent in the chain.
+    let id_jag_scope = v.claims.scope_set();
+    let requested = match (&requested_scope, &id_jag_scope) {
+        (Some(r), _) => Some(r.clone()),
+        (None, Some(s)) => Some(s.clone()),
+        (None, None) => None,
+    };
+    let grant = decide(
+        cx.policy,
+        &ExchangeContext {
+            client,
+            audience: &audience,
+            requested: requested.as_ref(),
+            roles: None,
+            subject_scope: id_jag_scope.as_ref(),
+            chain: chain.as_ref(),
+            now: cx.now,
+            // The ID-JAG is a grant, not the token being exchanged: the
+            // access token's life is the resource's TTL (§4.4).
+            subject_exp: i64::MAX,
+        },
+    )?;
+
+    let jti = uuid::Uuid::now_v7().to_string();
+    audit.issued_jti = Some(jti.clone());
+    let roles = cx.policy.known_roles(v.claims.roles.iter().flatten().map(String::as_str));
+    let token = cx
+        .state
+        .keys
+        .sign(
+            TYP_ACCESS_TOKEN,
+            &AccessTokenClaims {
+                iss: cx.policy.issuer.clone(),
+                sub,
+                aud: audience.id.clone(),
+                client_id: client.id.clone(),
+                jti,
+                iat: cx.now,
+                exp: grant.exp,
+                scope: grant.scope.clone(),
+                roles,
+                txn,
+                act: chain,
+                identity: v.claims.identity(),
+            },
+        )
+        .map_err(|e| OAuthError::internal("mint.sign_failed", &e))?;
+    Ok(Issued {
+        token,
+        // RFC 7523 responses are plain RFC 6749 §5.1 responses.
+        issued_token_type: None,
+        token_type: "Bearer",
+        exp: grant.exp,
+        scope: grant.scope,
+    })
+}

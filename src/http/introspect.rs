@@ -1,0 +1,75 @@
+//! `POST /introspect` — RFC 7662 token introspection for our access tokens.
+//!
+//! Owns: the response shape. Any authenticated client may introspect (a JWT
+//! holder can read its claims anyway); each call is audited, so auditors see
+//! who looked at which token of a txn.
+//! Must never: say why a token is inactive, or answer for an unauthenticated
+//! caller (401).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+use crate::endpoint::Call;
+use crate::error::{OAuthError, no_store_headers};
+use crate::http::extract::OAuthParams;
+use crate::inspect::own_active_token;
+
+pub async fn introspect(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    params: Result<OAuthParams, OAuthError>,
+) -> Response {
+    let params = match params {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let mut call = Call::begin(&state, &headers, Some(peer.ip()), "introspection");
+    let result = async {
+        call.authenticate(&headers, &params).await?;
+        let token = params.require("token")?;
+        let verified = own_active_token(&call.validator(), state.store.as_ref(), token).await?;
+        let body = match verified {
+            None => json!({ "active": false }),
+            Some(v) => {
+                let c = &v.claims;
+                call.audit.parent_jti = c.jti.clone();
+                call.audit.txn = c.txn.clone();
+                call.audit.sub = Some(v.sub.clone());
+                let mut body = json!({
+                    "active": true,
+                    "iss": c.iss,
+                    "sub": v.sub,
+                    "aud": c.aud.as_ref().and_then(|a| a.single().map(str::to_owned)),
+                    "client_id": c.client_id,
+                    "scope": c.scope,
+                    "exp": v.exp,
+                    "iat": c.iat,
+                    "jti": c.jti,
+                    "token_type": "Bearer",
+                    "txn": c.txn,
+                    "act": c.act,
+                    "roles": c.roles,
+                });
+                if let Value::Object(m) = &mut body {
+                    m.retain(|_, v| !v.is_null());
+                }
+                body
+            }
+        };
+        Ok(move || {
+            let mut r = Json(body).into_response();
+            no_store_headers(r.headers_mut());
+            r
+        })
+    }
+    .await;
+    call.finish(result).await
+}

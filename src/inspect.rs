@@ -1,0 +1,32 @@
+//! "Is this one of our access tokens, and is it still good?" — the question
+//! introspection (RFC 7662) and revocation (RFC 7009) both ask.
+//!
+//! Owns: that one check (our signature, `typ at+jwt`, time, revocation).
+//! Must never: tell a caller why a token is inactive (RFC 7662 §2.2: an
+//! inactive token is only `{"active": false}`).
+
+use crate::error::{OAuthError, OAuthResult};
+use crate::store::{Store, TokenRef};
+use crate::trust::validate::{Expect, Validator, Verified};
+
+/// `Ok(Some)` for an active token we issued; `Ok(None)` for anything else
+/// (expired, revoked, foreign, garbage); `Err` only when the check cannot be
+/// made (store down): then the answer is 503, never a guess.
+pub async fn own_active_token(validator: &Validator<'_>, store: &dyn Store, token: &str) -> OAuthResult<Option<Verified>> {
+    let v = match validator.validate(token, Expect::AccessToken).await {
+        Ok(v) if v.issuer.is_none() => v,
+        Ok(_) => return Ok(None),
+        Err(r) if r.unavailable => return Err(OAuthError::unavailable(r.reason, &r.detail)),
+        Err(_) => return Ok(None),
+    };
+    let revoked = store
+        .is_revoked(TokenRef {
+            jti: v.claims.jti.as_deref(),
+            txn: v.claims.txn.as_deref(),
+            sub: &v.sub,
+            iat: v.claims.iat,
+        })
+        .await
+        .map_err(|e| OAuthError::unavailable("store.revocation_check_failed", &e))?;
+    Ok(if revoked { None } else { Some(v) })
+}
