@@ -184,7 +184,17 @@ impl InboundClaims {
     /// The `act` claim as a chain. A malformed one is an error, never dropped:
     /// silently losing an actor would hide who acted.
     pub fn act_chain(&self) -> Result<Option<Act>, serde_json::Error> {
-        self.act.clone().map(serde_json::from_value).transpose()
+        // RFC 8693 §4.1: `act` is a JSON object at every level. serde would
+        // also read an array as a struct (fields in order), which would let an
+        // upstream forge entries positionally.
+        fn objects_all_the_way_down(v: &serde_json::Value) -> bool {
+            v.as_object().is_some_and(|o| o.get("act").is_none_or(objects_all_the_way_down))
+        }
+        match &self.act {
+            None => Ok(None),
+            Some(v) if objects_all_the_way_down(v) => serde_json::from_value(v.clone()).map(Some),
+            Some(_) => Err(serde::de::Error::custom("act must be a JSON object at every level")),
+        }
     }
 
     pub fn scope_set(&self) -> Option<ScopeSet> {
@@ -204,6 +214,14 @@ mod tests {
         .unwrap();
         assert_eq!(c.exp, Some(1700000000));
         assert_eq!(c.groups("groups"), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn act_must_be_an_object_at_every_level() {
+        let with = |act: serde_json::Value| serde_json::from_value::<InboundClaims>(serde_json::json!({"iss": "x", "act": act})).unwrap();
+        assert!(with(serde_json::json!(["agent:admin"])).act_chain().is_err());
+        assert!(with(serde_json::json!({"sub": "a", "act": ["b"]})).act_chain().is_err());
+        assert!(with(serde_json::json!({"sub": "a", "act": {"sub": "b"}})).act_chain().unwrap().is_some());
     }
 
     #[test]

@@ -1,1 +1,200 @@
-//! (being written)
+//! Actor tokens (RFC 8693 §2.1 `actor_token`) and the subject's `may_act`
+//! (§4.4): who becomes the new actor, and who may not.
+
+use std::future::Future;
+
+use serde_json::{Value, json};
+use xaa_broker::types::now_secs;
+
+use crate::support::*;
+
+/// Send a request that must be refused: the error is checked by the caller,
+/// and nothing may have been issued meanwhile.
+async fn refused(app: &TestApp, request: impl Future<Output = Resp>) -> Resp {
+    let before = app.issued_count().await;
+    let r = request.await;
+    assert_eq!(
+        app.issued_count().await,
+        before,
+        "a refused request issued a token: {} {}",
+        r.status,
+        r.body
+    );
+    r
+}
+
+/// chat-app takes alice's first hop to the logs MCP with `actor_token`.
+async fn first_hop_with_actor(app: &TestApp, actor_token: &str) -> Resp {
+    let id_token = app.idp.id_token("alice", "chat-app", &["developer", "sre"]);
+    app.exchange_for_hop(
+        "chat-app",
+        &id_token,
+        ID_TOKEN,
+        LOGS,
+        &[("actor_token", actor_token), ("actor_token_type", JWT)],
+    )
+    .await
+}
+
+/// A partner access token issued for the logs MCP (so mcp-logs may present
+/// it), with `tweak` applied to its claims.
+fn partner_token(app: &TestApp, tweak: impl FnOnce(&mut Value)) -> String {
+    let now = now_secs();
+    let mut claims = json!({
+        "iss": app.partner.issuer, "sub": "alice", "aud": LOGS, "client_id": "partner-portal",
+        "iat": now, "exp": now + 300, "jti": uuid::Uuid::now_v7().to_string(),
+        "scope": "logs.read", "groups": ["sre"], "txn": "partner-txn-actor",
+    });
+    tweak(&mut claims);
+    app.partner.sign(Some("at+jwt"), &claims)
+}
+
+#[tokio::test]
+async fn an_actor_token_names_the_actor_and_an_app_client_adds_nothing_else() {
+    let app = TestApp::spawn().await;
+    let actor = app.agents.actor_token("agent:x", &app.issuer);
+    let r = first_hop_with_actor(&app, &actor).await;
+    r.assert_ok();
+    let claims = r.claims();
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["client_id"], "chat-app");
+    assert_eq!(
+        claims["act"],
+        json!({"sub": "agent:x", "iss": app.agents.issuer, "sub_profile": "ai_agent"})
+    );
+    // The agent's cap applies: no destructive scope although alice is an sre.
+    assert_eq!(claims["scope"], "logs.read logs.write");
+    let audit = app.audit(claims["txn"].as_str().unwrap()).await;
+    let fingerprint = audit[0]
+        .actor_token
+        .as_ref()
+        .expect("the actor token is recorded");
+    assert_eq!(fingerprint.iss.as_deref(), Some(app.agents.issuer.as_str()));
+}
+
+#[tokio::test]
+async fn an_actor_token_from_an_issuer_not_trusted_for_actors_is_refused() {
+    let app = TestApp::spawn().await;
+    let from_corp_idp = app.idp.actor_token("agent:x", &app.issuer);
+    refused(&app, first_hop_with_actor(&app, &from_corp_idp))
+        .await
+        .assert_error(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn an_actor_token_addressed_to_another_audience_is_refused() {
+    let app = TestApp::spawn().await;
+    let elsewhere = app
+        .agents
+        .actor_token("agent:x", "https://broker.other.example.com");
+    refused(&app, first_hop_with_actor(&app, &elsewhere))
+        .await
+        .assert_error(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn an_actor_token_without_an_actor_token_type_is_refused() {
+    let app = TestApp::spawn().await;
+    let actor = app.agents.actor_token("agent:x", &app.issuer);
+    let id_token = app.idp.id_token("alice", "chat-app", &["developer", "sre"]);
+    refused(
+        &app,
+        app.exchange_for_hop(
+            "chat-app",
+            &id_token,
+            ID_TOKEN,
+            LOGS,
+            &[("actor_token", &actor)],
+        ),
+    )
+    .await
+    .assert_error(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn an_actor_that_is_the_subject_is_refused() {
+    let app = TestApp::spawn().await;
+    let alice_as_actor = app.agents.actor_token("alice", &app.issuer);
+    refused(&app, first_hop_with_actor(&app, &alice_as_actor))
+        .await
+        .assert_error(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn may_act_admits_the_actor_it_names() {
+    let app = TestApp::spawn().await;
+    let subject = partner_token(&app, |c| c["may_act"] = json!({"sub": "agent:x"}));
+    let actor = app.agents.actor_token("agent:x", &app.issuer);
+    let r = app
+        .exchange_for_hop(
+            "mcp-logs",
+            &subject,
+            ACCESS_TOKEN,
+            COST,
+            &[("actor_token", &actor), ("actor_token_type", JWT)],
+        )
+        .await;
+    r.assert_ok();
+    let claims = r.claims();
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["txn"], "partner-txn-actor");
+    assert_eq!(
+        claims["act"],
+        json!({"sub": "agent:x", "iss": app.agents.issuer, "sub_profile": "ai_agent"})
+    );
+    assert_eq!(
+        claims["scope"], "cost.read",
+        "an agent actor never gets the human-only cost.approve"
+    );
+}
+
+#[tokio::test]
+async fn may_act_refuses_any_other_actor() {
+    let app = TestApp::spawn().await;
+    let subject = partner_token(&app, |c| c["may_act"] = json!({"sub": "agent:x"}));
+    let other = app.agents.actor_token("agent:y", &app.issuer);
+    refused(
+        &app,
+        app.exchange_for_hop(
+            "mcp-logs",
+            &subject,
+            ACCESS_TOKEN,
+            COST,
+            &[("actor_token", &other), ("actor_token_type", JWT)],
+        ),
+    )
+    .await
+    .assert_error(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn a_subject_token_with_a_malformed_act_is_refused() {
+    let app = TestApp::spawn().await;
+    for forged in [
+        json!("agent:admin"),
+        json!({"iss": "https://agents.example.com"}),
+        json!({"sub": 7}),
+    ] {
+        let subject = partner_token(&app, |c| c["act"] = forged.clone());
+        refused(
+            &app,
+            app.exchange_for_hop("mcp-logs", &subject, ACCESS_TOKEN, COST, &[]),
+        )
+        .await
+        .assert_error(400, "invalid_request");
+    }
+}
+
+/// RFC 8693 §4.1: `act` is a JSON object. An array is not an actor, even one
+/// whose elements line up with an actor's fields.
+#[tokio::test]
+async fn a_subject_token_whose_act_is_an_array_is_refused() {
+    let app = TestApp::spawn().await;
+    let subject = partner_token(&app, |c| c["act"] = json!(["agent:admin"]));
+    refused(
+        &app,
+        app.exchange_for_hop("mcp-logs", &subject, ACCESS_TOKEN, COST, &[]),
+    )
+    .await
+    .assert_error(400, "invalid_request");
+}

@@ -16,5 +16,11 @@ mod quickstart;
 mod rejections;
 mod upstream_keys;
 
+// Issue 3: resource-AS side.
+mod admin;
+mod introspection;
+mod resource_as;
+mod revocation;
+
 // Issue 4: shared state.
 mod store_contract;

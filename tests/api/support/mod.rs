@@ -120,29 +120,57 @@ impl TestApp {
     /// Spawn with the example config, adjusted by `tweak` after the test
     /// wiring (issuer, upstream key locations, ephemeral signing key).
     pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+        Self::spawn_on(bind().await, example_config(), tweak).await
+    }
+
+    /// Two deployments that trust each other as in the examples: an
+    /// enterprise broker (examples/broker.toml) issuing ID-JAGs for a SaaS
+    /// resource AS (examples/resource-as.toml) that redeems them, fetching
+    /// the broker's /jwks over HTTP.
+    pub async fn spawn_pair() -> (TestApp, TestApp) {
+        Self::spawn_pair_with(|_| {}, |_| {}).await
+    }
+
+    pub async fn spawn_pair_with(tweak_enterprise: impl FnOnce(&mut Config), tweak_ras: impl FnOnce(&mut Config)) -> (TestApp, TestApp) {
+        let ras_listener = bind().await;
+        let ras_issuer = format!("http://{}", ras_listener.local_addr().unwrap());
+        let enterprise = Self::spawn_with(|c| {
+            rename_audience(c, SAAS_AS, &ras_issuer);
+            tweak_enterprise(c);
+        })
+        .await;
+        let mut ras_config = Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/resource-as.toml")).expect("examples/resource-as.toml loads");
+        let acme = ras_config.issuers.get_mut("acme-broker").expect("example trusts acme-broker");
+        acme.issuer = enterprise.issuer.clone();
+        acme.jwks_uri = Some(enterprise.url("/jwks"));
+        let ras = Self::spawn_on(ras_listener, ras_config, tweak_ras).await;
+        (enterprise, ras)
+    }
+
+    /// Spawn `config` on `listener`, wiring whichever example issuers it
+    /// names (corp-idp, agent-identity, partner) to fresh fake IdPs.
+    pub async fn spawn_on(listener: tokio::net::TcpListener, mut config: Config, tweak: impl FnOnce(&mut Config)) -> TestApp {
         let (idp, agents, partner) = (FakeIdp::start().await, FakeIdp::start().await, FakeIdp::start().await);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let issuer = format!("http://{addr}");
         let bot_key = Alg::ES256.generate().unwrap();
 
-        let mut config = example_config();
         config.issuer = issuer.clone();
         config.keys = KeysConfig { ephemeral: true, ..KeysConfig::default() };
-        let wire = |config: &mut Config, name: &str, fake: &FakeIdp| {
-            let i = config.issuers.get_mut(name).unwrap_or_else(|| panic!("example has issuer {name}"));
-            i.issuer = fake.issuer.clone();
-            if i.jwks_uri.is_some() {
-                i.jwks_uri = Some(fake.jwks_uri());
+        for (name, fake) in [("corp-idp", &idp), ("agent-identity", &agents), ("partner", &partner)] {
+            if let Some(i) = config.issuers.get_mut(name) {
+                i.issuer = fake.issuer.clone();
+                if i.jwks_uri.is_some() {
+                    i.jwks_uri = Some(fake.jwks_uri());
+                }
             }
-        };
-        wire(&mut config, "corp-idp", &idp);
-        wire(&mut config, "agent-identity", &agents);
-        wire(&mut config, "partner", &partner);
-        let mut public = bot_key.to_public_key().unwrap();
-        public.set_key_id(bot_key.key_id().unwrap());
-        public.set_algorithm("ES256");
-        config.clients.get_mut("reporting-bot").unwrap().jwks = Some(json!({"keys": [Value::Object(public.as_ref().clone())]}));
+        }
+        if let Some(bot) = config.clients.get_mut("reporting-bot") {
+            let mut public = bot_key.to_public_key().unwrap();
+            public.set_key_id(bot_key.key_id().unwrap());
+            public.set_algorithm("ES256");
+            bot.jwks = Some(json!({"keys": [Value::Object(public.as_ref().clone())]}));
+        }
         tweak(&mut config);
 
         let app = App::build(&config, "test", None, None).await.expect("test config builds");
@@ -264,6 +292,25 @@ impl TestApp {
         let verifier = josekit::jws::ES256.verifier_from_jwk(&jwk).unwrap();
         let (payload, _) = josekit::jwt::decode_with_verifier(token, &verifier).expect("signature verifies");
         Value::Object(payload.into())
+    }
+}
+
+pub async fn bind() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+/// Re-key an audience (and every client reference to it), e.g. to point the
+/// example's SaaS audience at a test deployment's real issuer.
+pub fn rename_audience(config: &mut Config, from: &str, to: &str) {
+    let aud = config.audiences.remove(from).unwrap_or_else(|| panic!("audience {from}"));
+    config.audiences.insert(to.to_owned(), aud);
+    for client in config.clients.values_mut() {
+        for a in client.audiences.iter_mut().filter(|a| *a == from) {
+            *a = to.to_owned();
+        }
+        if let Some(id) = client.ras_client_ids.remove(from) {
+            client.ras_client_ids.insert(to.to_owned(), id);
+        }
     }
 }
 
