@@ -92,11 +92,45 @@ struct Cached {
     fetched_at: Instant,
 }
 
+/// Why a fetch is wanted: each reason has its own limit.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// Nothing cached yet.
+    FirstUse,
+    /// Cached keys are older than `cache_ttl_secs`.
+    Stale,
+    /// A token names a kid we do not have: bounded by `min_refetch_interval`.
+    UnknownKid,
+}
+
+#[derive(Default)]
+struct FetchState {
+    /// The last refetch an unknown kid caused (the kid-storm budget).
+    last_kid_refetch: Option<Instant>,
+    /// The last failed fetch: while recent, do not queue more requests
+    /// behind another timeout.
+    last_failure: Option<Instant>,
+}
+
+/// Failed fetches are retried at most this often (or the refetch interval,
+/// if shorter), so an outage costs requests no queue of timeouts.
+const FAILURE_BACKOFF: Duration = Duration::from_secs(5);
+
 #[derive(Default)]
 struct Entry {
     cached: RwLock<Option<Cached>>,
-    /// Serialises fetches for one source and remembers the last attempt.
-    fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Serialises fetches for one source.
+    fetch: tokio::sync::Mutex<FetchState>,
+}
+
+impl Entry {
+    fn current(&self) -> Option<(Arc<KeySet>, Instant)> {
+        self.cached
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|c| (c.keys.clone(), c.fetched_at))
+    }
 }
 
 /// The cache of every remote key source, shared by all requests. Survives
@@ -137,33 +171,23 @@ impl JwksCache {
                 jwks_uri,
                 discovery_issuer,
             } => {
+                let waiting_since = Instant::now();
                 let entry = self.entry(cache_key);
-                let (found, age) = {
-                    let cached = entry.cached.read().unwrap_or_else(|e| e.into_inner());
-                    match cached.as_ref() {
-                        Some(c) => (c.keys.find(kid, alg), Some(c.fetched_at.elapsed())),
-                        None => (None, None),
-                    }
-                };
+                let current = entry.current();
+                let found = current.as_ref().and_then(|(keys, _)| keys.find(kid, alg));
+                let age = current.as_ref().map(|(_, at)| at.elapsed());
                 let ttl = Duration::from_secs(self.settings.cache_ttl_secs);
+                let fetch = |why| self.refresh(&entry, jwks_uri, discovery_issuer, algs, why, waiting_since);
                 match (found, age) {
                     (Some(v), Some(age)) if age < ttl => Ok(v),
-                    (Some(v), Some(age)) => {
-                        // Stale but usable: try a refresh; keep the old keys if
-                        // the IdP is unreachable, up to max_stale.
-                        let fresh = self.refresh(&entry, jwks_uri, discovery_issuer, algs, false).await;
-                        match fresh {
-                            Ok(set) => set.find(kid, alg).ok_or(KeyLookupError::UnknownKey),
-                            Err(_) if age < Duration::from_secs(self.settings.max_stale_secs) => Ok(v),
-                            Err(e) => Err(e),
-                        }
-                    }
-                    _ => {
-                        // Unknown kid, or nothing cached yet: refetch, rate-limited.
-                        let first = age.is_none();
-                        let set = self.refresh(&entry, jwks_uri, discovery_issuer, algs, !first).await?;
-                        set.find(kid, alg).ok_or(KeyLookupError::UnknownKey)
-                    }
+                    (Some(v), Some(age)) => match fetch(Why::Stale).await {
+                        Ok(set) => set.find(kid, alg).ok_or(KeyLookupError::UnknownKey),
+                        // Keep serving what we had while the IdP is down, up to max_stale.
+                        Err(_) if age < Duration::from_secs(self.settings.max_stale_secs) => Ok(v),
+                        Err(e) => Err(e),
+                    },
+                    (_, Some(_)) => fetch(Why::UnknownKid).await?.find(kid, alg).ok_or(KeyLookupError::UnknownKey),
+                    (_, None) => fetch(Why::FirstUse).await?.find(kid, alg).ok_or(KeyLookupError::UnknownKey),
                 }
             }
         }
@@ -181,34 +205,35 @@ impl JwksCache {
             .clone()
     }
 
-    /// Fetch and install a new key set. When `rate_limited`, a fetch within
-    /// `min_refetch_interval` of the last attempt is skipped and the current
-    /// set returned: that is what bounds an unknown-kid storm.
+    /// Fetch and install a new key set, within the limits of `why`. A fetch
+    /// another request completed while this one waited is reused.
     async fn refresh(
         &self,
         entry: &Entry,
         jwks_uri: &Option<String>,
         discovery_issuer: &Option<String>,
         algs: &[Alg],
-        rate_limited: bool,
+        why: Why,
+        waiting_since: Instant,
     ) -> Result<Arc<KeySet>, KeyLookupError> {
-        let mut last_attempt = entry.fetch.lock().await;
-        let current = || {
-            entry
-                .cached
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-                .map(|c| (c.keys.clone(), c.fetched_at))
-        };
-        // Another request may have fetched while we waited for the lock.
-        if let (Some(at), Some((keys, fetched_at))) = (*last_attempt, current()) {
-            let interval = Duration::from_secs(self.settings.min_refetch_interval_secs);
-            if at.elapsed() < interval && (rate_limited || fetched_at.elapsed() < interval) {
-                return Ok(keys);
+        let mut state = entry.fetch.lock().await;
+        let current = entry.current();
+        if let Some((keys, fetched_at)) = &current {
+            if *fetched_at >= waiting_since {
+                return Ok(keys.clone());
             }
         }
-        *last_attempt = Some(Instant::now());
+        let interval = Duration::from_secs(self.settings.min_refetch_interval_secs);
+        if state.last_failure.is_some_and(|t| t.elapsed() < FAILURE_BACKOFF.min(interval)) {
+            return Err(KeyLookupError::Unavailable("a recent fetch failed; backing off".into()));
+        }
+        if why == Why::UnknownKid {
+            if state.last_kid_refetch.is_some_and(|t| t.elapsed() < interval) {
+                // Budget spent: answer from what we have (the kid stays unknown).
+                return current.map(|(keys, _)| keys).ok_or(KeyLookupError::UnknownKey);
+            }
+            state.last_kid_refetch = Some(Instant::now());
+        }
         match self.fetch(jwks_uri, discovery_issuer, algs).await {
             Ok(set) => {
                 let set = Arc::new(set);
@@ -216,9 +241,11 @@ impl JwksCache {
                     keys: set.clone(),
                     fetched_at: Instant::now(),
                 });
+                state.last_failure = None;
                 Ok(set)
             }
             Err(e) => {
+                state.last_failure = Some(Instant::now());
                 tracing::warn!(source = ?jwks_uri.as_ref().or(discovery_issuer.as_ref()), error = %e, "upstream key fetch failed");
                 Err(KeyLookupError::Unavailable(e))
             }
