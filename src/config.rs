@@ -112,21 +112,16 @@ pub struct KeysConfig {
     pub active: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
 pub enum StoreConfig {
+    #[default]
     Memory,
     Redis {
         url: String,
         #[serde(default)]
         prefix: Option<String>,
     },
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self::Memory
-    }
 }
 
 /// How the broker fetches upstream keys (JWKS, OIDC discovery).
@@ -384,10 +379,10 @@ impl Validator {
 
     fn resolve(&mut self, c: &Config) -> Policy {
         let issuer = c.issuer.trim_end_matches('/').to_owned();
-        if let Some(u) = self.url("issuer", &issuer) {
-            if u.query().is_some() {
-                self.problem("issuer", "must not have a query (RFC 8414 §2)");
-            }
+        if let Some(u) = self.url("issuer", &issuer)
+            && u.query().is_some()
+        {
+            self.problem("issuer", "must not have a query (RFC 8414 §2)");
         }
         if c.listen.parse::<std::net::SocketAddr>().is_err() {
             self.problem("listen", format!("{:?} is not an address like 127.0.0.1:8080", c.listen));
@@ -552,10 +547,10 @@ impl Validator {
             if cc.kind == ClientKind::Service && cc.resource.is_none() {
                 self.problem(format!("{key}.resource"), "a service client needs its own resource URI (the aud of tokens it may exchange)");
             }
-            if let Some(r) = &cc.resource {
-                if url::Url::parse(r).is_err() {
-                    self.problem(format!("{key}.resource"), "must be an absolute URI");
-                }
+            if let Some(r) = &cc.resource
+                && url::Url::parse(r).is_err()
+            {
+                self.problem(format!("{key}.resource"), "must be an absolute URI");
             }
             let actor_sub = cc.actor_sub.clone().unwrap_or_else(|| id.clone());
             if let Some(other) = actor_subs.insert(actor_sub.clone(), id.clone()) {
@@ -591,24 +586,24 @@ impl Validator {
             c.agents.categories.iter().copied().collect()
         };
 
-        if let StoreConfig::Redis { url, .. } = &c.store {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                self.problem("store.url", "must be a redis:// or rediss:// URL");
-            }
+        if let StoreConfig::Redis { url, .. } = &c.store
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            self.problem("store.url", "must be a redis:// or rediss:// URL");
         }
         if !c.keys.ephemeral && c.keys.files.is_empty() {
             self.problem("keys", "set keys.files (see `xaa-broker keys generate`) or keys.ephemeral = true for development");
         }
-        if let Some(a) = &c.keys.ephemeral_alg {
-            if Alg::parse(a).is_none() {
-                self.problem("keys.ephemeral_alg", format!("{a:?} is not an allowed algorithm"));
-            }
+        if let Some(a) = &c.keys.ephemeral_alg
+            && Alg::parse(a).is_none()
+        {
+            self.problem("keys.ephemeral_alg", format!("{a:?} is not an allowed algorithm"));
         }
 
-        if let Some(r) = &c.resource_as.default_resource {
-            if !audiences.get(r).is_some_and(|a| a.kind == AudienceKind::AccessToken && &a.id == r) {
-                self.problem("resource_as.default_resource", format!("{r:?} is not an access_token audience"));
-            }
+        if let Some(r) = &c.resource_as.default_resource
+            && !audiences.get(r).is_some_and(|a| a.kind == AudienceKind::AccessToken && &a.id == r)
+        {
+            self.problem("resource_as.default_resource", format!("{r:?} is not an access_token audience"));
         }
         for (i, id) in c.admin.clients.iter().enumerate() {
             if !clients.contains_key(id) {

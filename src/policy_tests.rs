@@ -177,7 +177,7 @@ fn lifetime_is_bounded_by_audience_ttl_and_subject_exp() {
 }
 
 fn scope_subset(all: &'static [&'static str]) -> impl Strategy<Value = ScopeSet> {
-    proptest::sample::subsequence(all, 0..=all.len()).prop_map(|v| ScopeSet::from_iter(v.into_iter()))
+    proptest::sample::subsequence(all, 0..=all.len()).prop_map(ScopeSet::from_iter)
 }
 
 const LOG_SCOPES: &[&str] = &["logs.read", "logs.write", "logs.purge", "logs.admin", "bogus"];

@@ -35,20 +35,19 @@ pub async fn revoke(
         let client = call.authenticate(&headers, &params).await?;
         let token = params.require("token")?;
         // `token_type_hint` is only a hint (RFC 7009 §2.1): we look anyway.
-        if let Some(v) = own_active_token(&call.validator(), state.store.as_ref(), token).await? {
-            if v.claims.client_id.as_deref() == Some(client.id.as_str()) {
-                if let Some(jti) = v.claims.jti.clone() {
-                    state
-                        .store
-                        .revoke(Revocation::Jti(jti.clone()), v.exp + call.policy.tokens.clock_skew_secs)
-                        .await
-                        .map_err(|e| OAuthError::unavailable("store.revoke_failed", &e))?;
-                    call.audit.parent_jti = Some(jti);
-                    call.audit.txn = v.claims.txn.clone();
-                    call.audit.sub = Some(v.sub.clone());
-                    call.audit.reason = Some("revoked".into());
-                }
-            }
+        if let Some(v) = own_active_token(&call.validator(), state.store.as_ref(), token).await?
+            && v.claims.client_id.as_deref() == Some(client.id.as_str())
+            && let Some(jti) = v.claims.jti.clone()
+        {
+            state
+                .store
+                .revoke(Revocation::Jti(jti.clone()), v.exp + call.policy.tokens.clock_skew_secs)
+                .await
+                .map_err(|e| OAuthError::unavailable("store.revoke_failed", &e))?;
+            call.audit.parent_jti = Some(jti);
+            call.audit.txn = v.claims.txn.clone();
+            call.audit.sub = Some(v.sub.clone());
+            call.audit.reason = Some("revoked".into());
         }
         Ok(|| {
             let mut r = StatusCode::OK.into_response();

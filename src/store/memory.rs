@@ -119,14 +119,13 @@ impl Store for MemoryStore {
         }
         log.records.push_back(record.clone());
         while log.records.len() > self.max_audit_records {
-            if let Some(old) = log.records.pop_front() {
-                if let Some(txn) = &old.txn {
-                    if let Some(seqs) = log.by_txn.get_mut(txn) {
-                        seqs.retain(|s| *s != old.seq);
-                        if seqs.is_empty() {
-                            log.by_txn.remove(txn);
-                        }
-                    }
+            if let Some(old) = log.records.pop_front()
+                && let Some(txn) = &old.txn
+                && let Some(seqs) = log.by_txn.get_mut(txn)
+            {
+                seqs.retain(|s| *s != old.seq);
+                if seqs.is_empty() {
+                    log.by_txn.remove(txn);
                 }
             }
         }

@@ -7,6 +7,7 @@
 //! Must never: decide policy, or hold a token (audit records hold jti/hashes).
 
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 
@@ -21,6 +22,9 @@ pub struct ReplayMark {
     pub expires_at: i64,
 }
 
+/// `Done` is far larger than `Replayed`; it is built once per request and
+/// moved, never copied, so boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Commit {
     /// Marks set and record appended (sealed, with its seq and hash).

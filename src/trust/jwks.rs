@@ -17,12 +17,15 @@ use crate::config::UpstreamConfig;
 use crate::jose::Alg;
 use crate::policy::KeySource;
 
+/// The verifiers one key offers, by algorithm.
+type Verifiers = Vec<(Alg, Arc<dyn JwsVerifier>)>;
+
 /// Parsed verifiers of one JWK Set.
 #[derive(Default, Debug)]
 pub struct KeySet {
-    by_kid: HashMap<String, Vec<(Alg, Arc<dyn JwsVerifier>)>>,
+    by_kid: HashMap<String, Verifiers>,
     /// Keys without a `kid`: usable only when a token names none.
-    anonymous: Vec<(Alg, Arc<dyn JwsVerifier>)>,
+    anonymous: Verifiers,
 }
 
 impl KeySet {
@@ -62,7 +65,7 @@ impl KeySet {
     /// The verifier for a token's (kid, alg). A token without `kid` is
     /// accepted only when the set holds exactly one key.
     pub fn find(&self, kid: Option<&str>, alg: Alg) -> Option<Arc<dyn JwsVerifier>> {
-        let pick = |v: &Vec<(Alg, Arc<dyn JwsVerifier>)>| {
+        let pick = |v: &Verifiers| {
             v.iter().find(|(a, _)| *a == alg).map(|(_, v)| v.clone())
         };
         match kid {
@@ -218,10 +221,10 @@ impl JwksCache {
     ) -> Result<Arc<KeySet>, KeyLookupError> {
         let mut state = entry.fetch.lock().await;
         let current = entry.current();
-        if let Some((keys, fetched_at)) = &current {
-            if *fetched_at >= waiting_since {
-                return Ok(keys.clone());
-            }
+        if let Some((keys, fetched_at)) = &current
+            && *fetched_at >= waiting_since
+        {
+            return Ok(keys.clone());
         }
         let interval = Duration::from_secs(self.settings.min_refetch_interval_secs);
         if state.last_failure.is_some_and(|t| t.elapsed() < FAILURE_BACKOFF.min(interval)) {
