@@ -591,8 +591,13 @@ impl Validator {
         {
             self.problem("store.url", "must be a redis:// or rediss:// URL");
         }
-        if !c.keys.ephemeral && c.keys.files.is_empty() {
-            self.problem("keys", "set keys.files (see `xaa-broker keys generate`) or keys.ephemeral = true for development");
+        match (c.keys.ephemeral, c.keys.files.is_empty()) {
+            (false, true) => self.problem(
+                "keys",
+                "set keys.files (see `xaa-broker keys generate`) or keys.ephemeral = true for development",
+            ),
+            (true, false) => self.problem("keys", "set either keys.ephemeral = true or keys.files, not both"),
+            _ => {}
         }
         if let Some(a) = &c.keys.ephemeral_alg
             && Alg::parse(a).is_none()

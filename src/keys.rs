@@ -49,7 +49,7 @@ impl KeyRing {
     }
 
     pub fn from_config(cfg: &KeysConfig, base_dir: Option<&Path>) -> anyhow::Result<Self> {
-        if cfg.files.is_empty() {
+        if cfg.ephemeral {
             let alg = cfg
                 .ephemeral_alg
                 .as_deref()

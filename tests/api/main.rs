@@ -23,4 +23,6 @@ mod resource_as;
 mod revocation;
 
 // Issue 4: shared state.
+mod deploy;
+mod key_rotation;
 mod store_contract;

@@ -43,7 +43,11 @@ pub fn example_config() -> Config {
 
 /// A running broker and its upstreams.
 pub struct TestApp {
+    /// The deployment's issuer (what tokens carry in `iss`).
     pub issuer: String,
+    /// Where this instance listens: `http://127.0.0.1:<port>`. Equal to the
+    /// issuer unless a test runs several instances of one deployment.
+    pub base: String,
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     pub state: Arc<AppState>,
@@ -55,6 +59,8 @@ pub struct TestApp {
     pub partner: FakeIdp,
     /// reporting-bot's private key (private_key_jwt).
     pub bot_key: Jwk,
+    /// The config this instance runs (after wiring and tweaks).
+    pub config: Config,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -173,14 +179,31 @@ impl TestApp {
         }
         tweak(&mut config);
 
+        Self::serve(listener, config, (idp, agents, partner), bot_key).await
+    }
+
+    /// Another instance of the same deployment: same config (issuer, keys,
+    /// store, policy) and the same upstream IdPs, on its own port. `tweak`
+    /// may change it (e.g. its keys, for a rotation).
+    pub async fn spawn_sibling(&self, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let mut config = self.config.clone();
+        tweak(&mut config);
+        let fakes = (self.idp.clone(), self.agents.clone(), self.partner.clone());
+        Self::serve(bind().await, config, fakes, self.bot_key.clone()).await
+    }
+
+    async fn serve(listener: tokio::net::TcpListener, config: Config, fakes: (FakeIdp, FakeIdp, FakeIdp), bot_key: Jwk) -> TestApp {
+        let addr = listener.local_addr().unwrap();
         let app = App::build(&config, "test", None, None).await.expect("test config builds");
         let state = app.state.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.serve(listener, async move {
             let _ = rx.await;
         }));
+        let (idp, agents, partner) = fakes;
         TestApp {
-            issuer,
+            issuer: config.issuer.clone(),
+            base: format!("http://{addr}"),
             addr,
             http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
             state,
@@ -188,12 +211,13 @@ impl TestApp {
             agents,
             partner,
             bot_key,
+            config,
             _shutdown: tx,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.issuer)
+        format!("{}{path}", self.base)
     }
 
     pub async fn get(&self, path: &str) -> Resp {
