@@ -49,8 +49,12 @@ impl App {
         });
         let store: Arc<dyn Store> = match &config.store {
             StoreConfig::Memory => Arc::new(MemoryStore::new(instance.clone())),
-            StoreConfig::Redis { .. } => {
-                anyhow::bail!("{name}: key `store.kind`: the redis store is not available in this build yet; use kind = \"memory\"")
+            StoreConfig::Redis { url, prefix } => {
+                let prefix = prefix.as_deref().unwrap_or(crate::store::redis::DEFAULT_PREFIX);
+                let store = crate::store::redis::RedisStore::connect(url, prefix, &instance)
+                    .await
+                    .with_context(|| format!("{name}: key `store.url`: cannot use the redis store"))?;
+                Arc::new(store)
             }
         };
         let base = crate::http::base_path(&policy.issuer);

@@ -1,1 +1,442 @@
-//! (being written)
+//! The store contract (design §4 "Store"), run against both stores so they can
+//! never drift: each contract is one generic `async fn(&dyn Store)`, and
+//! `contracts!` makes a `memory_store::<name>` and a `redis_store::<name>`
+//! test of it (the Redis one on the shared test server, under a prefix of its
+//! own). Then Redis-only behaviour (restarts, a dead server) and the broker
+//! wired to Redis end to end.
+
+use std::time::Duration;
+
+use xaa_broker::audit::{AuditRecord, Decision, GENESIS, verify_chain};
+use xaa_broker::config::StoreConfig;
+use xaa_broker::store::redis::RedisStore;
+use xaa_broker::store::{Commit, ReplayMark, Revocation, Store, TokenRef};
+use xaa_broker::types::now_secs;
+
+use crate::support::redis::{dedicated_redis, redis_url, unique_prefix};
+use crate::support::*;
+
+/// The instance every contract store writes as.
+const INSTANCE: &str = "contract-i1";
+
+macro_rules! contracts {
+    ($($name:ident),* $(,)?) => {
+        mod memory_store {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let store = xaa_broker::store::memory::MemoryStore::new(super::INSTANCE);
+                    super::$name(&store).await;
+                }
+            )*
+        }
+        mod redis_store {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(store) = super::redis_store(stringify!($name)).await else {
+                        return;
+                    };
+                    super::$name(&store).await;
+                }
+            )*
+        }
+    };
+}
+
+contracts!(
+    a_mark_can_be_committed_once,
+    a_replayed_commit_writes_nothing_at_all,
+    a_mark_expires,
+    records_form_a_hash_chain,
+    a_long_chain_reads_back_whole,
+    audit_by_txn_returns_that_txn_oldest_first,
+    revoke_by_jti,
+    revoke_by_txn,
+    revoke_subject_before_keeps_the_latest_cutoff,
+    revocations_expire_but_are_never_shortened,
+    ping_answers,
+);
+
+/// A Redis store as `INSTANCE` under a prefix no other test uses, or `None`
+/// when Redis tests are skipped.
+async fn redis_store(test: &str) -> Option<RedisStore> {
+    let url = redis_url().await?;
+    Some(
+        RedisStore::connect(&url, &unique_prefix(test), INSTANCE)
+            .await
+            .expect("connect to the test redis"),
+    )
+}
+
+fn record(txn: Option<&str>) -> AuditRecord {
+    let mut r = AuditRecord::begin(Some("127.0.0.1".into()), Some("store-contract"));
+    r.decision = Decision::Granted;
+    r.txn = txn.map(str::to_owned);
+    r.sub = Some("alice".into());
+    r.issued_jti = Some(uuid::Uuid::now_v7().to_string());
+    r
+}
+
+fn mark(key: &str, ttl: i64) -> ReplayMark {
+    ReplayMark {
+        key: key.to_owned(),
+        expires_at: now_secs() + ttl,
+    }
+}
+
+#[track_caller]
+fn done(c: Commit) -> AuditRecord {
+    match c {
+        Commit::Done(r) => r,
+        Commit::Replayed { index } => panic!("expected Done, got Replayed {{ index: {index} }}"),
+    }
+}
+
+async fn commit(store: &dyn Store, marks: &[ReplayMark], txn: Option<&str>) -> Commit {
+    store.commit(marks, record(txn)).await.expect("commit")
+}
+
+async fn chain_len(store: &dyn Store) -> usize {
+    store.audit_chain(INSTANCE).await.expect("audit_chain").len()
+}
+
+fn token<'a>(jti: &'a str, txn: &'a str, sub: &'a str, iat: Option<i64>) -> TokenRef<'a> {
+    TokenRef {
+        jti: Some(jti),
+        txn: Some(txn),
+        sub,
+        iat,
+    }
+}
+
+async fn revoked(store: &dyn Store, t: TokenRef<'_>) -> bool {
+    store.is_revoked(t).await.expect("is_revoked")
+}
+
+async fn a_mark_can_be_committed_once(store: &dyn Store) {
+    done(commit(store, &[mark("client_assertion:bot:j1", 60)], None).await);
+    let again = commit(store, &[mark("client_assertion:bot:j1", 60)], None).await;
+    assert!(matches!(again, Commit::Replayed { index: 0 }), "{again:?}");
+    assert_eq!(chain_len(store).await, 1, "a replayed commit appends no record");
+    done(commit(store, &[mark("client_assertion:bot:j2", 60)], None).await);
+}
+
+async fn a_replayed_commit_writes_nothing_at_all(store: &dyn Store) {
+    done(commit(store, &[mark("id_jag:used", 60)], Some("t-replay")).await);
+    let both = commit(
+        store,
+        &[mark("client_assertion:fresh", 60), mark("id_jag:used", 60)],
+        Some("t-replay"),
+    )
+    .await;
+    assert!(matches!(both, Commit::Replayed { index: 1 }), "{both:?}");
+    assert_eq!(chain_len(store).await, 1);
+    assert_eq!(store.audit_by_txn("t-replay").await.unwrap().len(), 1);
+    // The first mark was not set either: it is still usable.
+    done(commit(store, &[mark("client_assertion:fresh", 60)], None).await);
+}
+
+async fn a_mark_expires(store: &dyn Store) {
+    done(commit(store, &[mark("id_jag:short", 1)], None).await);
+    assert!(matches!(
+        commit(store, &[mark("id_jag:short", 1)], None).await,
+        Commit::Replayed { index: 0 }
+    ));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    done(commit(store, &[mark("id_jag:short", 60)], None).await);
+    // A deadline already past sets nothing.
+    done(commit(store, &[mark("id_jag:past", -5)], None).await);
+    done(commit(store, &[mark("id_jag:past", 60)], None).await);
+}
+
+async fn records_form_a_hash_chain(store: &dyn Store) {
+    let mut written = Vec::new();
+    for i in 0..3 {
+        written.push(done(commit(store, &[], Some(&format!("t{i}"))).await));
+    }
+    assert_eq!(written.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(written[0].prev_hash, GENESIS);
+    assert_eq!(written[1].prev_hash, written[0].hash);
+    assert_eq!(written[2].prev_hash, written[1].hash);
+    assert!(written.iter().all(|r| r.instance == INSTANCE && r.hash.len() == 64));
+
+    let chain = store.audit_chain(INSTANCE).await.unwrap();
+    assert_eq!(chain, written, "the stored chain is what commit returned");
+    assert_eq!(verify_chain(&chain), Ok(()));
+    assert!(store.audit_chain("some-other-instance").await.unwrap().is_empty());
+}
+
+async fn a_long_chain_reads_back_whole(store: &dyn Store) {
+    for _ in 0..1005 {
+        done(commit(store, &[], None).await);
+    }
+    let chain = store.audit_chain(INSTANCE).await.unwrap();
+    assert_eq!(chain.len(), 1005);
+    assert!(chain.iter().enumerate().all(|(i, r)| r.seq == i as u64 + 1));
+    assert_eq!(verify_chain(&chain), Ok(()));
+}
+
+async fn audit_by_txn_returns_that_txn_oldest_first(store: &dyn Store) {
+    let a1 = done(commit(store, &[], Some("txn-a")).await);
+    let b1 = done(commit(store, &[], Some("txn-b")).await);
+    done(commit(store, &[], None).await);
+    let a2 = done(commit(store, &[], Some("txn-a")).await);
+
+    assert_eq!(store.audit_by_txn("txn-a").await.unwrap(), [a1, a2]);
+    assert_eq!(store.audit_by_txn("txn-b").await.unwrap(), [b1]);
+    assert!(store.audit_by_txn("txn-unknown").await.unwrap().is_empty());
+}
+
+async fn revoke_by_jti(store: &dyn Store) {
+    let now = now_secs();
+    assert!(!revoked(store, token("j1", "t1", "alice", Some(now))).await);
+    store.revoke(Revocation::Jti("j1".into()), now + 60).await.unwrap();
+    assert!(revoked(store, token("j1", "t1", "alice", Some(now))).await);
+    assert!(
+        !revoked(store, token("j2", "t1", "alice", Some(now))).await,
+        "only that jti"
+    );
+    let no_jti = TokenRef {
+        jti: None,
+        txn: None,
+        sub: "alice",
+        iat: Some(now),
+    };
+    assert!(!revoked(store, no_jti).await);
+}
+
+async fn revoke_by_txn(store: &dyn Store) {
+    let now = now_secs();
+    store
+        .revoke(Revocation::Txn("t-incident".into()), now + 60)
+        .await
+        .unwrap();
+    assert!(revoked(store, token("j1", "t-incident", "alice", Some(now))).await);
+    assert!(
+        revoked(store, token("j-later", "t-incident", "bob", Some(now + 30))).await,
+        "later tokens of the txn too"
+    );
+    assert!(!revoked(store, token("j1", "t-other", "alice", Some(now))).await);
+}
+
+async fn revoke_subject_before_keeps_the_latest_cutoff(store: &dyn Store) {
+    let now = now_secs();
+    let cut = now - 100;
+    let sub_before = |before| Revocation::SubjectBefore {
+        sub: "alice".into(),
+        before,
+    };
+    store.revoke(sub_before(cut), now + 60).await.unwrap();
+    assert!(
+        revoked(store, token("j1", "t1", "alice", Some(cut))).await,
+        "iat = cut-off is revoked"
+    );
+    assert!(revoked(store, token("j1", "t1", "alice", Some(cut - 1))).await);
+    assert!(
+        !revoked(store, token("j1", "t1", "alice", Some(cut + 1))).await,
+        "a later token is not"
+    );
+    assert!(
+        revoked(store, token("j1", "t1", "alice", None)).await,
+        "no iat: cannot prove it is later"
+    );
+    assert!(
+        !revoked(store, token("j1", "t1", "bob", Some(cut))).await,
+        "only that subject"
+    );
+
+    // An earlier cut-off never moves it back ...
+    store.revoke(sub_before(cut - 50), now + 60).await.unwrap();
+    assert!(revoked(store, token("j1", "t1", "alice", Some(cut))).await);
+    // ... a later one moves it forward.
+    store.revoke(sub_before(cut + 10), now + 60).await.unwrap();
+    assert!(revoked(store, token("j1", "t1", "alice", Some(cut + 1))).await);
+    assert!(!revoked(store, token("j1", "t1", "alice", Some(cut + 11))).await);
+}
+
+async fn revocations_expire_but_are_never_shortened(store: &dyn Store) {
+    let now = now_secs();
+    store.revoke(Revocation::Jti("short".into()), now + 1).await.unwrap();
+    store.revoke(Revocation::Jti("long".into()), now + 60).await.unwrap();
+    store.revoke(Revocation::Jti("long".into()), now + 1).await.unwrap();
+    store
+        .revoke(
+            Revocation::SubjectBefore {
+                sub: "carol".into(),
+                before: now,
+            },
+            now + 1,
+        )
+        .await
+        .unwrap();
+    assert!(revoked(store, token("short", "t", "x", Some(now))).await);
+    assert!(revoked(store, token("x", "t", "carol", Some(now))).await);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(!revoked(store, token("short", "t", "x", Some(now))).await, "expired");
+    assert!(!revoked(store, token("x", "t", "carol", Some(now))).await, "expired");
+    assert!(
+        revoked(store, token("long", "t", "x", Some(now))).await,
+        "a shorter expiry does not shorten"
+    );
+    // A revocation already past its expiry records nothing.
+    store.revoke(Revocation::Jti("stale".into()), now - 5).await.unwrap();
+    assert!(!revoked(store, token("stale", "t", "x", Some(now))).await);
+}
+
+async fn ping_answers(store: &dyn Store) {
+    store.ping().await.expect("ping");
+}
+
+// ---- Redis only ----
+
+/// A broker restarted with the same instance name continues its chain; a new
+/// instance starts its own at seq 1.
+#[tokio::test]
+async fn redis_a_restarted_instance_continues_its_chain() {
+    let Some(url) = redis_url().await else { return };
+    let prefix = unique_prefix("restart");
+    let first = RedisStore::connect(&url, &prefix, INSTANCE).await.unwrap();
+    done(commit(&first, &[], None).await);
+    let second_record = done(commit(&first, &[], None).await);
+    drop(first);
+
+    let again = RedisStore::connect(&url, &prefix, INSTANCE).await.unwrap();
+    let third = done(commit(&again, &[], None).await);
+    assert_eq!((third.seq, third.prev_hash.as_str()), (3, second_record.hash.as_str()));
+    assert_eq!(verify_chain(&again.audit_chain(INSTANCE).await.unwrap()), Ok(()));
+
+    let other = RedisStore::connect(&url, &prefix, "contract-i2").await.unwrap();
+    let fresh = done(commit(&other, &[], None).await);
+    assert_eq!((fresh.seq, fresh.prev_hash.as_str()), (1, GENESIS));
+    assert_eq!(
+        other.audit_chain(INSTANCE).await.unwrap().len(),
+        3,
+        "any instance reads any chain"
+    );
+}
+
+/// Two processes misconfigured with one instance name still write one
+/// unbroken chain: the script refuses an append sealed after a stale head.
+#[tokio::test]
+async fn redis_two_processes_sharing_an_instance_keep_one_chain() {
+    let Some(url) = redis_url().await else { return };
+    let prefix = unique_prefix("shared-instance");
+    let a = RedisStore::connect(&url, &prefix, INSTANCE).await.unwrap();
+    let b = RedisStore::connect(&url, &prefix, INSTANCE).await.unwrap();
+    for _ in 0..3 {
+        done(commit(&a, &[], None).await);
+        done(commit(&b, &[], None).await);
+    }
+    let chain = a.audit_chain(INSTANCE).await.unwrap();
+    assert_eq!(chain.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(verify_chain(&chain), Ok(()));
+}
+
+/// A dead Redis fails every operation (fail closed), with an error that names
+/// neither the server nor a value; once it is back the same store works.
+#[tokio::test]
+async fn redis_a_dead_server_fails_closed_and_the_store_recovers() {
+    let Some(mut server) = dedicated_redis().await else {
+        return;
+    };
+    let store = RedisStore::connect(&server.url(), "xaa:", INSTANCE).await.unwrap();
+    done(commit(&store, &[mark("id_jag:before", 60)], Some("t-dead")).await);
+
+    server.kill().await;
+    let err = store
+        .commit(&[mark("id_jag:during", 60)], record(Some("t-dead")))
+        .await
+        .expect_err("no Redis, no commit");
+    for leak in ["127.0.0.1", &server.port().to_string(), "id_jag", "t-dead"] {
+        assert!(!err.0.contains(leak), "{err} mentions {leak}");
+    }
+    assert!(store.is_revoked(token("j", "t", "alice", None)).await.is_err());
+    assert!(store.audit_by_txn("t-dead").await.is_err());
+    assert!(store.ping().await.is_err());
+    // Let the manager's reconnect attempts run out while the server is down,
+    // as in a real outage.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    server.restart().await;
+    store.ping().await.expect("ping after the restart");
+    // The restarted server lost its data (no persistence): the chain head is
+    // reloaded and the mark usable.
+    let after = done(commit(&store, &[mark("id_jag:during", 60)], Some("t-dead")).await);
+    assert_eq!(store.audit_by_txn("t-dead").await.unwrap(), [after]);
+}
+
+/// A read that meets the broken connection of a restarted Redis is retried
+/// on a fresh one: no request fails for a Redis that is back.
+#[tokio::test]
+async fn redis_reads_go_through_right_after_a_restart() {
+    let Some(mut server) = dedicated_redis().await else {
+        return;
+    };
+    let store = RedisStore::connect(&server.url(), "xaa:", INSTANCE).await.unwrap();
+    done(commit(&store, &[], Some("t-restart")).await);
+
+    server.restart().await;
+    assert!(!revoked(&store, token("j", "t", "alice", None)).await);
+    assert!(
+        store.audit_by_txn("t-restart").await.unwrap().is_empty(),
+        "no persistence"
+    );
+    store.ping().await.unwrap();
+    done(commit(&store, &[], Some("t-restart")).await);
+}
+
+/// A URL's password appears in no error.
+#[tokio::test]
+async fn redis_the_url_never_appears_in_an_error() {
+    let Some(url) = redis_url().await else { return };
+    let with_password = url.replace("redis://", "redis://:hunter2-pw@");
+    let closed_port = format!("redis://:hunter2-pw@127.0.0.1:{}/", free_port());
+    for bad in [with_password.as_str(), closed_port.as_str(), "redis://:hunter2-pw@[::1"] {
+        let err = match RedisStore::connect(bad, "xaa:", INSTANCE).await {
+            Ok(_) => panic!("connected with a wrong password"),
+            Err(e) => e,
+        };
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(!err.to_string().contains("127.0.0.1"), "{err}");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The broker configured with the Redis store issues a token, and its audit
+/// record is in Redis: another store on the same prefix reads it by txn.
+#[tokio::test]
+async fn redis_the_broker_commits_to_redis() {
+    let Some(url) = redis_url().await else { return };
+    let prefix = unique_prefix("broker");
+    let app = TestApp::spawn_with(|c| {
+        c.store = StoreConfig::Redis {
+            url: url.clone(),
+            prefix: Some(prefix.clone()),
+        }
+    })
+    .await;
+    let r = app.first_hop("triage-agent", LOGS).await;
+    r.assert_ok();
+    let claims = r.claims();
+    let txn = claims["txn"].as_str().expect("txn claim");
+
+    let reader = RedisStore::connect(&url, &prefix, "reader").await.unwrap();
+    let records = reader.audit_by_txn(txn).await.unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let rec = &records[0];
+    assert_eq!(rec.decision, Decision::Granted);
+    assert_eq!(rec.instance, app.state.instance);
+    assert_eq!(rec.issued_jti.as_deref(), claims["jti"].as_str());
+    assert_eq!(
+        verify_chain(&reader.audit_chain(&app.state.instance).await.unwrap()),
+        Ok(())
+    );
+}

@@ -1,0 +1,515 @@
+//! The Redis store: shared state for many broker instances.
+//!
+//! Owns: one `ConnectionManager` (bounded connect and response timeouts, so a
+//! dead Redis fails a request in about two seconds instead of hanging it),
+//! the key layout under a prefix (default `xaa:`), the two Lua scripts that
+//! make `commit` and `revoke` atomic in one round trip, and this instance's
+//! audit chain head (seq + last hash), kept in memory behind a
+//! `tokio::sync::Mutex` so this instance's appends are serialised, and loaded
+//! from Redis at connect so a restart with the same `XAA_INSTANCE` continues
+//! its chain.
+//!
+//! Key layout (`{p}` is the prefix):
+//! - `{p}mark:{key}`: a replay mark, expiring at its `expires_at`.
+//! - `{p}rev:{jti|txn|sub}:{value}`: a revocation (value: the subject cut-off,
+//!   or `0`), expiring at the latest `expires_at` it was given.
+//! - `{p}audit:{instance}`: a Stream of sealed records (field `record`, the
+//!   record's JSON), trimmed by age (`AUDIT_RETENTION`).
+//! - `{p}audit:{instance}:head`: a hash `seq`, `hash`: the chain head.
+//! - `{p}audit:txn:{txn}`: a list of the JSON of that txn's records, oldest
+//!   first, from every instance, expiring `AUDIT_RETENTION` after its last
+//!   append. Copies rather than stream ids, so `audit_by_txn` is one `LRANGE`
+//!   and needs no key it cannot name up front.
+//!
+//! Needs Redis 6.2 or later (`SET … PXAT`, `XADD … MINID`, exclusive
+//! `XRANGE` bounds). The SHA-256 of the chain is computed in Rust
+//! (`AuditRecord::seal`), never in Lua.
+//!
+//! Must never: put the URL (it may hold a password), a key or a value in an
+//! error or a log line; errors carry only the kind of failure. Must never
+//! report a commit as done unless the script said so.
+
+use std::future::Future;
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, RedisError, RedisResult, Script};
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+
+use super::{Commit, ReplayMark, Revocation, Store, StoreError, TokenRef, revocation_key};
+use crate::audit::{AuditRecord, GENESIS};
+
+/// Key prefix when the config names none.
+pub const DEFAULT_PREFIX: &str = "xaa:";
+
+/// How long audit records are kept (stream trimmed by `MINID`, per-txn lists
+/// expire). Longer than any token lives, so an investigation of a live token
+/// always finds its record.
+pub const AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// Each connection attempt and each reply gets this long.
+const IO_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A whole store operation (a reconnect included) gets this long: past it the
+/// request fails closed (503) rather than wait on a dead Redis.
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many times `commit` reseals and retries when the chain head in Redis
+/// moved under it (another process appending as the same instance).
+const HEAD_CONFLICT_RETRIES: usize = 3;
+
+/// `XRANGE` page size for `audit_chain`: one huge reply would stall Redis for
+/// every other client.
+const CHAIN_PAGE: usize = 1000;
+
+/// The commit script.
+///
+/// KEYS: the n mark keys, then stream, head, and the txn list when the
+/// record has a txn. ARGV: n, the n mark deadlines (Unix ms), expected head
+/// hash, seq, hash, record JSON, retention (ms).
+///
+/// Returns `i ≥ 0` (0-based) when mark i is already set, `-2` when the head
+/// is not the one the record was sealed after, `-1` when done. Every check
+/// runs before the first write, so a refused commit writes nothing.
+const COMMIT_LUA: &str = r#"
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return i - 1 end
+end
+local stream, head, txn = KEYS[n + 1], KEYS[n + 2], KEYS[n + 3]
+local prev, seq, hash, json = ARGV[n + 2], ARGV[n + 3], ARGV[n + 4], ARGV[n + 5]
+local retention = tonumber(ARGV[n + 6])
+local current = redis.call('HGET', head, 'hash')
+if current and current ~= prev then return -2 end
+-- A key of the wrong type would fail mid-script after earlier writes.
+local function is(key, kind)
+  local t = redis.call('TYPE', key)['ok']
+  return t == 'none' or t == kind
+end
+if not (is(stream, 'stream') and is(head, 'hash') and (not txn or is(txn, 'list'))) then
+  return redis.error_reply('WRONGTYPE audit key holds another type')
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, n do
+  -- A deadline already past is a mark that would be gone at once.
+  if tonumber(ARGV[i + 1]) > now then
+    redis.call('SET', KEYS[i], '1', 'PXAT', ARGV[i + 1])
+  end
+end
+local min_id = string.format('%.0f', math.max(0, now - retention))
+redis.call('XADD', stream, 'MINID', '~', min_id, '*', 'record', json)
+redis.call('HSET', head, 'seq', seq, 'hash', hash)
+if txn then
+  redis.call('RPUSH', txn, json)
+  redis.call('PEXPIREAT', txn, string.format('%.0f', now + retention))
+end
+return -1
+"#;
+
+/// The revoke script.
+///
+/// KEYS[1]: the revocation key. ARGV: keep-until (Unix ms), value, `1` when
+/// the value is a subject cut-off (the larger one wins). An existing expiry
+/// is never shortened.
+const REVOKE_LUA: &str = r#"
+local key = KEYS[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local at = tonumber(ARGV[1])
+local ttl = redis.call('PTTL', key)
+if ttl > 0 then at = math.max(at, now + ttl) end
+if at <= now then return 0 end
+local value = ARGV[2]
+if ARGV[3] == '1' then
+  local current = redis.call('GET', key)
+  if current and tonumber(current) and tonumber(current) > tonumber(value) then
+    value = current
+  end
+end
+redis.call('SET', key, value, 'PXAT', string.format('%.0f', at))
+return 1
+"#;
+
+/// When a failed operation may be tried again.
+#[derive(Clone, Copy)]
+enum Retry {
+    /// Only if the command was certainly never sent (connection refused):
+    /// for `commit`, which must not run twice.
+    IfUnsent,
+    /// After any connection failure: reads, and writes that give the same
+    /// result when repeated (`revoke`).
+    Idempotent,
+}
+
+impl Retry {
+    fn allows(self, e: &RedisError) -> bool {
+        match self {
+            Retry::IfUnsent => e.is_connection_refusal(),
+            Retry::Idempotent => e.is_io_error() || e.is_connection_dropped(),
+        }
+    }
+}
+
+/// The last record this instance appended.
+struct Head {
+    seq: u64,
+    hash: String,
+    /// A commit failed with its outcome unknown (the script may have run):
+    /// reload from Redis before the next append.
+    dirty: bool,
+}
+
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    instance: String,
+    head: Mutex<Head>,
+    commit_script: Script,
+    revoke_script: Script,
+}
+
+impl RedisStore {
+    /// Connect, and load `instance`'s chain head (a new instance starts at
+    /// seq 1 after `GENESIS`).
+    pub async fn connect(url: &str, prefix: &str, instance: &str) -> Result<Self, StoreError> {
+        // `txn` and `:` in an instance name would make its keys collide with
+        // the per-txn lists or another instance's head.
+        if instance.is_empty() || instance == "txn" || instance.contains(':') {
+            return Err(StoreError(
+                "the instance name (XAA_INSTANCE) must be non-empty, not `txn`, and contain no `:`".into(),
+            ));
+        }
+        // The parse error could quote the URL, and the URL may hold a password.
+        let client =
+            Client::open(url).map_err(|_| StoreError("store.url is not a valid redis:// or rediss:// URL".into()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(IO_TIMEOUT))
+            .set_response_timeout(Some(IO_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let conn = match tokio::time::timeout(OP_TIMEOUT * 2, ConnectionManager::new_with_config(client, config)).await
+        {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(store_error(&e)),
+            Err(_) => return Err(timed_out()),
+        };
+        let store = Self {
+            conn,
+            prefix: prefix.to_owned(),
+            instance: instance.to_owned(),
+            head: Mutex::new(Head {
+                seq: 0,
+                hash: GENESIS.to_owned(),
+                dirty: true,
+            }),
+            commit_script: Script::new(COMMIT_LUA),
+            revoke_script: Script::new(REVOKE_LUA),
+        };
+        store.load_head(&mut *store.head.lock().await).await?;
+        Ok(store)
+    }
+
+    fn stream_key(&self, instance: &str) -> String {
+        format!("{}audit:{instance}", self.prefix)
+    }
+
+    fn head_key(&self) -> String {
+        format!("{}audit:{}:head", self.prefix, self.instance)
+    }
+
+    fn txn_key(&self, txn: &str) -> String {
+        format!("{}audit:txn:{txn}", self.prefix)
+    }
+
+    fn mark_key(&self, key: &str) -> String {
+        format!("{}mark:{key}", self.prefix)
+    }
+
+    fn revocation_key(&self, r: &Revocation) -> String {
+        format!("{}rev:{}", self.prefix, revocation_key(r))
+    }
+
+    /// Run one operation under `OP_TIMEOUT`, trying once more when `retry`
+    /// says a failure can be retried safely (the manager reconnects after
+    /// the first failure, so the second try usually meets a live Redis).
+    async fn run<T, F, Fut>(&self, retry: Retry, op: F) -> Result<T, StoreError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let attempt = async {
+            match op(self.conn.clone()).await {
+                Err(e) if retry.allows(&e) => op(self.conn.clone()).await,
+                other => other,
+            }
+        };
+        match tokio::time::timeout(OP_TIMEOUT, attempt).await {
+            Ok(result) => result.map_err(|e| store_error(&e)),
+            Err(_) => Err(timed_out()),
+        }
+    }
+
+    /// Replace the in-memory head with the one in Redis.
+    async fn load_head(&self, head: &mut Head) -> Result<(), StoreError> {
+        let key = self.head_key();
+        let (seq, hash): (Option<String>, Option<String>) = self
+            .run(Retry::Idempotent, |mut c| {
+                let key = key.clone();
+                async move {
+                    ::redis::cmd("HMGET")
+                        .arg(key)
+                        .arg("seq")
+                        .arg("hash")
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        (head.seq, head.hash) = match (seq, hash) {
+            (Some(seq), Some(hash)) => (
+                seq.parse()
+                    .map_err(|_| StoreError("the audit chain head in redis is malformed".into()))?,
+                hash,
+            ),
+            _ => (0, GENESIS.to_owned()),
+        };
+        head.dirty = false;
+        Ok(())
+    }
+
+    /// Parse stored record JSON.
+    fn parse_records(raw: Vec<String>) -> Result<Vec<AuditRecord>, StoreError> {
+        raw.iter()
+            .map(|json| {
+                serde_json::from_str(json).map_err(|_| StoreError("an audit record in redis is unreadable".into()))
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn commit(&self, marks: &[ReplayMark], record: AuditRecord) -> Result<Commit, StoreError> {
+        let mark_keys: Vec<String> = marks.iter().map(|m| self.mark_key(&m.key)).collect();
+        let stream = self.stream_key(&self.instance);
+        let head_key = self.head_key();
+        let txn_key = record.txn.as_deref().map(|t| self.txn_key(t));
+        let retention_ms = AUDIT_RETENTION.as_millis() as i64;
+
+        // Appends queue here; bounded so that, with Redis hanging, a queue
+        // of requests fails closed instead of each waiting for all before it.
+        let mut head = tokio::time::timeout(OP_TIMEOUT, self.head.lock())
+            .await
+            .map_err(|_| StoreError("the audit chain is busy: earlier commits are waiting on redis".into()))?;
+        for _ in 0..HEAD_CONFLICT_RETRIES {
+            if head.dirty {
+                self.load_head(&mut head).await?;
+            }
+            let mut sealed = record.clone();
+            sealed.seal(&self.instance, head.seq + 1, &head.hash);
+            let json =
+                serde_json::to_string(&sealed).map_err(|_| StoreError("audit record not serialisable".into()))?;
+
+            let mut invocation = self.commit_script.prepare_invoke();
+            invocation.arg(marks.len());
+            for (key, mark) in mark_keys.iter().zip(marks) {
+                invocation.key(key).arg(mark.expires_at.saturating_mul(1000));
+            }
+            invocation.key(&stream).key(&head_key);
+            if let Some(txn_key) = &txn_key {
+                invocation.key(txn_key);
+            }
+            invocation
+                .arg(&head.hash)
+                .arg(sealed.seq)
+                .arg(&sealed.hash)
+                .arg(&json)
+                .arg(retention_ms);
+            let invocation = &invocation;
+            // Dirty until the outcome is known: on an error, a timeout, or
+            // this future being dropped (client gone) the script may have run.
+            head.dirty = true;
+            let outcome = self
+                .run(Retry::IfUnsent, |mut c| async move {
+                    invocation.invoke_async::<i64>(&mut c).await
+                })
+                .await?;
+            match outcome {
+                -1 => {
+                    head.seq = sealed.seq;
+                    head.hash = sealed.hash.clone();
+                    head.dirty = false;
+                    return Ok(Commit::Done(sealed));
+                }
+                -2 => {
+                    // Someone else appended as this instance: reseal after theirs.
+                    tracing::warn!(instance = %self.instance, "audit chain head moved in redis; is another process using this XAA_INSTANCE?");
+                }
+                i if i >= 0 && (i as usize) < marks.len() => {
+                    head.dirty = false;
+                    return Ok(Commit::Replayed { index: i as usize });
+                }
+                _ => return Err(StoreError("redis commit script returned an unexpected value".into())),
+            }
+        }
+        Err(StoreError(
+            "the audit chain head kept moving; another process is using this XAA_INSTANCE".into(),
+        ))
+    }
+
+    async fn revoke(&self, revocation: Revocation, expires_at: i64) -> Result<(), StoreError> {
+        let key = self.revocation_key(&revocation);
+        let (value, is_cutoff) = match &revocation {
+            Revocation::SubjectBefore { before, .. } => (*before, true),
+            _ => (0, false),
+        };
+        let mut invocation = self.revoke_script.prepare_invoke();
+        invocation
+            .key(&key)
+            .arg(expires_at.saturating_mul(1000))
+            .arg(value)
+            .arg(if is_cutoff { "1" } else { "0" });
+        let invocation = &invocation;
+        self.run(Retry::Idempotent, |mut c| async move {
+            invocation.invoke_async::<i64>(&mut c).await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn is_revoked(&self, token: TokenRef<'_>) -> Result<bool, StoreError> {
+        let jti = token.jti.map(|j| self.revocation_key(&Revocation::Jti(j.to_owned())));
+        let txn = token.txn.map(|t| self.revocation_key(&Revocation::Txn(t.to_owned())));
+        let sub = self.revocation_key(&Revocation::SubjectBefore {
+            sub: token.sub.to_owned(),
+            before: 0,
+        });
+        let keys: Vec<&String> = jti.iter().chain(txn.iter()).chain([&sub]).collect();
+        let keys = &keys;
+        let values: Vec<Option<String>> = self
+            .run(Retry::Idempotent, |mut c| async move {
+                ::redis::cmd("MGET").arg(keys).query_async(&mut c).await
+            })
+            .await?;
+        let Some((cutoff, by_id)) = values.split_last() else {
+            return Err(StoreError("redis MGET returned no values".into()));
+        };
+        if by_id.iter().any(Option::is_some) {
+            return Ok(true);
+        }
+        Ok(match (cutoff, token.iat) {
+            (Some(cut), Some(iat)) => {
+                let cut: i64 = cut
+                    .parse()
+                    .map_err(|_| StoreError("a subject revocation in redis is malformed".into()))?;
+                iat <= cut
+            }
+            (Some(_), None) => true,
+            (None, _) => false,
+        })
+    }
+
+    async fn audit_by_txn(&self, txn: &str) -> Result<Vec<AuditRecord>, StoreError> {
+        let key = &self.txn_key(txn);
+        let raw: Vec<String> = self
+            .run(Retry::Idempotent, |mut c| async move {
+                ::redis::cmd("LRANGE").arg(key).arg(0).arg(-1).query_async(&mut c).await
+            })
+            .await?;
+        Self::parse_records(raw)
+    }
+
+    async fn audit_chain(&self, instance: &str) -> Result<Vec<AuditRecord>, StoreError> {
+        let key = &self.stream_key(instance);
+        let mut records = Vec::new();
+        let mut start = "-".to_owned();
+        loop {
+            let from = &start;
+            let page: Vec<(String, Vec<String>)> = self
+                .run(Retry::Idempotent, |mut c| async move {
+                    ::redis::cmd("XRANGE")
+                        .arg(key)
+                        .arg(from)
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(CHAIN_PAGE)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            let full = page.len() == CHAIN_PAGE;
+            let Some(last_id) = page.last().map(|(id, _)| id.clone()) else {
+                break;
+            };
+            for (_, fields) in page {
+                // Fields come as [name, value, …]; the record is under `record`.
+                let json = fields
+                    .chunks(2)
+                    .find(|kv| kv[0] == "record")
+                    .and_then(|kv| kv.get(1))
+                    .ok_or_else(|| StoreError("an audit stream entry in redis has no record".into()))?;
+                records.extend(Self::parse_records(vec![json.clone()])?);
+            }
+            if !full {
+                break;
+            }
+            start = format!("({last_id}");
+        }
+        Ok(records)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(Retry::Idempotent, |mut c| async move {
+            ::redis::cmd("PING").query_async::<String>(&mut c).await
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
+/// What went wrong, by kind only: a server's detail can quote a key or a
+/// value, and a connection error the address.
+fn store_error(e: &RedisError) -> StoreError {
+    let hint = if e.is_connection_refusal() {
+        ", connection refused"
+    } else if e.is_timeout() {
+        ", timed out"
+    } else if e.is_connection_dropped() {
+        ", connection lost"
+    } else {
+        ""
+    };
+    let code = e.code().map(|c| format!(" {c}")).unwrap_or_default();
+    StoreError(format!("redis error ({:?}{code}{hint})", e.kind()))
+}
+
+fn timed_out() -> StoreError {
+    StoreError(format!("redis did not answer within {}s", OP_TIMEOUT.as_secs()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rediss_urls_are_understood() {
+        // Fails with "can't connect with TLS, the feature is not enabled"
+        // when the TLS feature is missing from Cargo.toml.
+        assert!(Client::open("rediss://:pw@redis.example.com:6380/0").is_ok());
+    }
+
+    #[test]
+    fn errors_carry_the_kind_but_never_the_detail() {
+        let e = RedisError::from((
+            ::redis::ErrorKind::AuthenticationFailed,
+            "auth failed",
+            "password hunter2 for redis://:hunter2@host".to_owned(),
+        ));
+        let msg = store_error(&e).to_string();
+        assert!(msg.contains("AuthenticationFailed"), "{msg}");
+        assert!(!msg.contains("hunter2") && !msg.contains("host"), "{msg}");
+    }
+}
