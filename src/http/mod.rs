@@ -58,6 +58,7 @@ pub fn router(state: Arc<AppState>, base: &str) -> Router {
         r = r.nest_service(&format!("{base}/dev/idp"), crate::dev::idp::router(dev.clone()));
     }
     r.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_FORM_BYTES))
         .with_state(state)
 }
@@ -67,5 +68,5 @@ async fn not_found() -> OAuthError {
 }
 
 async fn method_not_allowed() -> OAuthError {
-    OAuthError::invalid_request("http.method", "this endpoint accepts POST only")
+    OAuthError::invalid_request("http.method", "this endpoint does not accept that HTTP method")
 }

@@ -24,5 +24,7 @@ mod revocation;
 
 // Issue 4: shared state.
 mod deploy;
+mod instances;
 mod key_rotation;
+mod redis_outage;
 mod store_contract;

@@ -319,6 +319,20 @@ impl TestApp {
     }
 }
 
+/// A signing key on disk, as instances of one deployment share it (a mounted
+/// secret): every instance configured with it signs and verifies alike.
+pub fn shared_signing_key() -> KeysConfig {
+    let dir = std::env::temp_dir().join(format!("xaa-shared-key-{}", uuid::Uuid::now_v7().simple()));
+    let (path, _) = xaa_broker::keys::generate_to_dir(Alg::ES256, &dir).expect("key generated");
+    KeysConfig { files: vec![path], ..KeysConfig::default() }
+}
+
+/// Point a config at a Redis store with its own key prefix, and a shared key.
+pub fn with_redis(config: &mut Config, url: &str, prefix: &str, keys: &KeysConfig) {
+    config.store = xaa_broker::config::StoreConfig::Redis { url: url.to_owned(), prefix: Some(prefix.to_owned()) };
+    config.keys = keys.clone();
+}
+
 pub async fn bind() -> tokio::net::TcpListener {
     tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
 }

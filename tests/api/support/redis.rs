@@ -19,29 +19,32 @@ use std::time::{Duration, Instant};
 
 /// The wrapper: start the server, wait for our end of stdin to close, then
 /// stop the server, wait for it (so its port is free on return) and remove
-/// its directory.
-const WRAPPER: &str = r#"redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no --dir "$2" --logfile "$2/redis.log" &
+/// its directory — unless it is durable (`$3` = yes: an append-only file,
+/// fsync'd on every write, that a restart reads back, as in production).
+const WRAPPER: &str = r#"redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly "$3" --appendfsync always --dir "$2" --logfile "$2/redis.log" &
 pid=$!
 cat >/dev/null
 kill "$pid" 2>/dev/null
 wait "$pid"
-rm -rf "$2"
+[ "$3" = yes ] || rm -rf "$2"
 "#;
 
 /// One running (or stopped) `redis-server` on a fixed port.
 pub struct RedisServer {
     port: u16,
     dir: PathBuf,
+    durable: bool,
     running: Option<(Child, ChildStdin)>,
 }
 
 impl RedisServer {
-    fn start() -> RedisServer {
+    fn start(durable: bool) -> RedisServer {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("xaa-redis-{}-{port}", std::process::id()));
         let mut server = RedisServer {
             port,
             dir,
+            durable,
             running: None,
         };
         server.spawn();
@@ -61,6 +64,7 @@ impl RedisServer {
             .arg("redis-wrapper")
             .arg(self.port.to_string())
             .arg(&self.dir)
+            .arg(if self.durable { "yes" } else { "no" })
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -90,7 +94,7 @@ impl RedisServer {
     }
 
     /// Stop the server and wait until it is gone. Its data goes with it
-    /// (no persistence), as after a crash of a cache-only Redis.
+    /// unless the server is durable.
     pub async fn kill(&mut self) {
         if let Some((mut child, stdin)) = self.running.take() {
             drop(stdin);
@@ -111,6 +115,9 @@ impl Drop for RedisServer {
         if let Some((mut child, stdin)) = self.running.take() {
             drop(stdin);
             let _ = child.wait();
+        }
+        if self.durable {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
@@ -149,18 +156,28 @@ pub async fn redis_url() -> Option<String> {
         return None;
     }
     // Blocking for the few ms a start takes; every test has its own runtime.
-    Some(SHARED.get_or_init(RedisServer::start).url())
+    Some(SHARED.get_or_init(|| RedisServer::start(false)).url())
 }
 
 /// A server of its own for one test (to kill and restart), or `None` when
 /// Redis tests are skipped. Stopped when dropped.
 pub async fn dedicated_redis() -> Option<RedisServer> {
+    dedicated(false).await
+}
+
+/// A dedicated server whose data survives `kill` + `restart` (append-only
+/// file, fsync always), as a production Redis holding the audit trail is run.
+pub async fn dedicated_durable_redis() -> Option<RedisServer> {
+    dedicated(true).await
+}
+
+async fn dedicated(durable: bool) -> Option<RedisServer> {
     if !available() {
         eprintln!("skipping: no redis-server (XAA_SKIP_REDIS_TESTS=1)");
         return None;
     }
     Some(
-        tokio::task::spawn_blocking(RedisServer::start)
+        tokio::task::spawn_blocking(move || RedisServer::start(durable))
             .await
             .expect("start redis-server"),
     )
