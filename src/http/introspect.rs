@@ -1,8 +1,10 @@
 //! `POST /introspect` — RFC 7662 token introspection for our access tokens.
 //!
-//! Owns: the response shape. Any authenticated client may introspect (a JWT
-//! holder can read its claims anyway); each call is audited, so auditors see
-//! who looked at which token of a txn.
+//! Owns: the response shape: RFC 7662 §2.2 members plus `act` and `txn`, and
+//! nothing more (the user's `roles` stay in the token: minimal disclosure,
+//! RFC 8693 §6). Any authenticated client may introspect (a JWT holder can
+//! read its claims anyway); each call is audited, so auditors see who looked
+//! at which token of a txn.
 //! Must never: say why a token is inactive, or answer for an unauthenticated
 //! caller (401).
 
@@ -56,7 +58,6 @@ pub async fn introspect(
                     "token_type": "Bearer",
                     "txn": c.txn,
                     "act": c.act,
-                    "roles": c.roles,
                 });
                 if let Value::Object(m) = &mut body {
                     m.retain(|_, v| !v.is_null());

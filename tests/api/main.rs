@@ -14,6 +14,7 @@ mod http_errors;
 mod id_jag;
 mod quickstart;
 mod rejections;
+mod reload;
 mod upstream_keys;
 
 // Issue 3: resource-AS side.
