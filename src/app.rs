@@ -40,7 +40,12 @@ pub struct App {
 impl App {
     /// Build from a config. `name` names the config in errors; `base_dir`
     /// resolves relative key paths.
-    pub async fn build(config: &Config, name: &str, base_dir: Option<PathBuf>, dev_idp: Option<Arc<DevIdp>>) -> anyhow::Result<App> {
+    pub async fn build(
+        config: &Config,
+        name: &str,
+        base_dir: Option<PathBuf>,
+        dev_idp: Option<Arc<DevIdp>>,
+    ) -> anyhow::Result<App> {
         let policy = config.resolve(name)?;
         let keys = KeyRing::from_config(&config.keys, base_dir.as_deref()).context("loading signing keys")?;
         let instance = std::env::var("XAA_INSTANCE").unwrap_or_else(|_| {
@@ -71,11 +76,18 @@ impl App {
     }
 
     /// Serve until `shutdown` resolves, then drain in-flight requests.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        axum::serve(listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("server error")
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        axum::serve(
+            listener,
+            self.router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("server error")
     }
 }
 

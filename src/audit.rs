@@ -112,12 +112,7 @@ impl AuditRecord {
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
             source_ip,
-            user_agent: user_agent.map(|ua| {
-                ua.chars()
-                    .filter(|c| !c.is_control())
-                    .take(MAX_USER_AGENT)
-                    .collect()
-            }),
+            user_agent: user_agent.map(|ua| ua.chars().filter(|c| !c.is_control()).take(MAX_USER_AGENT).collect()),
             ..Self::default()
         }
     }
@@ -168,7 +163,8 @@ pub fn verify_chain(records: &[AuditRecord]) -> Result<(), u64> {
     let mut prev: Option<&AuditRecord> = None;
     for r in records {
         let expected_prev = prev.map(|p| p.hash.as_str()).unwrap_or(r.prev_hash.as_str());
-        if prev.is_some_and(|p| p.seq + 1 != r.seq) || r.prev_hash != expected_prev || r.digest(&r.prev_hash) != r.hash {
+        if prev.is_some_and(|p| p.seq + 1 != r.seq) || r.prev_hash != expected_prev || r.digest(&r.prev_hash) != r.hash
+        {
             return Err(r.seq);
         }
         prev = Some(r);

@@ -123,13 +123,21 @@ mod tests {
     use super::*;
 
     fn agent(sub: &str) -> Actor {
-        Actor { sub: sub.into(), iss: None, kind: ClientKind::Agent }
+        Actor {
+            sub: sub.into(),
+            iss: None,
+            kind: ClientKind::Agent,
+        }
     }
 
     #[test]
     fn each_hop_wraps_the_previous_chain() {
         let first = wrap(None, Some(&agent("agent:triage"))).unwrap();
-        let service = Actor { sub: "mcp:logs".into(), iss: None, kind: ClientKind::Service };
+        let service = Actor {
+            sub: "mcp:logs".into(),
+            iss: None,
+            kind: ClientKind::Service,
+        };
         let second = wrap(Some(first.clone()), Some(&service)).unwrap();
         assert_eq!(
             serde_json::to_value(&second).unwrap(),
@@ -167,7 +175,12 @@ mod tests {
 
     #[test]
     fn an_entry_without_profile_counts_as_agent() {
-        let a = Act { sub: "x".into(), iss: None, sub_profile: None, act: None };
+        let a = Act {
+            sub: "x".into(),
+            iss: None,
+            sub_profile: None,
+            act: None,
+        };
         assert!(a.is_agent());
     }
 }

@@ -188,7 +188,8 @@ impl InboundClaims {
         // also read an array as a struct (fields in order), which would let an
         // upstream forge entries positionally.
         fn objects_all_the_way_down(v: &serde_json::Value) -> bool {
-            v.as_object().is_some_and(|o| o.get("act").is_none_or(objects_all_the_way_down))
+            v.as_object()
+                .is_some_and(|o| o.get("act").is_none_or(objects_all_the_way_down))
         }
         match &self.act {
             None => Ok(None),
@@ -218,10 +219,17 @@ mod tests {
 
     #[test]
     fn act_must_be_an_object_at_every_level() {
-        let with = |act: serde_json::Value| serde_json::from_value::<InboundClaims>(serde_json::json!({"iss": "x", "act": act})).unwrap();
+        let with = |act: serde_json::Value| {
+            serde_json::from_value::<InboundClaims>(serde_json::json!({"iss": "x", "act": act})).unwrap()
+        };
         assert!(with(serde_json::json!(["agent:admin"])).act_chain().is_err());
         assert!(with(serde_json::json!({"sub": "a", "act": ["b"]})).act_chain().is_err());
-        assert!(with(serde_json::json!({"sub": "a", "act": {"sub": "b"}})).act_chain().unwrap().is_some());
+        assert!(
+            with(serde_json::json!({"sub": "a", "act": {"sub": "b"}}))
+                .act_chain()
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
@@ -233,8 +241,17 @@ mod tests {
     #[test]
     fn optional_claims_are_omitted_not_null() {
         let c = AccessTokenClaims {
-            iss: "i".into(), sub: "s".into(), aud: "a".into(), client_id: "c".into(), jti: "j".into(),
-            iat: 1, exp: 2, scope: ScopeSet::default(), roles: vec![], txn: "t".into(), act: None,
+            iss: "i".into(),
+            sub: "s".into(),
+            aud: "a".into(),
+            client_id: "c".into(),
+            jti: "j".into(),
+            iat: 1,
+            exp: 2,
+            scope: ScopeSet::default(),
+            roles: vec![],
+            txn: "t".into(),
+            act: None,
             identity: IdentityClaims::default(),
         };
         let v = serde_json::to_value(&c).unwrap();

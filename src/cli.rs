@@ -19,7 +19,11 @@ use crate::config::Config;
 use crate::jose::{self, Alg};
 
 #[derive(Parser)]
-#[command(name = "xaa-broker", version, about = "Cross-App Access token broker (RFC 8693, ID-JAG, RFC 9068)")]
+#[command(
+    name = "xaa-broker",
+    version,
+    about = "Cross-App Access token broker (RFC 8693, ID-JAG, RFC 9068)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -98,10 +102,18 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         None => serve(None, None),
         Some(Command::Serve { config, dev, listen }) => serve(if dev { None } else { config }, listen),
-        Some(Command::Config { command: ConfigCommand::Check { file } }) => config_check(&file),
-        Some(Command::Keys { command: KeysCommand::Generate { alg, out } }) => keys_generate(&alg, &out),
-        Some(Command::Secret { command: SecretCommand::Generate }) => secret_generate(),
-        Some(Command::Token { command: TokenCommand::Decode { token } }) => token_decode(token),
+        Some(Command::Config {
+            command: ConfigCommand::Check { file },
+        }) => config_check(&file),
+        Some(Command::Keys {
+            command: KeysCommand::Generate { alg, out },
+        }) => keys_generate(&alg, &out),
+        Some(Command::Secret {
+            command: SecretCommand::Generate,
+        }) => secret_generate(),
+        Some(Command::Token {
+            command: TokenCommand::Decode { token },
+        }) => token_decode(token),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -121,27 +133,34 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Re
                 let config = Config::load(&path)?;
                 let listen = match listen {
                     Some(l) => l,
-                    None => config.listen.parse().with_context(|| format!("{}: key `listen`", path.display()))?,
+                    None => config
+                        .listen
+                        .parse()
+                        .with_context(|| format!("{}: key `listen`", path.display()))?,
                 };
                 let base = path.parent().map(Path::to_path_buf);
                 let app = App::build(&config, &path.display().to_string(), base, None).await?;
                 app::spawn_reload_on_sighup(app.state.clone(), path.clone());
-                let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
                 tracing::info!(issuer = %config.issuer, %listen, instance = %app.state.instance, "xaa-broker serving");
                 app.serve(listener, app::shutdown_signal()).await
             }
             None => {
                 let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-                let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
                 let bound = listener.local_addr()?;
                 // Deployment B (the demo resource AS) takes the next port.
                 let ras_listen = match bound.port() {
                     0 | u16::MAX => SocketAddr::new(bound.ip(), 0),
                     p => SocketAddr::new(bound.ip(), if listen.port() == 0 { 0 } else { p + 1 }),
                 };
-                let ras_listener = tokio::net::TcpListener::bind(ras_listen)
-                    .await
-                    .with_context(|| format!("cannot listen on {ras_listen} (the demo resource AS uses the port after --listen)"))?;
+                let ras_listener = tokio::net::TcpListener::bind(ras_listen).await.with_context(|| {
+                    format!("cannot listen on {ras_listen} (the demo resource AS uses the port after --listen)")
+                })?;
                 let issuer = crate::dev::issuer_for(bound);
                 let ras_issuer = crate::dev::issuer_for(ras_listener.local_addr()?);
                 let (config, idp) = crate::dev::embedded_config(&issuer, bound, &ras_issuer)?;
@@ -179,13 +198,19 @@ fn config_check(file: &Path) -> anyhow::Result<()> {
         policy.issuer,
         policy.issuers.len(),
         policy.clients.len(),
-        policy.audiences.values().map(|a| a.id.as_str()).collect::<std::collections::BTreeSet<_>>().len()
+        policy
+            .audiences
+            .values()
+            .map(|a| a.id.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
     );
     Ok(())
 }
 
 fn keys_generate(alg: &str, out: &Path) -> anyhow::Result<()> {
-    let alg = Alg::parse(alg).with_context(|| format!("--alg {alg:?}: use one of ES256, ES384, RS256, PS256, EdDSA"))?;
+    let alg =
+        Alg::parse(alg).with_context(|| format!("--alg {alg:?}: use one of ES256, ES384, RS256, PS256, EdDSA"))?;
     let (path, public) = crate::keys::generate_to_dir(alg, out)?;
     eprintln!("wrote private key {} (mode 0600); add it to keys.files", path.display());
     println!("{public}");

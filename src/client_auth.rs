@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 
+use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use axum::http::{HeaderMap, header};
 use percent_encoding::percent_decode_str;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -59,7 +59,9 @@ fn presented<'a>(headers: &HeaderMap, params: &'a OAuthParams) -> OAuthResult<Pr
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
                 .ok_or_else(|| fail("client_auth.malformed_header", true))?;
-            let (id, secret) = decoded.split_once(':').ok_or_else(|| fail("client_auth.malformed_header", true))?;
+            let (id, secret) = decoded
+                .split_once(':')
+                .ok_or_else(|| fail("client_auth.malformed_header", true))?;
             // RFC 6749 §2.3.1: both parts are form-encoded before base64.
             let decode = |s: &str| percent_decode_str(s).decode_utf8().map(|c| c.into_owned());
             let id = decode(id).map_err(|_| fail("client_auth.malformed_header", true))?;
@@ -127,7 +129,8 @@ pub async fn authenticate(
             "client authentication is required (client_secret_basic, client_secret_post or private_key_jwt)",
         )),
         Presented::Basic { id, secret } => {
-            let client = check_secret(policy, &id, secret.expose_secret(), Method::Basic).map_err(|e| e.with_basic_challenge(true))?;
+            let client = check_secret(policy, &id, secret.expose_secret(), Method::Basic)
+                .map_err(|e| e.with_basic_challenge(true))?;
             Ok((client, Method::Basic))
         }
         Presented::Post { id, secret } => Ok((check_secret(policy, id, secret, Method::Post)?, Method::Post)),
@@ -141,7 +144,11 @@ pub async fn authenticate(
             if id.is_some_and(|id| id != claimed) {
                 return Err(fail("client_assertion.client_id_mismatch", false));
             }
-            let client = policy.clients.get(&claimed).cloned().ok_or_else(|| fail("client_auth.unknown_client", false))?;
+            let client = policy
+                .clients
+                .get(&claimed)
+                .cloned()
+                .ok_or_else(|| fail("client_auth.unknown_client", false))?;
             if !matches!(client.auth, AuthMethod::PrivateKeyJwt { .. }) {
                 return Err(fail("client_auth.method_not_allowed", false));
             }

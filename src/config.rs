@@ -14,11 +14,11 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::jose::Alg;
-use crate::trust::jwks::KeySet;
 use crate::policy::{
-    AgentCap, Audience, AudienceKind, AuthMethod, Category, Client, ClientKind, KeySource, Policy,
-    Purpose, TokenSettings, TrustedIssuer,
+    AgentCap, Audience, AudienceKind, AuthMethod, Category, Client, ClientKind, KeySource, Policy, Purpose,
+    TokenSettings, TrustedIssuer,
 };
+use crate::trust::jwks::KeySet;
 use crate::types::{GrantType, ScopeSet};
 
 /// The whole file. `deny_unknown_fields` everywhere: a typo in a security
@@ -337,7 +337,10 @@ impl Validator {
             Ok(u) if u.scheme() == "https" => Some(u),
             Ok(u) if u.scheme() == "http" && is_loopback(&u) => Some(u),
             Ok(_) => {
-                self.problem(key, format!("{raw:?} must be an https URL (http only for loopback hosts)"));
+                self.problem(
+                    key,
+                    format!("{raw:?} must be an https URL (http only for loopback hosts)"),
+                );
                 None
             }
             Err(e) => {
@@ -385,21 +388,30 @@ impl Validator {
             self.problem("issuer", "must not have a query (RFC 8414 §2)");
         }
         if c.listen.parse::<std::net::SocketAddr>().is_err() {
-            self.problem("listen", format!("{:?} is not an address like 127.0.0.1:8080", c.listen));
+            self.problem(
+                "listen",
+                format!("{:?} is not an address like 127.0.0.1:8080", c.listen),
+            );
         }
         let t = &c.tokens;
         for (k, v) in [
             ("tokens.clock_skew_secs", t.clock_skew_secs),
             ("tokens.id_jag_ttl_secs", t.id_jag_ttl_secs),
             ("tokens.access_token_ttl_secs", t.access_token_ttl_secs),
-            ("tokens.max_client_assertion_lifetime_secs", t.max_client_assertion_lifetime_secs),
+            (
+                "tokens.max_client_assertion_lifetime_secs",
+                t.max_client_assertion_lifetime_secs,
+            ),
         ] {
             if v < 0 || (k != "tokens.clock_skew_secs" && v == 0) {
                 self.problem(k, "must be a positive number of seconds");
             }
         }
         if t.clock_skew_secs > 300 {
-            self.problem("tokens.clock_skew_secs", "more than 300 s of skew would weaken every expiry check");
+            self.problem(
+                "tokens.clock_skew_secs",
+                "more than 300 s of skew would weaken every expiry check",
+            );
         }
         if t.max_delegation_depth == 0 {
             self.problem("tokens.max_delegation_depth", "must be at least 1");
@@ -414,23 +426,35 @@ impl Validator {
                 self.problem(&key, "an audience identifier must be non-empty with no spaces");
             }
             if a.kind == AudienceKind::AccessToken && url::Url::parse(id).is_err() {
-                self.problem(&key, "an access_token audience is a resource: an absolute URI (RFC 8707)");
+                self.problem(
+                    &key,
+                    "an access_token audience is a resource: an absolute URI (RFC 8707)",
+                );
             }
             for (i, r) in a.resources.iter().enumerate() {
                 match url::Url::parse(r) {
                     Ok(u) if u.fragment().is_none() => {}
-                    _ => self.problem(format!("{key}.resources[{i}]"), format!("{r:?} must be an absolute URI without fragment")),
+                    _ => self.problem(
+                        format!("{key}.resources[{i}]"),
+                        format!("{r:?} must be an absolute URI without fragment"),
+                    ),
                 }
             }
             if a.kind == AudienceKind::AccessToken && !a.resources.is_empty() {
                 self.problem(format!("{key}.resources"), "only id_jag audiences list resources");
             }
             if a.scopes.is_empty() {
-                self.problem(format!("{key}.scopes"), "the scope catalog is empty: nothing could ever be granted");
+                self.problem(
+                    format!("{key}.scopes"),
+                    "the scope catalog is empty: nothing could ever be granted",
+                );
             }
             for s in a.scopes.keys() {
                 if ScopeSet::parse(s).map(|p| p.len() != 1).unwrap_or(true) {
-                    self.problem(format!("{key}.scopes"), format!("{s:?} is not a single RFC 6749 scope token"));
+                    self.problem(
+                        format!("{key}.scopes"),
+                        format!("{s:?} is not a single RFC 6749 scope token"),
+                    );
                 }
                 all_scopes.insert(s.clone());
             }
@@ -459,7 +483,10 @@ impl Validator {
         for (role, scopes) in &c.roles {
             for s in scopes {
                 if !all_scopes.contains(s) {
-                    self.problem(format!("roles.{role}"), format!("scope {s:?} is in no audience's catalog"));
+                    self.problem(
+                        format!("roles.{role}"),
+                        format!("scope {s:?} is in no audience's catalog"),
+                    );
                 }
             }
             roles.insert(role.clone(), ScopeSet::from_iter(scopes.iter().cloned()));
@@ -471,10 +498,16 @@ impl Validator {
             let iss = i.issuer.trim_end_matches('/').to_owned();
             self.url(&format!("{key}.issuer"), &iss);
             if iss == issuer {
-                self.problem(&key, "our own issuer is trusted implicitly for our access tokens and must not be listed");
+                self.problem(
+                    &key,
+                    "our own issuer is trusted implicitly for our access tokens and must not be listed",
+                );
             }
             if i.trust.is_empty() {
-                self.problem(format!("{key}.trust"), "list what this issuer may vouch for: id_token, access_token, id_jag, actor");
+                self.problem(
+                    format!("{key}.trust"),
+                    "list what this issuer may vouch for: id_token, access_token, id_jag, actor",
+                );
             }
             let algs = self.algs(&format!("{key}.algs"), &i.algs);
             let keys = match (&i.jwks_uri, i.discovery, &i.jwks) {
@@ -530,7 +563,10 @@ impl Validator {
             let scopes = cc.scopes.as_ref().map(|s| {
                 for x in s {
                     if !all_scopes.contains(x) {
-                        self.problem(format!("{key}.scopes"), format!("scope {x:?} is in no audience's catalog"));
+                        self.problem(
+                            format!("{key}.scopes"),
+                            format!("scope {x:?} is in no audience's catalog"),
+                        );
                     }
                 }
                 ScopeSet::from_iter(s.iter().cloned())
@@ -541,11 +577,17 @@ impl Validator {
                     Some(aud) if aud.kind == AudienceKind::IdJag => {
                         ras_client_ids.insert(aud.id.clone(), rid.clone());
                     }
-                    _ => self.problem(format!("{key}.ras_client_ids"), format!("{ras:?} is not an id_jag audience")),
+                    _ => self.problem(
+                        format!("{key}.ras_client_ids"),
+                        format!("{ras:?} is not an id_jag audience"),
+                    ),
                 }
             }
             if cc.kind == ClientKind::Service && cc.resource.is_none() {
-                self.problem(format!("{key}.resource"), "a service client needs its own resource URI (the aud of tokens it may exchange)");
+                self.problem(
+                    format!("{key}.resource"),
+                    "a service client needs its own resource URI (the aud of tokens it may exchange)",
+                );
             }
             if let Some(r) = &cc.resource
                 && url::Url::parse(r).is_err()
@@ -554,7 +596,10 @@ impl Validator {
             }
             let actor_sub = cc.actor_sub.clone().unwrap_or_else(|| id.clone());
             if let Some(other) = actor_subs.insert(actor_sub.clone(), id.clone()) {
-                self.problem(format!("{key}.actor_sub"), format!("{actor_sub:?} is also the actor of client {other:?}"));
+                self.problem(
+                    format!("{key}.actor_sub"),
+                    format!("{actor_sub:?} is also the actor of client {other:?}"),
+                );
             }
             if let Some(auth) = auth {
                 clients.insert(
@@ -577,7 +622,10 @@ impl Validator {
 
         for (i, s) in c.agents.human_only.iter().enumerate() {
             if !all_scopes.contains(s) {
-                self.problem(format!("agents.human_only[{i}]"), format!("scope {s:?} is in no audience's catalog"));
+                self.problem(
+                    format!("agents.human_only[{i}]"),
+                    format!("scope {s:?} is in no audience's catalog"),
+                );
             }
         }
         let agent_categories: BTreeSet<Category> = if c.agents.categories.is_empty() {
@@ -606,9 +654,14 @@ impl Validator {
         }
 
         if let Some(r) = &c.resource_as.default_resource
-            && !audiences.get(r).is_some_and(|a| a.kind == AudienceKind::AccessToken && &a.id == r)
+            && !audiences
+                .get(r)
+                .is_some_and(|a| a.kind == AudienceKind::AccessToken && &a.id == r)
         {
-            self.problem("resource_as.default_resource", format!("{r:?} is not an access_token audience"));
+            self.problem(
+                "resource_as.default_resource",
+                format!("{r:?} is not an access_token audience"),
+            );
         }
         for (i, id) in c.admin.clients.iter().enumerate() {
             if !clients.contains_key(id) {
@@ -616,8 +669,15 @@ impl Validator {
             }
         }
         for (id, cc) in &c.clients {
-            if cc.grants.contains(&GrantType::JwtBearer) && !issuers.values().any(|i: &Arc<TrustedIssuer>| i.purposes.contains(&Purpose::IdJag)) {
-                self.problem(format!("clients.{id}.grants"), "jwt-bearer needs at least one issuer trusted for id_jag");
+            if cc.grants.contains(&GrantType::JwtBearer)
+                && !issuers
+                    .values()
+                    .any(|i: &Arc<TrustedIssuer>| i.purposes.contains(&Purpose::IdJag))
+            {
+                self.problem(
+                    format!("clients.{id}.grants"),
+                    "jwt-bearer needs at least one issuer trusted for id_jag",
+                );
             }
         }
 
@@ -668,7 +728,10 @@ impl Validator {
             }
         }
         if jwt && (basic || post) {
-            self.problem(format!("{key}.auth_methods"), "a client uses either a secret or private_key_jwt, not both");
+            self.problem(
+                format!("{key}.auth_methods"),
+                "a client uses either a secret or private_key_jwt, not both",
+            );
             return None;
         }
         if jwt {
@@ -696,10 +759,17 @@ impl Validator {
                     let s = std::str::from_utf8(chunk).unwrap_or("00");
                     hash[i] = u8::from_str_radix(s, 16).unwrap_or(0);
                 }
-                Some(AuthMethod::Secret { sha256: hash, basic, post })
+                Some(AuthMethod::Secret {
+                    sha256: hash,
+                    basic,
+                    post,
+                })
             }
             Some(_) => {
-                self.problem(format!("{key}.secret_sha256"), "must be 64 hex characters (see `xaa-broker secret generate`)");
+                self.problem(
+                    format!("{key}.secret_sha256"),
+                    "must be 64 hex characters (see `xaa-broker secret generate`)",
+                );
                 None
             }
             None => {

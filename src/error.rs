@@ -77,11 +77,7 @@ pub struct OAuthError {
 pub type OAuthResult<T> = Result<T, OAuthError>;
 
 impl OAuthError {
-    pub fn new(
-        code: ErrorCode,
-        reason: &'static str,
-        description: impl Into<Cow<'static, str>>,
-    ) -> Self {
+    pub fn new(code: ErrorCode, reason: &'static str, description: impl Into<Cow<'static, str>>) -> Self {
         Self {
             code,
             reason,
@@ -147,13 +143,7 @@ impl OAuthError {
 
 impl std::fmt::Display for OAuthError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} ({}): {}",
-            self.code.as_str(),
-            self.reason,
-            self.description
-        )
+        write!(f, "{} ({}): {}", self.code.as_str(), self.reason, self.description)
     }
 }
 
@@ -216,8 +206,7 @@ mod tests {
 
     #[test]
     fn recode_never_hides_an_outage_or_client_failure() {
-        let e = OAuthError::new(ErrorCode::TemporarilyUnavailable, "x", "y")
-            .recode(ErrorCode::InvalidGrant);
+        let e = OAuthError::new(ErrorCode::TemporarilyUnavailable, "x", "y").recode(ErrorCode::InvalidGrant);
         assert_eq!(e.code, ErrorCode::TemporarilyUnavailable);
         let e = OAuthError::invalid_request("x", "y").recode(ErrorCode::InvalidGrant);
         assert_eq!(e.code, ErrorCode::InvalidGrant);

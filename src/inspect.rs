@@ -12,7 +12,11 @@ use crate::trust::validate::{Expect, Validator, Verified};
 /// `Ok(Some)` for an active token we issued; `Ok(None)` for anything else
 /// (expired, revoked, foreign, garbage); `Err` only when the check cannot be
 /// made (store down): then the answer is 503, never a guess.
-pub async fn own_active_token(validator: &Validator<'_>, store: &dyn Store, token: &str) -> OAuthResult<Option<Verified>> {
+pub async fn own_active_token(
+    validator: &Validator<'_>,
+    store: &dyn Store,
+    token: &str,
+) -> OAuthResult<Option<Verified>> {
     let v = match validator.validate(token, Expect::AccessToken).await {
         Ok(v) if v.issuer.is_none() => v,
         Ok(_) => return Ok(None),

@@ -106,16 +106,8 @@ pub fn thumbprint(jwk: &Jwk) -> Result<String, anyhow::Error> {
             member("x")?,
             member("y")?
         ),
-        "RSA" => format!(
-            r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
-            member("e")?,
-            member("n")?
-        ),
-        "OKP" => format!(
-            r#"{{"crv":"{}","kty":"OKP","x":"{}"}}"#,
-            member("crv")?,
-            member("x")?
-        ),
+        "RSA" => format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, member("e")?, member("n")?),
+        "OKP" => format!(r#"{{"crv":"{}","kty":"OKP","x":"{}"}}"#, member("crv")?, member("x")?),
         other => anyhow::bail!("unsupported key type {other:?}"),
     };
     Ok(B64.encode(openssl::sha::sha256(canonical.as_bytes())))
@@ -183,9 +175,7 @@ impl<'a> UnverifiedJws<'a> {
             return Err(ParseError::TooLarge(MAX_TOKEN_BYTES));
         }
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(ParseError::NotCompactJws);
         };
         let header_bytes = B64.decode(h).map_err(|_| ParseError::Base64)?;
@@ -206,9 +196,7 @@ impl<'a> UnverifiedJws<'a> {
     }
 
     pub fn verify(&self, verifier: &dyn JwsVerifier) -> bool {
-        verifier
-            .verify(self.signing_input.as_bytes(), &self.signature)
-            .is_ok()
+        verifier.verify(self.signing_input.as_bytes(), &self.signature).is_ok()
     }
 }
 
@@ -244,10 +232,7 @@ pub fn sign_compact<T: Serialize>(
 
 /// SHA-256 as lowercase hex: for secrets at rest and token fingerprints.
 pub fn sha256_hex(data: &[u8]) -> String {
-    openssl::sha::sha256(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    openssl::sha::sha256(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -285,7 +270,14 @@ mod tests {
     fn tampered_payload_fails_verification() {
         let jwk = Alg::ES256.generate().unwrap();
         let signer = Alg::ES256.signer(&jwk).unwrap();
-        let token = sign_compact(signer.as_ref(), Alg::ES256, "k", "JWT", &serde_json::json!({"sub":"alice"})).unwrap();
+        let token = sign_compact(
+            signer.as_ref(),
+            Alg::ES256,
+            "k",
+            "JWT",
+            &serde_json::json!({"sub":"alice"}),
+        )
+        .unwrap();
         let parts: Vec<&str> = token.split('.').collect();
         let forged_payload = B64.encode(br#"{"sub":"mallory"}"#);
         let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);

@@ -64,10 +64,9 @@ impl KeyRing {
                 Some(base) if file.is_relative() => base.join(file),
                 _ => file.clone(),
             };
-            let bytes = std::fs::read(&path)
-                .with_context(|| format!("keys.files: cannot read {}", path.display()))?;
-            let jwk = Jwk::from_bytes(&bytes)
-                .with_context(|| format!("keys.files: {} is not a JWK", path.display()))?;
+            let bytes = std::fs::read(&path).with_context(|| format!("keys.files: cannot read {}", path.display()))?;
+            let jwk =
+                Jwk::from_bytes(&bytes).with_context(|| format!("keys.files: {} is not a JWK", path.display()))?;
             jwks.push(jwk);
         }
         Self::from_private_jwks(jwks, cfg.active.as_deref())

@@ -82,14 +82,8 @@ pub struct TrustedIssuer {
 
 #[derive(Debug)]
 pub enum AuthMethod {
-    Secret {
-        sha256: [u8; 32],
-        basic: bool,
-        post: bool,
-    },
-    PrivateKeyJwt {
-        keys: KeySource,
-    },
+    Secret { sha256: [u8; 32], basic: bool, post: bool },
+    PrivateKeyJwt { keys: KeySource },
 }
 
 #[derive(Debug)]
@@ -161,10 +155,7 @@ impl Policy {
     /// Roles the broker knows, out of an upstream's groups: the entitlements
     /// that travel with the chain (RFC 9068 §2.2.3.1 `roles`).
     pub fn known_roles<'a>(&self, groups: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-        let set: BTreeSet<&str> = groups
-            .into_iter()
-            .filter(|g| self.roles.contains_key(*g))
-            .collect();
+        let set: BTreeSet<&str> = groups.into_iter().filter(|g| self.roles.contains_key(*g)).collect();
         set.into_iter().map(str::to_owned).collect()
     }
 
@@ -273,9 +264,8 @@ fn apply_cap(
     is_agent: bool,
     categories: Option<&BTreeSet<Category>>,
 ) {
-    let in_categories = |s: &String, cats: &BTreeSet<Category>| {
-        audience.scopes.get(s).is_some_and(|c| cats.contains(c))
-    };
+    let in_categories =
+        |s: &String, cats: &BTreeSet<Category>| audience.scopes.get(s).is_some_and(|c| cats.contains(c));
     if is_agent {
         allowed.retain(|s| !policy.agents.human_only.contains(s) && in_categories(s, &policy.agents.categories));
     }
@@ -299,14 +289,26 @@ fn allowed_scopes(policy: &Policy, ctx: &ExchangeContext<'_>) -> ScopeSet {
     // The requesting client's own caps apply even when an actor token names
     // someone else as the actor: a client never obtains more than it could
     // for itself.
-    apply_cap(policy, ctx.audience, &mut allowed, ctx.client.kind == ClientKind::Agent, ctx.client.categories.as_ref());
+    apply_cap(
+        policy,
+        ctx.audience,
+        &mut allowed,
+        ctx.client.kind == ClientKind::Agent,
+        ctx.client.categories.as_ref(),
+    );
     for entry in ctx.chain.into_iter().flat_map(Act::entries) {
         let known = policy.clients_by_actor.get(&entry.sub);
         let is_agent = match known {
             Some(c) => c.kind == ClientKind::Agent,
             None => entry.is_agent(),
         };
-        apply_cap(policy, ctx.audience, &mut allowed, is_agent, known.and_then(|c| c.categories.as_ref()));
+        apply_cap(
+            policy,
+            ctx.audience,
+            &mut allowed,
+            is_agent,
+            known.and_then(|c| c.categories.as_ref()),
+        );
     }
     allowed
 }

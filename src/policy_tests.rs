@@ -85,73 +85,218 @@ fn decide_case(p: &Policy, c: Case<'_>) -> Result<Grant, OAuthError> {
 }
 
 fn agent_chain() -> Option<Act> {
-    chain::wrap(None, Some(&Actor { sub: "agent:triage".into(), iss: None, kind: ClientKind::Agent }))
+    chain::wrap(
+        None,
+        Some(&Actor {
+            sub: "agent:triage".into(),
+            iss: None,
+            kind: ClientKind::Agent,
+        }),
+    )
 }
 
 #[test]
 fn no_scope_requested_grants_the_full_allowed_intersection() {
-    let g = decide_case(&policy(), Case { client: "web", audience: "https://logs.example.com", requested: None, roles: &["developer"], subject_scope: None, chain: None }).unwrap();
+    let g = decide_case(
+        &policy(),
+        Case {
+            client: "web",
+            audience: "https://logs.example.com",
+            requested: None,
+            roles: &["developer"],
+            subject_scope: None,
+            chain: None,
+        },
+    )
+    .unwrap();
     assert_eq!(g.scope.to_string(), "logs.read logs.write");
 }
 
 #[test]
 fn a_requested_scope_is_narrowed_to_what_is_allowed() {
-    let g = decide_case(&policy(), Case { client: "web", audience: "https://logs.example.com", requested: Some("logs.read logs.purge"), roles: &["developer"], subject_scope: None, chain: None }).unwrap();
+    let g = decide_case(
+        &policy(),
+        Case {
+            client: "web",
+            audience: "https://logs.example.com",
+            requested: Some("logs.read logs.purge"),
+            roles: &["developer"],
+            subject_scope: None,
+            chain: None,
+        },
+    )
+    .unwrap();
     assert_eq!(g.scope.to_string(), "logs.read");
 }
 
 #[test]
 fn escalation_beyond_the_users_roles_is_invalid_scope() {
-    let e = decide_case(&policy(), Case { client: "web", audience: "https://logs.example.com", requested: Some("logs.purge"), roles: &["developer"], subject_scope: None, chain: None }).unwrap_err();
+    let e = decide_case(
+        &policy(),
+        Case {
+            client: "web",
+            audience: "https://logs.example.com",
+            requested: Some("logs.purge"),
+            roles: &["developer"],
+            subject_scope: None,
+            chain: None,
+        },
+    )
+    .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidScope);
 }
 
 #[test]
 fn a_user_without_roles_gets_nothing() {
-    let e = decide_case(&policy(), Case { client: "web", audience: "https://logs.example.com", requested: None, roles: &[], subject_scope: None, chain: None }).unwrap_err();
+    let e = decide_case(
+        &policy(),
+        Case {
+            client: "web",
+            audience: "https://logs.example.com",
+            requested: None,
+            roles: &[],
+            subject_scope: None,
+            chain: None,
+        },
+    )
+    .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidScope);
 }
 
 #[test]
 fn an_agent_in_the_chain_caps_categories_and_human_only_scopes() {
-    let g = decide_case(&policy(), Case { client: "triage", audience: "https://logs.example.com", requested: None, roles: &["sre"], subject_scope: None, chain: agent_chain() }).unwrap();
-    assert_eq!(g.scope.to_string(), "logs.read logs.write", "no destructive/admin for agents");
-    let g = decide_case(&policy(), Case { client: "triage", audience: "https://cost.example.com", requested: None, roles: &["sre"], subject_scope: None, chain: agent_chain() }).unwrap();
+    let g = decide_case(
+        &policy(),
+        Case {
+            client: "triage",
+            audience: "https://logs.example.com",
+            requested: None,
+            roles: &["sre"],
+            subject_scope: None,
+            chain: agent_chain(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        g.scope.to_string(),
+        "logs.read logs.write",
+        "no destructive/admin for agents"
+    );
+    let g = decide_case(
+        &policy(),
+        Case {
+            client: "triage",
+            audience: "https://cost.example.com",
+            requested: None,
+            roles: &["sre"],
+            subject_scope: None,
+            chain: agent_chain(),
+        },
+    )
+    .unwrap();
     assert_eq!(g.scope.to_string(), "cost.read", "cost.approve is human-only");
 }
 
 #[test]
 fn the_agent_cap_holds_deeper_in_the_chain() {
-    let service = Actor { sub: "mcp:logs".into(), iss: None, kind: ClientKind::Service };
+    let service = Actor {
+        sub: "mcp:logs".into(),
+        iss: None,
+        kind: ClientKind::Service,
+    };
     let chain = chain::wrap(agent_chain(), Some(&service));
-    let e = decide_case(&policy(), Case { client: "mcp-logs", audience: "https://cost.example.com", requested: Some("cost.approve"), roles: &["sre"], subject_scope: None, chain }).unwrap_err();
+    let e = decide_case(
+        &policy(),
+        Case {
+            client: "mcp-logs",
+            audience: "https://cost.example.com",
+            requested: Some("cost.approve"),
+            roles: &["sre"],
+            subject_scope: None,
+            chain,
+        },
+    )
+    .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidScope);
 }
 
 #[test]
 fn an_unknown_actor_without_profile_is_capped_as_an_agent() {
-    let chain = Some(Act { sub: "somebody".into(), iss: Some("https://idp".into()), sub_profile: None, act: None });
-    let g = decide_case(&policy(), Case { client: "web", audience: "https://logs.example.com", requested: None, roles: &["sre"], subject_scope: None, chain }).unwrap();
+    let chain = Some(Act {
+        sub: "somebody".into(),
+        iss: Some("https://idp".into()),
+        sub_profile: None,
+        act: None,
+    });
+    let g = decide_case(
+        &policy(),
+        Case {
+            client: "web",
+            audience: "https://logs.example.com",
+            requested: None,
+            roles: &["sre"],
+            subject_scope: None,
+            chain,
+        },
+    )
+    .unwrap();
     assert_eq!(g.scope.to_string(), "logs.read logs.write");
 }
 
 #[test]
 fn a_service_with_its_own_categories_is_held_to_them() {
-    let service = Actor { sub: "mcp:logs".into(), iss: None, kind: ClientKind::Service };
+    let service = Actor {
+        sub: "mcp:logs".into(),
+        iss: None,
+        kind: ClientKind::Service,
+    };
     let chain = chain::wrap(None, Some(&service));
-    let g = decide_case(&policy(), Case { client: "mcp-logs", audience: "https://cost.example.com", requested: None, roles: &["sre"], subject_scope: None, chain }).unwrap();
+    let g = decide_case(
+        &policy(),
+        Case {
+            client: "mcp-logs",
+            audience: "https://cost.example.com",
+            requested: None,
+            roles: &["sre"],
+            subject_scope: None,
+            chain,
+        },
+    )
+    .unwrap();
     assert_eq!(g.scope.to_string(), "cost.read");
 }
 
 #[test]
 fn a_re_exchange_never_widens_the_subject_scope() {
-    let g = decide_case(&policy(), Case { client: "web", audience: "https://logs.example.com", requested: Some("logs.read logs.write"), roles: &["sre"], subject_scope: Some("logs.read"), chain: None }).unwrap();
+    let g = decide_case(
+        &policy(),
+        Case {
+            client: "web",
+            audience: "https://logs.example.com",
+            requested: Some("logs.read logs.write"),
+            roles: &["sre"],
+            subject_scope: Some("logs.read"),
+            chain: None,
+        },
+    )
+    .unwrap();
     assert_eq!(g.scope.to_string(), "logs.read");
 }
 
 #[test]
 fn an_audience_not_allowed_for_the_client_is_invalid_target() {
-    let e = decide_case(&policy(), Case { client: "mcp-logs", audience: "https://logs.example.com", requested: None, roles: &["sre"], subject_scope: None, chain: None }).unwrap_err();
+    let e = decide_case(
+        &policy(),
+        Case {
+            client: "mcp-logs",
+            audience: "https://logs.example.com",
+            requested: None,
+            roles: &["sre"],
+            subject_scope: None,
+            chain: None,
+        },
+    )
+    .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidTarget);
 }
 
@@ -159,9 +304,27 @@ fn an_audience_not_allowed_for_the_client_is_invalid_target() {
 fn depth_beyond_the_maximum_is_refused() {
     let mut chain = None;
     for i in 0..5 {
-        chain = chain::wrap(chain, Some(&Actor { sub: format!("svc{i}"), iss: None, kind: ClientKind::Service }));
+        chain = chain::wrap(
+            chain,
+            Some(&Actor {
+                sub: format!("svc{i}"),
+                iss: None,
+                kind: ClientKind::Service,
+            }),
+        );
     }
-    let e = decide_case(&policy(), Case { client: "web", audience: "https://logs.example.com", requested: None, roles: &["sre"], subject_scope: None, chain }).unwrap_err();
+    let e = decide_case(
+        &policy(),
+        Case {
+            client: "web",
+            audience: "https://logs.example.com",
+            requested: None,
+            roles: &["sre"],
+            subject_scope: None,
+            chain,
+        },
+    )
+    .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidRequest);
     assert_eq!(e.reason, "chain.depth_exceeded");
 }
@@ -169,10 +332,34 @@ fn depth_beyond_the_maximum_is_refused() {
 #[test]
 fn lifetime_is_bounded_by_audience_ttl_and_subject_exp() {
     let p = policy();
-    let g = decide_case(&p, Case { client: "web", audience: "https://cost.example.com", requested: None, roles: &["sre"], subject_scope: None, chain: None }).unwrap();
+    let g = decide_case(
+        &p,
+        Case {
+            client: "web",
+            audience: "https://cost.example.com",
+            requested: None,
+            roles: &["sre"],
+            subject_scope: None,
+            chain: None,
+        },
+    )
+    .unwrap();
     assert_eq!(g.exp, NOW + 120);
     let roles = vec!["sre".to_string()];
-    let g = decide(&p, &ExchangeContext { client: &p.clients["web"], audience: &p.audiences["https://cost.example.com"], requested: None, roles: Some(&roles), subject_scope: None, chain: None, now: NOW, subject_exp: NOW + 30 }).unwrap();
+    let g = decide(
+        &p,
+        &ExchangeContext {
+            client: &p.clients["web"],
+            audience: &p.audiences["https://cost.example.com"],
+            requested: None,
+            roles: Some(&roles),
+            subject_scope: None,
+            chain: None,
+            now: NOW,
+            subject_exp: NOW + 30,
+        },
+    )
+    .unwrap();
     assert_eq!(g.exp, NOW + 30);
 }
 
@@ -195,7 +382,14 @@ fn chain_strategy() -> impl Strategy<Value = Vec<usize>> {
 fn build_chain(idx: &[usize]) -> Option<Act> {
     idx.iter().fold(None, |c, &i| {
         let (sub, kind) = ACTORS[i];
-        chain::wrap(c, Some(&Actor { sub: sub.into(), iss: None, kind }))
+        chain::wrap(
+            c,
+            Some(&Actor {
+                sub: sub.into(),
+                iss: None,
+                kind,
+            }),
+        )
     })
 }
 

@@ -49,10 +49,9 @@ impl DevIdp {
 
     /// An OIDC ID token for `user`, audience `client_id`.
     pub fn id_token(&self, user: &str, client_id: &str) -> OAuthResult<String> {
-        let (sub, email, groups) = USERS
-            .iter()
-            .find(|(u, _, _)| *u == user)
-            .ok_or_else(|| OAuthError::invalid_request("dev_idp.unknown_user", "unknown demo user (alice, bob, carol)"))?;
+        let (sub, email, groups) = USERS.iter().find(|(u, _, _)| *u == user).ok_or_else(|| {
+            OAuthError::invalid_request("dev_idp.unknown_user", "unknown demo user (alice, bob, carol)")
+        })?;
         let now = now_secs();
         #[derive(Serialize)]
         struct IdToken<'a> {
@@ -103,8 +102,10 @@ impl DevIdp {
 
 fn dev_json(v: serde_json::Value) -> Response {
     let mut r = Json(v).into_response();
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r.headers_mut().insert("x-xaa-dev-mode", HeaderValue::from_static("true"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert("x-xaa-dev-mode", HeaderValue::from_static("true"));
     r
 }
 
@@ -133,10 +134,14 @@ async fn jwks(State(idp): State<Arc<DevIdp>>) -> Response {
 
 async fn id_token(State(idp): State<Arc<DevIdp>>, params: OAuthParams) -> Result<Response, OAuthError> {
     let token = idp.id_token(params.require("user")?, params.require("client_id")?)?;
-    Ok(dev_json(serde_json::json!({ "id_token": token, "token_type": "N_A", "expires_in": 3600, "dev_mode": true })))
+    Ok(dev_json(
+        serde_json::json!({ "id_token": token, "token_type": "N_A", "expires_in": 3600, "dev_mode": true }),
+    ))
 }
 
 async fn actor_token(State(idp): State<Arc<DevIdp>>, params: OAuthParams) -> Result<Response, OAuthError> {
     let token = idp.actor_token(params.require("agent")?)?;
-    Ok(dev_json(serde_json::json!({ "actor_token": token, "expires_in": 600, "dev_mode": true })))
+    Ok(dev_json(
+        serde_json::json!({ "actor_token": token, "expires_in": 600, "dev_mode": true }),
+    ))
 }

@@ -70,7 +70,11 @@ async fn run(
 
     // Step 4: single use, until the assertion expires.
     marks.push(ReplayMark {
-        key: format!("id_jag:{}:{}", v.claims.iss, v.claims.jti.as_deref().unwrap_or_default()),
+        key: format!(
+            "id_jag:{}:{}",
+            v.claims.iss,
+            v.claims.jti.as_deref().unwrap_or_default()
+        ),
         expires_at: v.exp + cx.policy.tokens.clock_skew_secs,
     });
 
@@ -94,14 +98,15 @@ async fn run(
             ));
         }
     };
-    let resource = claimed
-        .or(cx.policy.default_resource.as_deref())
-        .ok_or_else(|| OAuthError::invalid_grant("id_jag.no_resource", "the assertion names no resource and no default is configured"))?;
-    let audience = cx
-        .policy
-        .has_resource(resource)
-        .cloned()
-        .ok_or_else(|| OAuthError::invalid_grant("id_jag.unknown_resource", "the assertion's resource is not served here"))?;
+    let resource = claimed.or(cx.policy.default_resource.as_deref()).ok_or_else(|| {
+        OAuthError::invalid_grant(
+            "id_jag.no_resource",
+            "the assertion names no resource and no default is configured",
+        )
+    })?;
+    let audience = cx.policy.has_resource(resource).cloned().ok_or_else(|| {
+        OAuthError::invalid_grant("id_jag.unknown_resource", "the assertion's resource is not served here")
+    })?;
     audit.audience = Some(audience.id.clone());
     audit.resource = Some(audience.id.clone());
     if params.all("resource").iter().any(|r| *r != audience.id) {
@@ -113,7 +118,12 @@ async fn run(
 
     // Step 7: subject. `aud_sub`, when the IdP knows our id for the user, is
     // the subject here (OpenID Enterprise Extensions); otherwise `sub`.
-    let sub = v.claims.aud_sub.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| v.sub.clone());
+    let sub = v
+        .claims
+        .aud_sub
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| v.sub.clone());
     let revoked = cx
         .state
         .store
@@ -126,7 +136,10 @@ async fn run(
         .await
         .map_err(|e| OAuthError::unavailable("store.revocation_check_failed", &e))?;
     if revoked {
-        return Err(OAuthError::invalid_grant("id_jag.revoked", "the assertion has been revoked"));
+        return Err(OAuthError::invalid_grant(
+            "id_jag.revoked",
+            "the assertion has been revoked",
+        ));
     }
     let chain = v
         .claims
@@ -161,7 +174,9 @@ async fn run(
 
     let jti = uuid::Uuid::now_v7().to_string();
     audit.issued_jti = Some(jti.clone());
-    let roles = cx.policy.known_roles(v.claims.roles.iter().flatten().map(String::as_str));
+    let roles = cx
+        .policy
+        .known_roles(v.claims.roles.iter().flatten().map(String::as_str));
     let token = cx
         .state
         .keys

@@ -64,7 +64,13 @@ pub async fn handle(state: &AppState, headers: &HeaderMap, source_ip: Option<IpA
             let now = call.now;
             call.audit.scope_granted = Some(issued.scope.to_string());
             call.audit.issued_exp = Some(issued.exp);
-            call.audit.issued_token_type = Some(issued.issued_token_type.unwrap_or(TokenType::AccessToken).uri().to_owned());
+            call.audit.issued_token_type = Some(
+                issued
+                    .issued_token_type
+                    .unwrap_or(TokenType::AccessToken)
+                    .uri()
+                    .to_owned(),
+            );
             call.commit(move || token_response(&issued, now)).await
         }
         Err(err) => call.deny(err).await,
@@ -75,7 +81,11 @@ async fn run(call: &mut Call<'_>, headers: &HeaderMap, params: &OAuthParams) -> 
     let raw = params.require("grant_type")?;
     call.audit.grant = Some(raw.chars().take(128).collect());
     let grant = GrantType::parse(raw).ok_or_else(|| {
-        OAuthError::new(ErrorCode::UnsupportedGrantType, "grant.unsupported", "grant_type is not supported by this server")
+        OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
+            "grant.unsupported",
+            "grant_type is not supported by this server",
+        )
     })?;
     call.audit.grant = Some(grant.short().to_owned());
     let client = call.authenticate(headers, params).await?;
@@ -85,7 +95,13 @@ async fn run(call: &mut Call<'_>, headers: &HeaderMap, params: &OAuthParams) -> 
             format!("this client may not use the {} grant", grant.short()),
         ));
     }
-    let Call { state, policy, now, audit, marks } = call;
+    let Call {
+        state,
+        policy,
+        now,
+        audit,
+        marks,
+    } = call;
     let cx = GrantContext {
         state,
         policy,

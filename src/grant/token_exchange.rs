@@ -128,7 +128,11 @@ pub async fn exchange(
     Ok(Issued {
         token: signed,
         issued_token_type: Some(req.requested),
-        token_type: if req.requested == TokenType::IdJag { "N_A" } else { "Bearer" },
+        token_type: if req.requested == TokenType::IdJag {
+            "N_A"
+        } else {
+            "Bearer"
+        },
         exp: grant.exp,
         scope: grant.scope,
     })
@@ -198,7 +202,11 @@ fn parse<'a>(cx: &GrantContext<'_>, params: &'a OAuthParams, audit: &mut AuditRe
         subject_token,
         subject_token_type,
         actor,
-        requested: if requested == TokenType::Jwt { TokenType::AccessToken } else { requested },
+        requested: if requested == TokenType::Jwt {
+            TokenType::AccessToken
+        } else {
+            requested
+        },
         scope,
         audience,
         resource,
@@ -207,7 +215,10 @@ fn parse<'a>(cx: &GrantContext<'_>, params: &'a OAuthParams, audit: &mut AuditRe
 
 fn token_type(raw: &str, param: &'static str) -> OAuthResult<TokenType> {
     TokenType::parse(raw).ok_or_else(|| {
-        OAuthError::invalid_request("request.token_type", format!("{param} {raw:?} is not a supported token type URI"))
+        OAuthError::invalid_request(
+            "request.token_type",
+            format!("{param} {raw:?} is not a supported token type URI"),
+        )
     })
 }
 
@@ -231,7 +242,12 @@ fn resolve_id_jag_target(
         .get(*aud)
         .filter(|a| a.kind == AudienceKind::IdJag)
         .cloned()
-        .ok_or_else(|| OAuthError::invalid_target("target.unknown_audience", "the audience is not a known resource authorization server"))?;
+        .ok_or_else(|| {
+            OAuthError::invalid_target(
+                "target.unknown_audience",
+                "the audience is not a known resource authorization server",
+            )
+        })?;
     let resource = match resources {
         [] => None,
         [r] if audience.resources.iter().any(|x| x == r) => Some((*r).to_owned()),
@@ -241,14 +257,23 @@ fn resolve_id_jag_target(
                 "the resource is not served by that authorization server",
             ));
         }
-        _ => return Err(OAuthError::invalid_target("target.resource_count", "an ID-JAG names at most one resource")),
+        _ => {
+            return Err(OAuthError::invalid_target(
+                "target.resource_count",
+                "an ID-JAG names at most one resource",
+            ));
+        }
     };
     Ok((audience, resource))
 }
 
 /// A hop token names one downstream resource, by `resource` and/or
 /// `audience`; when both are sent they must name the same one.
-fn resolve_resource_target(cx: &GrantContext<'_>, audiences: &[&str], resources: &[&str]) -> OAuthResult<Arc<Audience>> {
+fn resolve_resource_target(
+    cx: &GrantContext<'_>,
+    audiences: &[&str],
+    resources: &[&str],
+) -> OAuthResult<Arc<Audience>> {
     let mut found: Option<Arc<Audience>> = None;
     for name in audiences.iter().chain(resources) {
         let a = cx
@@ -257,7 +282,12 @@ fn resolve_resource_target(cx: &GrantContext<'_>, audiences: &[&str], resources:
             .get(*name)
             .filter(|a| a.kind == AudienceKind::AccessToken)
             .cloned()
-            .ok_or_else(|| OAuthError::invalid_target("target.unknown_resource", "the requested resource or audience is not known"))?;
+            .ok_or_else(|| {
+                OAuthError::invalid_target(
+                    "target.unknown_resource",
+                    "the requested resource or audience is not known",
+                )
+            })?;
         match &found {
             Some(f) if f.id != a.id => {
                 return Err(OAuthError::invalid_target(
@@ -268,9 +298,7 @@ fn resolve_resource_target(cx: &GrantContext<'_>, audiences: &[&str], resources:
             _ => found = Some(a),
         }
     }
-    found.ok_or_else(|| {
-        OAuthError::invalid_target("target.missing", "name the downstream with resource or audience")
-    })
+    found.ok_or_else(|| OAuthError::invalid_target("target.missing", "name the downstream with resource or audience"))
 }
 
 /// A subject/actor token failure: `invalid_request` as RFC 8693 §2.2.2 says
@@ -279,7 +307,11 @@ fn token_error(which: &'static str, r: Rejected) -> OAuthError {
     if r.unavailable {
         return OAuthError::unavailable(r.reason, &r.detail);
     }
-    OAuthError::new(ErrorCode::InvalidRequest, r.reason, format!("{which} is invalid: {}", r.detail))
+    OAuthError::new(
+        ErrorCode::InvalidRequest,
+        r.reason,
+        format!("{which} is invalid: {}", r.detail),
+    )
 }
 
 fn fingerprint(token: &str, v: Option<&Verified>) -> TokenFingerprint {
@@ -356,7 +388,10 @@ async fn validate_subject(
     audit.txn = Some(txn.clone());
     let aud = v.claims.aud.as_ref();
     let issued_for_client = v.claims.client_id.as_deref() == Some(client.id.as_str())
-        || client.resource.as_deref().is_some_and(|r| aud.is_some_and(|a| a.contains(r)));
+        || client
+            .resource
+            .as_deref()
+            .is_some_and(|r| aud.is_some_and(|a| a.contains(r)));
     if !issued_for_client {
         return Err(OAuthError::invalid_request(
             "subject_token.not_issued_to_client",
@@ -364,10 +399,12 @@ async fn validate_subject(
         ));
     }
     check_not_revoked(cx, &v, Some(&txn)).await?;
-    let chain = v
-        .claims
-        .act_chain()
-        .map_err(|_| OAuthError::invalid_request("subject_token.act_malformed", "subject_token is invalid: malformed act claim"))?;
+    let chain = v.claims.act_chain().map_err(|_| {
+        OAuthError::invalid_request(
+            "subject_token.act_malformed",
+            "subject_token is invalid: malformed act claim",
+        )
+    })?;
     let roles = match &v.issuer {
         // Ours: the entitlements resolved at the first exchange, unchanged.
         None => v.claims.roles.clone().unwrap_or_default(),
@@ -415,7 +452,10 @@ async fn check_not_revoked(cx: &GrantContext<'_>, v: &Verified, txn: Option<&str
         .await
         .map_err(|e| OAuthError::unavailable("store.revocation_check_failed", &e))?;
     if revoked {
-        return Err(OAuthError::invalid_request("subject_token.revoked", "subject_token is invalid: it has been revoked"));
+        return Err(OAuthError::invalid_request(
+            "subject_token.revoked",
+            "subject_token is invalid: it has been revoked",
+        ));
     }
     Ok(())
 }
@@ -449,7 +489,11 @@ async fn validate_actor(
             "actor_token is invalid: the actor cannot be the subject",
         ));
     }
-    let kind = v.issuer.as_ref().map(|i| i.actor_profile).unwrap_or(crate::policy::ClientKind::Agent);
+    let kind = v
+        .issuer
+        .as_ref()
+        .map(|i| i.actor_profile)
+        .unwrap_or(crate::policy::ClientKind::Agent);
     Ok(Some(Actor {
         sub: v.sub,
         iss: Some(v.claims.iss),

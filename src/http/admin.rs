@@ -62,7 +62,13 @@ pub async fn revoke(
             }
             (None, Some(sub)) => {
                 call.audit.sub = Some(sub.to_owned());
-                (Revocation::SubjectBefore { sub: sub.to_owned(), before: call.now }, json!({"sub": sub, "issued_before": call.now}))
+                (
+                    Revocation::SubjectBefore {
+                        sub: sub.to_owned(),
+                        before: call.now,
+                    },
+                    json!({"sub": sub, "issued_before": call.now}),
+                )
             }
             _ => {
                 return Err(OAuthError::invalid_request(

@@ -43,16 +43,16 @@ impl OAuthParams {
 
     /// A single-valued parameter.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     /// A required single-valued parameter.
     pub fn require(&self, name: &'static str) -> OAuthResult<&str> {
         self.get(name).ok_or_else(|| {
-            OAuthError::invalid_request("request.missing_parameter", format!("missing required parameter {name:?}"))
+            OAuthError::invalid_request(
+                "request.missing_parameter",
+                format!("missing required parameter {name:?}"),
+            )
         })
     }
 

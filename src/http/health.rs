@@ -19,7 +19,11 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         Ok(()) => Json(serde_json::json!({"status": "ready", "signing_alg": state.keys.alg().name()})).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "not ready: store unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "not_ready", "reason": "store unreachable"}))).into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({"status": "not_ready", "reason": "store unreachable"})),
+            )
+                .into_response()
         }
     }
 }

@@ -11,7 +11,10 @@ use crate::app::AppState;
 pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
     let mut r = state.keys.jwks_json().to_string().into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwk-set+json"),
+    );
     // Short enough that a rotation's new key is picked up quickly.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     r

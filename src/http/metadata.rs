@@ -24,7 +24,10 @@ use crate::types::{GRANT_PROFILE_ID_JAG, GrantType, TokenType};
 pub fn document(policy: &Policy, keys_alg: Alg) -> serde_json::Value {
     let issuer = &policy.issuer;
     let mut grants = vec![GrantType::TokenExchange.uri()];
-    let resource_as = policy.clients.values().any(|c| c.grants.contains(&GrantType::JwtBearer));
+    let resource_as = policy
+        .clients
+        .values()
+        .any(|c| c.grants.contains(&GrantType::JwtBearer));
     if resource_as {
         grants.push(GrantType::JwtBearer.uri());
     }

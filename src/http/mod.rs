@@ -39,20 +39,41 @@ pub fn router(state: Arc<AppState>, base: &str) -> Router {
         }
     };
     let mut r = Router::new()
-        .route(&format!("{base}/token"), post(token::token).fallback(method_not_allowed))
-        .route(&format!("{base}/introspect"), post(introspect::introspect).fallback(method_not_allowed))
-        .route(&format!("{base}/revoke"), post(revoke::revoke).fallback(method_not_allowed))
-        .route(&format!("{base}/admin/revoke"), post(admin::revoke).fallback(method_not_allowed))
-        .route(&format!("{base}/admin/audit"), post(admin::audit).fallback(method_not_allowed))
+        .route(
+            &format!("{base}/token"),
+            post(token::token).fallback(method_not_allowed),
+        )
+        .route(
+            &format!("{base}/introspect"),
+            post(introspect::introspect).fallback(method_not_allowed),
+        )
+        .route(
+            &format!("{base}/revoke"),
+            post(revoke::revoke).fallback(method_not_allowed),
+        )
+        .route(
+            &format!("{base}/admin/revoke"),
+            post(admin::revoke).fallback(method_not_allowed),
+        )
+        .route(
+            &format!("{base}/admin/audit"),
+            post(admin::audit).fallback(method_not_allowed),
+        )
         .route(&format!("{base}/jwks"), get(jwks::jwks))
-        .route(&format!("{base}/authorize"), get(metadata::authorize).post(metadata::authorize))
+        .route(
+            &format!("{base}/authorize"),
+            get(metadata::authorize).post(metadata::authorize),
+        )
         .route(&well_known("oauth-authorization-server"), get(metadata::metadata))
         .route(&well_known("openid-configuration"), get(metadata::metadata))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
     if !base.is_empty() {
         // OIDC Discovery §4 appends instead of inserting; MCP clients try both.
-        r = r.route(&format!("{base}/.well-known/openid-configuration"), get(metadata::metadata));
+        r = r.route(
+            &format!("{base}/.well-known/openid-configuration"),
+            get(metadata::metadata),
+        );
     }
     if let Some(dev) = &state.dev_idp {
         r = r.nest_service(&format!("{base}/dev/idp"), crate::dev::idp::router(dev.clone()));

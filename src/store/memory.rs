@@ -164,7 +164,10 @@ impl Store for MemoryStore {
         {
             return Ok(true);
         }
-        let cutoff = hit(Revocation::SubjectBefore { sub: token.sub.to_owned(), before: 0 });
+        let cutoff = hit(Revocation::SubjectBefore {
+            sub: token.sub.to_owned(),
+            before: 0,
+        });
         Ok(match (cutoff, token.iat) {
             (Some(cut), Some(iat)) => iat <= cut,
             (Some(_), None) => true,

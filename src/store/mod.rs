@@ -40,7 +40,10 @@ pub enum Revocation {
     /// Every token carrying this correlation id, including later ones.
     Txn(String),
     /// Every token for `sub` issued at or before `before` (offboarding).
-    SubjectBefore { sub: String, before: i64 },
+    SubjectBefore {
+        sub: String,
+        before: i64,
+    },
 }
 
 /// The facts about a token that revocation is checked against.

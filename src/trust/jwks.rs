@@ -65,9 +65,7 @@ impl KeySet {
     /// The verifier for a token's (kid, alg). A token without `kid` is
     /// accepted only when the set holds exactly one key.
     pub fn find(&self, kid: Option<&str>, alg: Alg) -> Option<Arc<dyn JwsVerifier>> {
-        let pick = |v: &Verifiers| {
-            v.iter().find(|(a, _)| *a == alg).map(|(_, v)| v.clone())
-        };
+        let pick = |v: &Verifiers| v.iter().find(|(a, _)| *a == alg).map(|(_, v)| v.clone());
         match kid {
             Some(kid) => self.by_kid.get(kid).and_then(pick),
             None => {
@@ -75,7 +73,11 @@ impl KeySet {
                 if total != 1 {
                     return None;
                 }
-                self.by_kid.values().next().and_then(pick).or_else(|| pick(&self.anonymous))
+                self.by_kid
+                    .values()
+                    .next()
+                    .and_then(pick)
+                    .or_else(|| pick(&self.anonymous))
             }
         }
     }
@@ -189,8 +191,14 @@ impl JwksCache {
                         Err(_) if age < Duration::from_secs(self.settings.max_stale_secs) => Ok(v),
                         Err(e) => Err(e),
                     },
-                    (_, Some(_)) => fetch(Why::UnknownKid).await?.find(kid, alg).ok_or(KeyLookupError::UnknownKey),
-                    (_, None) => fetch(Why::FirstUse).await?.find(kid, alg).ok_or(KeyLookupError::UnknownKey),
+                    (_, Some(_)) => fetch(Why::UnknownKid)
+                        .await?
+                        .find(kid, alg)
+                        .ok_or(KeyLookupError::UnknownKey),
+                    (_, None) => fetch(Why::FirstUse)
+                        .await?
+                        .find(kid, alg)
+                        .ok_or(KeyLookupError::UnknownKey),
                 }
             }
         }
@@ -227,7 +235,10 @@ impl JwksCache {
             return Ok(keys.clone());
         }
         let interval = Duration::from_secs(self.settings.min_refetch_interval_secs);
-        if state.last_failure.is_some_and(|t| t.elapsed() < FAILURE_BACKOFF.min(interval)) {
+        if state
+            .last_failure
+            .is_some_and(|t| t.elapsed() < FAILURE_BACKOFF.min(interval))
+        {
             return Err(KeyLookupError::Unavailable("a recent fetch failed; backing off".into()));
         }
         if why == Why::UnknownKid {
@@ -267,7 +278,10 @@ impl JwksCache {
                 let meta = self
                     .get_json(&format!("{issuer}/.well-known/openid-configuration"))
                     .await?;
-                if meta.get("issuer").and_then(|v| v.as_str()).map(|s| s.trim_end_matches('/'))
+                if meta
+                    .get("issuer")
+                    .and_then(|v| v.as_str())
+                    .map(|s| s.trim_end_matches('/'))
                     != Some(issuer.as_str())
                 {
                     return Err("discovery document names another issuer".into());

@@ -74,10 +74,17 @@ enum Keys<'a> {
 impl Validator<'_> {
     pub async fn validate(&self, token: &str, expect: Expect<'_>) -> Result<Verified, Rejected> {
         let jws = UnverifiedJws::parse(token).map_err(|e| reject("token.malformed", e.to_string()))?;
-        let alg = Alg::parse(&jws.header.alg)
-            .ok_or_else(|| reject("token.alg_not_allowed", format!("alg {:?} is not allowed", jws.header.alg)))?;
+        let alg = Alg::parse(&jws.header.alg).ok_or_else(|| {
+            reject(
+                "token.alg_not_allowed",
+                format!("alg {:?} is not allowed", jws.header.alg),
+            )
+        })?;
         if jws.header.crit.is_some() {
-            return Err(reject("token.crit", "token uses critical header extensions we do not understand"));
+            return Err(reject(
+                "token.crit",
+                "token uses critical header extensions we do not understand",
+            ));
         }
         check_typ(jws.header.media_type().as_deref(), expect)?;
         let claims: InboundClaims = serde_json::from_value(serde_json::Value::Object(jws.payload.clone()))
@@ -87,7 +94,11 @@ impl Validator<'_> {
         let (issuer, keys) = self.key_source(&claims.iss, expect)?;
         let verifier = match keys {
             Keys::Ours => {
-                let kid = jws.header.kid.as_deref().ok_or_else(|| reject("token.unknown_key", "token has no kid"))?;
+                let kid = jws
+                    .header
+                    .kid
+                    .as_deref()
+                    .ok_or_else(|| reject("token.unknown_key", "token has no kid"))?;
                 match self.keys.verifier(kid) {
                     Some((key_alg, v)) if *key_alg == alg => v.clone(),
                     _ => return Err(reject("token.unknown_key", "no key of ours matches kid and alg")),
@@ -95,13 +106,18 @@ impl Validator<'_> {
             }
             Keys::Source(source, algs) => {
                 if !algs.contains(&alg) {
-                    return Err(reject("token.alg_not_allowed", format!("alg {alg} is not allowed for this issuer")));
+                    return Err(reject(
+                        "token.alg_not_allowed",
+                        format!("alg {alg} is not allowed for this issuer"),
+                    ));
                 }
                 self.jwks
                     .verifier(source, algs, jws.header.kid.as_deref(), alg)
                     .await
                     .map_err(|e| match e {
-                        KeyLookupError::UnknownKey => reject("token.unknown_key", "no trusted key matches the token's kid and alg"),
+                        KeyLookupError::UnknownKey => {
+                            reject("token.unknown_key", "no trusted key matches the token's kid and alg")
+                        }
                         KeyLookupError::Unavailable(cause) => Rejected {
                             reason: "keys.unavailable",
                             detail: cause,
@@ -142,26 +158,47 @@ impl Validator<'_> {
         }
         if let Expect::ClientAssertion { client } = expect {
             if sub != client.id {
-                return Err(reject("client_assertion.sub", "client assertion sub must be the client_id"));
+                return Err(reject(
+                    "client_assertion.sub",
+                    "client assertion sub must be the client_id",
+                ));
             }
             let max = self.policy.tokens.max_client_assertion_lifetime_secs;
             if exp > self.now + max + skew {
-                return Err(reject("client_assertion.lifetime", format!("client assertion exp is more than {max} s ahead")));
+                return Err(reject(
+                    "client_assertion.lifetime",
+                    format!("client assertion exp is more than {max} s ahead"),
+                ));
             }
         }
-        Ok(Verified { claims, issuer, sub, exp })
+        Ok(Verified {
+            claims,
+            issuer,
+            sub,
+            exp,
+        })
     }
 
-    fn key_source<'p>(&'p self, iss: &str, expect: Expect<'p>) -> Result<(Option<Arc<TrustedIssuer>>, Keys<'p>), Rejected> {
+    fn key_source<'p>(
+        &'p self,
+        iss: &str,
+        expect: Expect<'p>,
+    ) -> Result<(Option<Arc<TrustedIssuer>>, Keys<'p>), Rejected> {
         let ours = iss == self.policy.issuer;
         let purpose = match expect {
             Expect::ClientAssertion { client } => {
                 if iss != client.id {
-                    return Err(reject("client_assertion.iss", "client assertion iss must be the client_id"));
+                    return Err(reject(
+                        "client_assertion.iss",
+                        "client assertion iss must be the client_id",
+                    ));
                 }
                 return match &client.auth {
                     AuthMethod::PrivateKeyJwt { keys } => Ok((None, Keys::Source(keys, &Alg::ALL))),
-                    AuthMethod::Secret { .. } => Err(reject("client_assertion.not_registered", "client has no registered keys")),
+                    AuthMethod::Secret { .. } => Err(reject(
+                        "client_assertion.not_registered",
+                        "client has no registered keys",
+                    )),
                 };
             }
             Expect::AccessToken if ours => return Ok((None, Keys::Ours)),
@@ -178,28 +215,31 @@ impl Validator<'_> {
         };
         match self.policy.issuers.get(iss) {
             Some(t) if t.purposes.contains(&purpose) => Ok((Some(t.clone()), Keys::Source(&t.keys, &t.algs))),
-            Some(_) => Err(reject("token.issuer_purpose", format!("issuer is not trusted for {purpose:?} tokens"))),
+            Some(_) => Err(reject(
+                "token.issuer_purpose",
+                format!("issuer is not trusted for {purpose:?} tokens"),
+            )),
             None => Err(reject("token.untrusted_issuer", "issuer is not trusted")),
         }
     }
 
     fn check_audience(&self, claims: &InboundClaims, expect: Expect<'_>) -> Result<(), Rejected> {
-        let aud = claims.aud.as_ref().ok_or_else(|| reject("token.no_aud", "token has no aud"))?;
+        let aud = claims
+            .aud
+            .as_ref()
+            .ok_or_else(|| reject("token.no_aud", "token has no aud"))?;
         let us = [self.policy.issuer.as_str(), self.policy.token_endpoint.as_str()];
         let ok = match expect {
             // OIDC Core §2: aud contains the client; with several, azp names it.
             Expect::IdToken { client_id } => {
-                aud.contains(client_id)
-                    && (aud.single().is_some() || claims.azp.as_deref() == Some(client_id))
+                aud.contains(client_id) && (aud.single().is_some() || claims.azp.as_deref() == Some(client_id))
             }
             Expect::AccessToken => true, // presenter binding is checked by the grant
             // ID-JAG §4.4 / protocols §2.3.3: exactly our issuer, as a string
             // or a one-element array; anything else is audience injection.
             Expect::IdJag => aud.single() == Some(self.policy.issuer.as_str()),
             // Design §6: issuer or token endpoint; rfc7523bis: a single value.
-            Expect::ClientAssertion { .. } | Expect::ActorToken => {
-                aud.single().is_some_and(|a| us.contains(&a))
-            }
+            Expect::ClientAssertion { .. } | Expect::ActorToken => aud.single().is_some_and(|a| us.contains(&a)),
         };
         if ok {
             Ok(())
@@ -224,7 +264,10 @@ fn check_typ(typ: Option<&str>, expect: Expect<'_>) -> Result<(), Rejected> {
     } else {
         Err(reject(
             "token.typ",
-            format!("token typ {:?} is not acceptable for this kind of token", typ.unwrap_or("(none)")),
+            format!(
+                "token typ {:?} is not acceptable for this kind of token",
+                typ.unwrap_or("(none)")
+            ),
         ))
     }
 }

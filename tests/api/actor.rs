@@ -65,10 +65,7 @@ async fn an_actor_token_names_the_actor_and_an_app_client_adds_nothing_else() {
     // The agent's cap applies: no destructive scope although alice is an sre.
     assert_eq!(claims["scope"], "logs.read logs.write");
     let audit = app.audit(claims["txn"].as_str().unwrap()).await;
-    let fingerprint = audit[0]
-        .actor_token
-        .as_ref()
-        .expect("the actor token is recorded");
+    let fingerprint = audit[0].actor_token.as_ref().expect("the actor token is recorded");
     assert_eq!(fingerprint.iss.as_deref(), Some(app.agents.issuer.as_str()));
 }
 
@@ -84,9 +81,7 @@ async fn an_actor_token_from_an_issuer_not_trusted_for_actors_is_refused() {
 #[tokio::test]
 async fn an_actor_token_addressed_to_another_audience_is_refused() {
     let app = TestApp::spawn().await;
-    let elsewhere = app
-        .agents
-        .actor_token("agent:x", "https://broker.other.example.com");
+    let elsewhere = app.agents.actor_token("agent:x", "https://broker.other.example.com");
     refused(&app, first_hop_with_actor(&app, &elsewhere))
         .await
         .assert_error(400, "invalid_request");
@@ -99,13 +94,7 @@ async fn an_actor_token_without_an_actor_token_type_is_refused() {
     let id_token = app.idp.id_token("alice", "chat-app", &["developer", "sre"]);
     refused(
         &app,
-        app.exchange_for_hop(
-            "chat-app",
-            &id_token,
-            ID_TOKEN,
-            LOGS,
-            &[("actor_token", &actor)],
-        ),
+        app.exchange_for_hop("chat-app", &id_token, ID_TOKEN, LOGS, &[("actor_token", &actor)]),
     )
     .await
     .assert_error(400, "invalid_request");

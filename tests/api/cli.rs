@@ -50,8 +50,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("xaa-cli-{name}-{}", uuid::Uuid::now_v7().simple()));
+        let dir = std::env::temp_dir().join(format!("xaa-cli-{name}-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
@@ -84,11 +83,7 @@ fn example_text() -> String {
 /// Replace `from` (which must occur exactly once) with `to`.
 #[track_caller]
 fn edit(text: &str, from: &str, to: &str) -> String {
-    assert_eq!(
-        text.matches(from).count(),
-        1,
-        "{from:?} must occur once in the example"
-    );
+    assert_eq!(text.matches(from).count(), 1, "{from:?} must occur once in the example");
     text.replacen(from, to, 1)
 }
 
@@ -129,11 +124,7 @@ fn config_check_of_the_example_succeeds_once_its_key_is_generated() {
     let dir = TempDir::new("example");
     let file = dir.write("broker.toml", &example_text());
     let keys = dir.path().join("keys");
-    let generated = xaa(
-        dir.path(),
-        &["keys", "generate", "--out", keys.to_str().unwrap()],
-        &[],
-    );
+    let generated = xaa(dir.path(), &["keys", "generate", "--out", keys.to_str().unwrap()], &[]);
     assert!(generated.success, "{generated:?}");
     let public: Value = serde_json::from_str(generated.stdout.trim()).unwrap();
     let kid = public["kid"].as_str().unwrap();
@@ -160,11 +151,7 @@ fn config_check_accepts_the_example_with_an_ephemeral_key() {
 
 #[test]
 fn config_check_rejects_an_unknown_field_naming_it() {
-    let text = edit(
-        &valid_config(),
-        "max_delegation_depth = 4 ",
-        "max_delegation_dept = 4 ",
-    );
+    let text = edit(&valid_config(), "max_delegation_depth = 4 ", "max_delegation_dept = 4 ");
     check_fails_naming("typo", &text, &[], "tokens.max_delegation_dept");
 }
 
@@ -244,11 +231,7 @@ fn secret_generate_prints_a_secret_and_its_sha256() {
 fn keys_generate_writes_a_private_jwk_with_mode_0600_and_prints_the_public_jwk() {
     let dir = TempDir::new("keys");
     let out = dir.path().join("keys");
-    let run = xaa(
-        dir.path(),
-        &["keys", "generate", "--out", out.to_str().unwrap()],
-        &[],
-    );
+    let run = xaa(dir.path(), &["keys", "generate", "--out", out.to_str().unwrap()], &[]);
     assert!(run.success, "{run:?}");
     let public: Value = serde_json::from_str(run.stdout.trim()).expect("stdout is the public JWK");
     let kid = public["kid"].as_str().expect("kid");

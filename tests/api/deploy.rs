@@ -18,7 +18,11 @@ fn compose_brokers() -> BTreeMap<String, (BTreeMap<String, String>, String)> {
     let mut out = BTreeMap::new();
     let mut current: Option<String> = None;
     for line in text.lines() {
-        if let Some(name) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':')).filter(|l| !l.starts_with(' ')) {
+        if let Some(name) = line
+            .strip_prefix("  ")
+            .and_then(|l| l.strip_suffix(':'))
+            .filter(|l| !l.starts_with(' '))
+        {
             current = name.starts_with("broker-").then(|| name.to_owned());
             if let Some(n) = &current {
                 out.insert(n.clone(), (BTreeMap::new(), String::new()));
@@ -31,7 +35,10 @@ fn compose_brokers() -> BTreeMap<String, (BTreeMap<String, String>, String)> {
         if let Some((k, v)) = t.split_once(": ").filter(|(k, _)| k.starts_with("XAA__")) {
             entry.0.insert(k.to_owned(), v.to_owned());
         }
-        if let Some(src) = t.strip_prefix("- ").and_then(|m| m.strip_suffix(":/etc/xaa/broker.toml:ro")) {
+        if let Some(src) = t
+            .strip_prefix("- ")
+            .and_then(|m| m.strip_suffix(":/etc/xaa/broker.toml:ro"))
+        {
             entry.1 = src.to_owned();
         }
     }
@@ -43,7 +50,11 @@ fn both_broker_services_run_one_config_with_the_redis_store() {
     let brokers = compose_brokers();
     assert_eq!(brokers.keys().collect::<Vec<_>>(), ["broker-1", "broker-2"]);
     let (env, config) = &brokers["broker-1"];
-    assert_eq!(&brokers["broker-2"], &(env.clone(), config.clone()), "instances of one deployment share config");
+    assert_eq!(
+        &brokers["broker-2"],
+        &(env.clone(), config.clone()),
+        "instances of one deployment share config"
+    );
     assert_eq!(config, "./examples/broker.toml");
     assert_eq!(env.get("XAA__STORE__KIND").map(String::as_str), Some("redis"));
 }
@@ -64,7 +75,11 @@ fn the_compose_config_passes_config_check_with_its_overrides() {
         .output()
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(out.status.success(), "config check failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "config check failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 }
 

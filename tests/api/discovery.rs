@@ -19,10 +19,7 @@ async fn metadata(app: &TestApp, path: &str) -> Value {
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    assert!(
-        ct.starts_with("application/json"),
-        "{path}: content-type {ct}"
-    );
+    assert!(ct.starts_with("application/json"), "{path}: content-type {ct}");
     assert!(r.body.is_object(), "{path}: {}", r.body);
     r.body
 }
@@ -46,10 +43,7 @@ async fn metadata_is_served_at_both_well_known_paths_and_is_identical() {
 #[tokio::test]
 async fn metadata_issuer_is_the_base_the_document_was_fetched_from() {
     let app = TestApp::spawn().await;
-    assert_eq!(
-        metadata(&app, AS_METADATA).await["issuer"],
-        app.issuer.as_str()
-    );
+    assert_eq!(metadata(&app, AS_METADATA).await["issuer"], app.issuer.as_str());
 }
 
 #[tokio::test]
@@ -67,13 +61,9 @@ async fn metadata_endpoints_are_on_the_issuers_origin() {
     let origin = Url::parse(&app.issuer).unwrap().origin();
     for (name, value) in doc.as_object().unwrap() {
         if name.ends_with("_endpoint") || name.ends_with("_uri") {
-            let url =
-                Url::parse(value.as_str().unwrap_or_else(|| panic!("{name}: {value}"))).unwrap();
+            let url = Url::parse(value.as_str().unwrap_or_else(|| panic!("{name}: {value}"))).unwrap();
             assert_eq!(url.origin(), origin, "{name}");
-            assert!(
-                url.as_str().starts_with(&format!("{}/", app.issuer)),
-                "{name}: {url}"
-            );
+            assert!(url.as_str().starts_with(&format!("{}/", app.issuer)), "{name}: {url}");
         }
     }
 }
@@ -90,11 +80,7 @@ async fn metadata_satisfies_mcp_clients_and_advertises_identity_chaining() {
     assert!(strings(&doc["grant_types_supported"]).contains(&TOKEN_EXCHANGE));
     assert!(strings(&doc["identity_chaining_requested_token_types_supported"]).contains(&ID_JAG));
     let methods = strings(&doc["token_endpoint_auth_methods_supported"]);
-    for m in [
-        "client_secret_basic",
-        "client_secret_post",
-        "private_key_jwt",
-    ] {
+    for m in ["client_secret_basic", "client_secret_post", "private_key_jwt"] {
         assert!(methods.contains(&m), "{m} not in {methods:?}");
     }
 }
@@ -142,7 +128,8 @@ async fn metadata_document_snapshot() {
 /// A broker whose issuer has a path: `{origin}/tenant1`.
 async fn tenant_app() -> (TestApp, String) {
     let app = TestApp::spawn_with(|cfg| cfg.issuer = format!("{}/tenant1", cfg.issuer)).await;
-    let issuer = format!("{}/tenant1", app.issuer);
+    assert!(app.issuer.ends_with("/tenant1") && app.base != app.issuer);
+    let issuer = app.issuer.clone();
     (app, issuer)
 }
 
@@ -162,9 +149,7 @@ async fn an_issuer_with_a_path_serves_metadata_at_the_inserted_and_appended_path
 #[tokio::test]
 async fn an_issuer_with_a_path_issues_at_its_token_endpoint() {
     let (app, issuer) = tenant_app().await;
-    let id_token = app
-        .idp
-        .id_token("alice", "triage-agent", &["developer", "sre"]);
+    let id_token = app.idp.id_token("alice", "triage-agent", &["developer", "sre"]);
     let r = app
         .post_form(
             "/tenant1/token",
@@ -204,10 +189,7 @@ async fn jwks_is_a_public_jwk_set() {
         }
         assert_eq!(key["use"], "sig");
         for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
-            assert!(
-                key.get(private).is_none(),
-                "private member {private} published: {key}"
-            );
+            assert!(key.get(private).is_none(), "private member {private} published: {key}");
         }
     }
 }

@@ -74,10 +74,7 @@ async fn a_first_hop_from_an_id_token_mints_an_at_jwt_with_a_new_txn() {
     assert_eq!(r.body["scope"], "logs.purge logs.read logs.write");
     let header = r.jose_header();
     assert_eq!(header["alg"], "ES256");
-    assert!(
-        header["kid"].as_str().is_some_and(|k| !k.is_empty()),
-        "kid: {header}"
-    );
+    assert!(header["kid"].as_str().is_some_and(|k| !k.is_empty()), "kid: {header}");
     let claims = app.verify_with_published_jwks(r.token(), "at+jwt").await;
     assert_eq!(claims["iss"], app.issuer);
     assert_eq!(claims["sub"], "alice");
@@ -85,10 +82,7 @@ async fn a_first_hop_from_an_id_token_mints_an_at_jwt_with_a_new_txn() {
     assert_eq!(claims["client_id"], "chat-app");
     assert_eq!(claims["roles"], json!(["developer", "sre"]));
     assert_eq!(claims["scope"], "logs.purge logs.read logs.write");
-    assert!(
-        claims.get("act").is_none(),
-        "an app acting for its user adds no actor"
-    );
+    assert!(claims.get("act").is_none(), "an app acting for its user adds no actor");
     for id in ["txn", "jti"] {
         let v = claims[id].as_str().unwrap_or_else(|| panic!("no {id}"));
         assert_eq!(
@@ -105,15 +99,10 @@ async fn a_second_hop_keeps_the_txn_and_wraps_the_act_chain() {
     let app = TestApp::spawn().await;
     let (first, second) = agent_then_logs_to_cost(&app).await;
     let (c1, c2) = (first.claims(), second.claims());
-    assert_eq!(
-        c1["act"],
-        json!({"sub": "agent:triage", "sub_profile": "ai_agent"})
-    );
+    assert_eq!(c1["act"], json!({"sub": "agent:triage", "sub_profile": "ai_agent"}));
     assert_eq!(c1["scope"], "logs.read logs.write");
 
-    let claims = app
-        .verify_with_published_jwks(second.token(), "at+jwt")
-        .await;
+    let claims = app.verify_with_published_jwks(second.token(), "at+jwt").await;
     assert_eq!(claims, c2);
     assert_eq!(c2["sub"], "alice");
     assert_eq!(c2["aud"], COST);
@@ -138,30 +127,17 @@ async fn an_agent_anywhere_in_the_chain_never_receives_a_human_only_scope() {
     let direct = app.first_hop("triage-agent", COST).await;
     direct.assert_ok();
     assert_eq!(direct.claims()["scope"], "cost.read");
-    let id_token = app
-        .idp
-        .id_token("alice", "triage-agent", &["developer", "sre"]);
+    let id_token = app.idp.id_token("alice", "triage-agent", &["developer", "sre"]);
     refused(
         &app,
-        app.exchange_for_hop(
-            "triage-agent",
-            &id_token,
-            ID_TOKEN,
-            COST,
-            &[("scope", "cost.approve")],
-        ),
+        app.exchange_for_hop("triage-agent", &id_token, ID_TOKEN, COST, &[("scope", "cost.approve")]),
     )
     .await
     .assert_error(400, "invalid_scope");
 
     // A service acting after the agent: the agent is still in the chain.
     let (first, second) = agent_then_logs_to_cost(&app).await;
-    assert!(
-        !second.claims()["scope"]
-            .as_str()
-            .unwrap()
-            .contains("cost.approve")
-    );
+    assert!(!second.claims()["scope"].as_str().unwrap().contains("cost.approve"));
     refused(
         &app,
         app.exchange_for_hop(
@@ -178,14 +154,7 @@ async fn an_agent_anywhere_in_the_chain_never_receives_a_human_only_scope() {
 
 #[tokio::test]
 async fn a_human_only_scope_is_granted_to_an_app_acting_directly_for_an_sre() {
-    let app = TestApp::spawn_with(|c| {
-        c.clients
-            .get_mut("chat-app")
-            .unwrap()
-            .audiences
-            .push(COST.to_owned())
-    })
-    .await;
+    let app = TestApp::spawn_with(|c| c.clients.get_mut("chat-app").unwrap().audiences.push(COST.to_owned())).await;
     let r = app.first_hop("chat-app", COST).await;
     r.assert_ok();
     let claims = r.claims();
@@ -200,18 +169,10 @@ async fn an_agent_never_receives_a_destructive_scope_even_for_an_sre() {
     r.assert_ok();
     assert_eq!(r.claims()["roles"], json!(["developer", "sre"]));
     assert_eq!(r.claims()["scope"], "logs.read logs.write");
-    let id_token = app
-        .idp
-        .id_token("alice", "triage-agent", &["developer", "sre"]);
+    let id_token = app.idp.id_token("alice", "triage-agent", &["developer", "sre"]);
     refused(
         &app,
-        app.exchange_for_hop(
-            "triage-agent",
-            &id_token,
-            ID_TOKEN,
-            LOGS,
-            &[("scope", "logs.purge")],
-        ),
+        app.exchange_for_hop("triage-agent", &id_token, ID_TOKEN, LOGS, &[("scope", "logs.purge")]),
     )
     .await
     .assert_error(400, "invalid_scope");
@@ -222,13 +183,7 @@ async fn a_re_exchange_to_the_same_audience_never_widens_the_scope() {
     let app = TestApp::spawn().await;
     let id_token = app.idp.id_token("alice", "chat-app", &["developer", "sre"]);
     let narrow = app
-        .exchange_for_hop(
-            "chat-app",
-            &id_token,
-            ID_TOKEN,
-            LOGS,
-            &[("scope", "logs.read")],
-        )
+        .exchange_for_hop("chat-app", &id_token, ID_TOKEN, LOGS, &[("scope", "logs.read")])
         .await;
     narrow.assert_ok();
     assert_eq!(narrow.claims()["scope"], "logs.read");
@@ -269,9 +224,7 @@ async fn a_re_exchange_to_the_same_audience_never_widens_the_scope() {
 #[tokio::test]
 async fn a_hop_token_never_outlives_its_subject_token() {
     let app = TestApp::spawn().await;
-    let mut claims = app
-        .idp
-        .id_token_claims("alice", "triage-agent", &["developer", "sre"]);
+    let mut claims = app.idp.id_token_claims("alice", "triage-agent", &["developer", "sre"]);
     let id_token_exp = now_secs() + 100;
     claims["exp"] = json!(id_token_exp);
     let id_token = app.idp.sign(Some("JWT"), &claims);
@@ -321,18 +274,10 @@ async fn a_token_issued_to_a_client_may_be_re_exchanged_by_that_client() {
 #[tokio::test]
 async fn a_resource_and_an_audience_naming_different_resources_is_an_invalid_target() {
     let app = TestApp::spawn().await;
-    let id_token = app
-        .idp
-        .id_token("alice", "triage-agent", &["developer", "sre"]);
+    let id_token = app.idp.id_token("alice", "triage-agent", &["developer", "sre"]);
     refused(
         &app,
-        app.exchange_for_hop(
-            "triage-agent",
-            &id_token,
-            ID_TOKEN,
-            LOGS,
-            &[("audience", COST)],
-        ),
+        app.exchange_for_hop("triage-agent", &id_token, ID_TOKEN, LOGS, &[("audience", COST)]),
     )
     .await
     .assert_error(400, "invalid_target");
@@ -392,9 +337,7 @@ async fn a_chain_deeper_than_the_maximum_delegation_depth_is_refused() {
 #[tokio::test]
 async fn a_partner_access_token_for_the_services_resource_is_accepted_and_its_txn_inherited() {
     let app = TestApp::spawn().await;
-    let partner = app
-        .partner
-        .sign(Some("at+jwt"), &partner_claims(&app, |_| {}));
+    let partner = app.partner.sign(Some("at+jwt"), &partner_claims(&app, |_| {}));
     let r = app
         .exchange_for_hop("mcp-logs", &partner, ACCESS_TOKEN, COST, &[])
         .await;
@@ -405,10 +348,7 @@ async fn a_partner_access_token_for_the_services_resource_is_accepted_and_its_tx
     assert_eq!(claims["aud"], COST);
     assert_eq!(claims["client_id"], "mcp-logs");
     assert_eq!(claims["txn"], "partner-txn-7f3a");
-    assert_eq!(
-        claims["act"],
-        json!({"sub": "mcp:logs", "sub_profile": "service"})
-    );
+    assert_eq!(claims["act"], json!({"sub": "mcp:logs", "sub_profile": "service"}));
     assert_eq!(claims["roles"], json!(["sre"]));
     assert_eq!(claims["scope"], "cost.approve cost.read");
 }
@@ -428,10 +368,7 @@ async fn a_partner_access_token_issued_to_the_presenting_client_is_accepted() {
     let claims = r.claims();
     assert_eq!(claims["txn"], "partner-txn-7f3a");
     assert_eq!(claims["aud"], LOGS);
-    assert_eq!(
-        claims["act"],
-        json!({"sub": "agent:triage", "sub_profile": "ai_agent"})
-    );
+    assert_eq!(claims["act"], json!({"sub": "agent:triage", "sub_profile": "ai_agent"}));
     assert_eq!(claims["scope"], "logs.read logs.write");
 }
 
@@ -453,17 +390,9 @@ async fn a_partner_token_not_typed_at_jwt_is_refused() {
 #[tokio::test]
 async fn a_client_cannot_set_the_txn() {
     let app = TestApp::spawn().await;
-    let id_token = app
-        .idp
-        .id_token("alice", "triage-agent", &["developer", "sre"]);
+    let id_token = app.idp.id_token("alice", "triage-agent", &["developer", "sre"]);
     let first = app
-        .exchange_for_hop(
-            "triage-agent",
-            &id_token,
-            ID_TOKEN,
-            LOGS,
-            &[("txn", "evil")],
-        )
+        .exchange_for_hop("triage-agent", &id_token, ID_TOKEN, LOGS, &[("txn", "evil")])
         .await;
     first.assert_ok();
     let minted = txn(&first);
@@ -473,13 +402,7 @@ async fn a_client_cannot_set_the_txn() {
         "minted, not taken from the request"
     );
     let second = app
-        .exchange_for_hop(
-            "mcp-logs",
-            first.token(),
-            ACCESS_TOKEN,
-            COST,
-            &[("txn", "evil")],
-        )
+        .exchange_for_hop("mcp-logs", first.token(), ACCESS_TOKEN, COST, &[("txn", "evil")])
         .await;
     second.assert_ok();
     assert_eq!(txn(&second), minted);
@@ -490,9 +413,7 @@ async fn a_client_cannot_set_the_txn() {
 async fn a_tampered_hop_token_is_refused() {
     let app = TestApp::spawn().await;
     let id_token = app.idp.id_token("alice", "chat-app", &["developer"]);
-    let r = app
-        .exchange_for_hop("chat-app", &id_token, ID_TOKEN, LOGS, &[])
-        .await;
+    let r = app.exchange_for_hop("chat-app", &id_token, ID_TOKEN, LOGS, &[]).await;
     r.assert_ok();
     let mut claims = r.claims();
     assert_eq!(claims["scope"], "logs.read");
@@ -534,10 +455,7 @@ async fn every_hop_and_refusal_of_a_chain_is_audited_under_its_txn() {
     let audit = app.audit(&txn).await;
     assert_eq!(audit.len(), 3, "{audit:#?}");
     let (c1, c2) = (first.claims(), second.claims());
-    for (rec, claims, client) in [
-        (&audit[0], &c1, "triage-agent"),
-        (&audit[1], &c2, "mcp-logs"),
-    ] {
+    for (rec, claims, client) in [(&audit[0], &c1, "triage-agent"), (&audit[1], &c2, "mcp-logs")] {
         assert_eq!(rec.decision, Decision::Granted);
         assert_eq!(rec.txn.as_deref(), Some(txn.as_str()));
         assert_eq!(rec.client_id.as_deref(), Some(client));

@@ -48,9 +48,7 @@ async fn an_id_token_is_exchanged_for_an_id_jag() {
     assert_eq!(r.body["token_type"], "N_A");
     assert!(r.body["expires_in"].is_i64());
     assert!(r.body.get("refresh_token").is_none());
-    let claims = app
-        .verify_with_published_jwks(r.token(), "oauth-id-jag+jwt")
-        .await;
+    let claims = app.verify_with_published_jwks(r.token(), "oauth-id-jag+jwt").await;
     assert_eq!(claims["iss"], app.issuer);
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["aud"], SAAS_AS);
@@ -117,12 +115,7 @@ async fn an_unknown_audience_is_an_invalid_target() {
     let id_token = app.idp.id_token("alice", "chat-app", &["developer"]);
     refused(
         &app,
-        app.exchange_for_id_jag(
-            "chat-app",
-            &id_token,
-            "https://auth.unknown.example.com",
-            &[],
-        ),
+        app.exchange_for_id_jag("chat-app", &id_token, "https://auth.unknown.example.com", &[]),
     )
     .await
     .assert_error(400, "invalid_target");
@@ -144,25 +137,18 @@ async fn a_resource_not_served_by_the_audience_is_an_invalid_target() {
 async fn an_agent_client_is_named_as_the_actor_of_its_id_jag() {
     let app = TestApp::spawn().await;
     let id_token = app.idp.id_token("alice", "triage-agent", &["developer"]);
-    let r = app
-        .exchange_for_id_jag("triage-agent", &id_token, SAAS_AS, &[])
-        .await;
+    let r = app.exchange_for_id_jag("triage-agent", &id_token, SAAS_AS, &[]).await;
     r.assert_ok();
     let claims = r.claims();
     assert_eq!(claims["sub"], "alice");
-    assert_eq!(
-        claims["act"],
-        json!({"sub": "agent:triage", "sub_profile": "ai_agent"})
-    );
+    assert_eq!(claims["act"], json!({"sub": "agent:triage", "sub_profile": "ai_agent"}));
 }
 
 #[tokio::test]
 async fn client_id_is_the_clients_id_at_the_resource_as() {
     let app = TestApp::spawn().await;
     let id_token = app.idp.id_token("alice", "triage-agent", &["developer"]);
-    let r = app
-        .exchange_for_id_jag("triage-agent", &id_token, SAAS_AS, &[])
-        .await;
+    let r = app.exchange_for_id_jag("triage-agent", &id_token, SAAS_AS, &[]).await;
     r.assert_ok();
     assert_eq!(r.claims()["client_id"], "0oa-triage");
 }
@@ -172,12 +158,7 @@ async fn a_requested_scope_is_narrowed_and_the_grant_echoed() {
     let app = TestApp::spawn().await;
     let id_token = app.idp.id_token("alice", "chat-app", &["developer"]);
     let r = app
-        .exchange_for_id_jag(
-            "chat-app",
-            &id_token,
-            SAAS_AS,
-            &[("scope", "crm.read crm.write")],
-        )
+        .exchange_for_id_jag("chat-app", &id_token, SAAS_AS, &[("scope", "crm.read crm.write")])
         .await;
     r.assert_ok();
     assert_eq!(r.body["scope"], "crm.read");
@@ -199,15 +180,10 @@ async fn a_scope_entirely_outside_the_users_roles_is_an_invalid_scope() {
 #[tokio::test]
 async fn a_user_without_known_groups_is_granted_nothing() {
     let app = TestApp::spawn().await;
-    let id_token = app
-        .idp
-        .id_token("mallory", "chat-app", &["marketing", "contractors"]);
-    refused(
-        &app,
-        app.exchange_for_id_jag("chat-app", &id_token, SAAS_AS, &[]),
-    )
-    .await
-    .assert_error(400, "invalid_scope");
+    let id_token = app.idp.id_token("mallory", "chat-app", &["marketing", "contractors"]);
+    refused(&app, app.exchange_for_id_jag("chat-app", &id_token, SAAS_AS, &[]))
+        .await
+        .assert_error(400, "invalid_scope");
 }
 
 #[tokio::test]
@@ -236,12 +212,9 @@ async fn an_id_token_carrying_an_act_claim_is_refused() {
     let mut claims = app.idp.id_token_claims("alice", "chat-app", &["developer"]);
     claims["act"] = json!({"sub": "agent:evil"});
     let id_token = app.idp.sign(Some("JWT"), &claims);
-    refused(
-        &app,
-        app.exchange_for_id_jag("chat-app", &id_token, SAAS_AS, &[]),
-    )
-    .await
-    .assert_error(400, "invalid_request");
+    refused(&app, app.exchange_for_id_jag("chat-app", &id_token, SAAS_AS, &[]))
+        .await
+        .assert_error(400, "invalid_request");
 }
 
 #[tokio::test]
@@ -251,9 +224,7 @@ async fn an_id_jag_never_outlives_its_id_token() {
     let id_token_exp = now_secs() + 120;
     claims["exp"] = json!(id_token_exp);
     let id_token = app.idp.sign(Some("JWT"), &claims);
-    let r = app
-        .exchange_for_id_jag("chat-app", &id_token, SAAS_AS, &[])
-        .await;
+    let r = app.exchange_for_id_jag("chat-app", &id_token, SAAS_AS, &[]).await;
     r.assert_ok();
     assert_eq!(r.claims()["exp"], id_token_exp);
 }
@@ -263,15 +234,10 @@ async fn an_id_jag_lives_at_most_the_audience_ttl() {
     let app = TestApp::spawn().await;
     // The ID token is good for 600 s; the SaaS audience's TTL is 300 s.
     let id_token = app.idp.id_token("alice", "chat-app", &["developer"]);
-    let r = app
-        .exchange_for_id_jag("chat-app", &id_token, SAAS_AS, &[])
-        .await;
+    let r = app.exchange_for_id_jag("chat-app", &id_token, SAAS_AS, &[]).await;
     r.assert_ok();
     let claims = r.claims();
-    let (iat, exp) = (
-        claims["iat"].as_i64().unwrap(),
-        claims["exp"].as_i64().unwrap(),
-    );
+    let (iat, exp) = (claims["iat"].as_i64().unwrap(), claims["exp"].as_i64().unwrap());
     assert_eq!(exp, iat + 300);
     assert!(exp <= now_secs() + 300);
     assert!(r.body["expires_in"].as_i64().unwrap() <= 300);
@@ -282,9 +248,7 @@ async fn authentication_facts_are_copied_from_the_id_token() {
     let app = TestApp::spawn().await;
     let upstream = app.idp.id_token_claims("alice", "chat-app", &["developer"]);
     let id_token = app.idp.sign(Some("JWT"), &upstream);
-    let r = app
-        .exchange_for_id_jag("chat-app", &id_token, SAAS_AS, &[])
-        .await;
+    let r = app.exchange_for_id_jag("chat-app", &id_token, SAAS_AS, &[]).await;
     r.assert_ok();
     let claims = r.claims();
     assert_eq!(claims["auth_time"], upstream["auth_time"]);
@@ -297,12 +261,7 @@ async fn an_id_jag_is_recorded_under_its_txn() {
     let app = TestApp::spawn().await;
     let id_token = app.idp.id_token("alice", "triage-agent", &["developer"]);
     let r = app
-        .exchange_for_id_jag(
-            "triage-agent",
-            &id_token,
-            SAAS_AS,
-            &[("resource", SAAS_MCP)],
-        )
+        .exchange_for_id_jag("triage-agent", &id_token, SAAS_AS, &[("resource", SAAS_MCP)])
         .await;
     r.assert_ok();
     let claims = r.claims();
@@ -321,9 +280,6 @@ async fn an_id_jag_is_recorded_under_its_txn() {
     assert_eq!(rec.issued_jti.as_deref(), claims["jti"].as_str());
     assert_eq!(rec.issued_exp, claims["exp"].as_i64());
     assert_eq!(serde_json::to_value(&rec.act).unwrap(), claims["act"]);
-    let subject = rec
-        .subject_token
-        .as_ref()
-        .expect("subject token fingerprint");
+    let subject = rec.subject_token.as_ref().expect("subject token fingerprint");
     assert_eq!(subject.iss.as_deref(), Some(app.idp.issuer.as_str()));
 }

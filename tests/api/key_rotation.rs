@@ -27,11 +27,18 @@ fn keys(files: &[&PathBuf], active: Option<&str>) -> KeysConfig {
 
 async fn published_kids(app: &TestApp) -> Vec<String> {
     let jwks = app.get("/jwks").await;
-    jwks.body["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
+    jwks.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 async fn introspect(app: &TestApp, token: &str) -> Value {
-    app.post_form("/introspect", Auth::Basic("security-ops"), &[("token", token)]).await.body
+    app.post_form("/introspect", Auth::Basic("security-ops"), &[("token", token)])
+        .await
+        .body
 }
 
 #[tokio::test]
@@ -48,27 +55,39 @@ async fn a_token_signed_before_a_rotation_validates_until_its_key_is_retired() {
     assert_eq!(hop.jose_header()["kid"], old_kid.as_str());
 
     // 1. Publish the new key beside the old one, old still signing.
-    let published = before.spawn_sibling(|c| c.keys = keys(&[&old_path, &new_path], Some(&old_kid))).await;
+    let published = before
+        .spawn_sibling(|c| c.keys = keys(&[&old_path, &new_path], Some(&old_kid)))
+        .await;
     assert_eq!(published_kids(&published).await.len(), 2);
     let still_old = published.first_hop("triage-agent", LOGS).await;
     assert_eq!(still_old.jose_header()["kid"], old_kid.as_str());
 
     // 2. Switch signing to the new key; the old one stays published.
-    let switched = before.spawn_sibling(|c| c.keys = keys(&[&old_path, &new_path], Some(&new_kid))).await;
+    let switched = before
+        .spawn_sibling(|c| c.keys = keys(&[&old_path, &new_path], Some(&new_kid)))
+        .await;
     let kids = published_kids(&switched).await;
-    assert!(kids.contains(&old_kid) && kids.contains(&new_kid), "both keys during the overlap: {kids:?}");
+    assert!(
+        kids.contains(&old_kid) && kids.contains(&new_kid),
+        "both keys during the overlap: {kids:?}"
+    );
     let fresh = switched.first_hop("triage-agent", LOGS).await;
     assert_eq!(fresh.jose_header()["kid"], new_kid.as_str());
     // The token signed before the rotation still works everywhere in the deployment.
     assert_eq!(introspect(&switched, hop.token()).await["active"], true);
-    let next = switched.exchange_for_hop("mcp-logs", hop.token(), ACCESS_TOKEN, COST, &[]).await;
+    let next = switched
+        .exchange_for_hop("mcp-logs", hop.token(), ACCESS_TOKEN, COST, &[])
+        .await;
     next.assert_ok();
     assert_eq!(next.claims()["txn"], hop.claims()["txn"]);
 
     // 3. Retire the old key (after its last token expired): only the new one remains.
     let retired = before.spawn_sibling(|c| c.keys = keys(&[&new_path], None)).await;
     assert_eq!(published_kids(&retired).await, vec![new_kid.clone()]);
-    assert_eq!(introspect(&retired, hop.token()).await, serde_json::json!({"active": false}));
+    assert_eq!(
+        introspect(&retired, hop.token()).await,
+        serde_json::json!({"active": false})
+    );
     retired
         .exchange_for_hop("mcp-logs", hop.token(), ACCESS_TOKEN, COST, &[])
         .await
@@ -87,7 +106,9 @@ async fn instances_of_one_deployment_verify_each_others_tokens() {
     assert_ne!(one.base, two.base);
     let hop = one.first_hop("triage-agent", LOGS).await;
     hop.assert_ok();
-    let next = two.exchange_for_hop("mcp-logs", hop.token(), ACCESS_TOKEN, COST, &[]).await;
+    let next = two
+        .exchange_for_hop("mcp-logs", hop.token(), ACCESS_TOKEN, COST, &[])
+        .await;
     next.assert_ok();
     assert_eq!(next.claims()["iss"], one.issuer.as_str());
     assert_eq!(published_kids(&one).await, published_kids(&two).await);

@@ -53,12 +53,9 @@ impl DevBroker {
         });
         let mut seen_try_it = false;
         loop {
-            let line = rx.recv_timeout(BANNER_WAIT).unwrap_or_else(|e| {
-                panic!(
-                    "no complete banner ({e}); got:\n{}",
-                    broker.banner.join("\n")
-                )
-            });
+            let line = rx
+                .recv_timeout(BANNER_WAIT)
+                .unwrap_or_else(|e| panic!("no complete banner ({e}); got:\n{}", broker.banner.join("\n")));
             let closing = seen_try_it && is_rule(&line);
             seen_try_it |= line.contains("Try it");
             broker.banner.push(line);
@@ -135,10 +132,7 @@ fn the_banner_walk_through_works_as_printed() {
     assert_eq!(hop1["act"]["sub"], "agent:triage", "{hop1}");
     assert_eq!(hop2["act"]["sub"], "mcp:logs", "{hop2}");
     assert_eq!(hop2["act"]["act"]["sub"], "agent:triage", "{hop2}");
-    assert!(
-        hop1["txn"].as_str().is_some_and(|t| !t.is_empty()),
-        "{hop1}"
-    );
+    assert!(hop1["txn"].as_str().is_some_and(|t| !t.is_empty()), "{hop1}");
     assert_eq!(hop1["txn"], hop2["txn"], "one chain, one txn");
 }
 
@@ -147,23 +141,14 @@ async fn the_dev_idp_is_served_in_dev_mode() {
     let broker = DevBroker::start();
     let issuer = broker.issuer();
     let http = reqwest::Client::new();
-    let jwks = http
-        .get(format!("{issuer}/dev/idp/jwks"))
-        .send()
-        .await
-        .unwrap();
+    let jwks = http.get(format!("{issuer}/dev/idp/jwks")).send().await.unwrap();
     assert_eq!(jwks.status(), 200);
     assert_eq!(
-        jwks.headers()
-            .get("x-xaa-dev-mode")
-            .and_then(|v| v.to_str().ok()),
+        jwks.headers().get("x-xaa-dev-mode").and_then(|v| v.to_str().ok()),
         Some("true")
     );
     let jwks: Value = jwks.json().await.unwrap();
-    assert!(
-        jwks["keys"].as_array().is_some_and(|k| !k.is_empty()),
-        "{jwks}"
-    );
+    assert!(jwks["keys"].as_array().is_some_and(|k| !k.is_empty()), "{jwks}");
 
     let r = http
         .post(format!("{issuer}/dev/idp/id-token"))
@@ -184,22 +169,13 @@ async fn the_dev_idp_is_served_in_dev_mode() {
 async fn a_configured_deployment_has_no_dev_idp() {
     let app = TestApp::spawn().await;
     assert_eq!(app.get("/dev/idp/jwks").await.status, 404);
-    assert_eq!(
-        app.get("/dev/idp/.well-known/openid-configuration")
-            .await
-            .status,
-        404
-    );
+    assert_eq!(app.get("/dev/idp/.well-known/openid-configuration").await.status, 404);
     for endpoint in ["/dev/idp/id-token", "/dev/idp/actor-token"] {
         let r = app
             .post_form(
                 endpoint,
                 Auth::None,
-                &[
-                    ("user", "alice"),
-                    ("client_id", "triage-agent"),
-                    ("agent", "agent:x"),
-                ],
+                &[("user", "alice"), ("client_id", "triage-agent"), ("agent", "agent:x")],
             )
             .await;
         assert_eq!(r.status, 404, "{endpoint}: {}", r.body);

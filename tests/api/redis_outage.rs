@@ -25,7 +25,9 @@ async fn until_ok(app: &TestApp) -> Resp {
 
 #[tokio::test]
 async fn with_redis_down_no_token_is_issued_and_service_resumes_when_it_returns() {
-    let Some(mut redis) = dedicated_redis().await else { return };
+    let Some(mut redis) = dedicated_redis().await else {
+        return;
+    };
     let keys = shared_signing_key();
     let app = TestApp::spawn_with(|c| with_redis(c, &redis.url(), &unique_prefix("outage"), &keys)).await;
     let before = app.first_hop("triage-agent", LOGS).await;
@@ -41,9 +43,13 @@ async fn with_redis_down_no_token_is_issued_and_service_resumes_when_it_returns(
     assert_eq!(ready.body["status"], "not_ready");
     // A hop whose subject needs a revocation check fails closed too.
     // Whether a valid token is revoked cannot be known: never a guess.
-    let introspected = app.post_form("/introspect", Auth::Basic("security-ops"), &[("token", before.token())]).await;
+    let introspected = app
+        .post_form("/introspect", Auth::Basic("security-ops"), &[("token", before.token())])
+        .await;
     introspected.assert_error(503, "temporarily_unavailable");
-    let next_hop = app.exchange_for_hop("mcp-logs", before.token(), ACCESS_TOKEN, COST, &[]).await;
+    let next_hop = app
+        .exchange_for_hop("mcp-logs", before.token(), ACCESS_TOKEN, COST, &[])
+        .await;
     next_hop.assert_error(503, "temporarily_unavailable");
 
     redis.restart().await;
@@ -56,7 +62,9 @@ async fn with_redis_down_no_token_is_issued_and_service_resumes_when_it_returns(
 /// no request got a token while Redis was down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_load_every_issued_token_has_exactly_one_audit_record() {
-    let Some(mut redis) = dedicated_durable_redis().await else { return };
+    let Some(mut redis) = dedicated_durable_redis().await else {
+        return;
+    };
     let (prefix, keys) = (unique_prefix("load"), shared_signing_key());
     let one = Arc::new(TestApp::spawn_with(|c| with_redis(c, &redis.url(), &prefix, &keys)).await);
     let two = Arc::new(one.spawn_sibling(|_| {}).await);
@@ -107,7 +115,11 @@ async fn under_load_every_issued_token_has_exactly_one_audit_record() {
     let mut records: HashMap<String, usize> = HashMap::new();
     for app in [&one, &two] {
         let chain = app.state.store.audit_chain(&app.state.instance).await.unwrap();
-        assert_eq!(xaa_broker::audit::verify_chain(&chain), Ok(()), "the audit chain is intact");
+        assert_eq!(
+            xaa_broker::audit::verify_chain(&chain),
+            Ok(()),
+            "the audit chain is intact"
+        );
         for r in chain.iter().filter(|r| r.decision == Decision::Granted) {
             *records.entry(r.issued_jti.clone().unwrap()).or_default() += 1;
         }
@@ -119,5 +131,8 @@ async fn under_load_every_issued_token_has_exactly_one_audit_record() {
     // reply was lost as Redis died: the caller got a 503 and the token was
     // dropped (at-least-once recording when the outcome is unknown).
     let unreleased = records.len() - issued.len();
-    assert!(unreleased <= unavailable, "{unreleased} granted records without a token, {unavailable} 503s");
+    assert!(
+        unreleased <= unavailable,
+        "{unreleased} granted records without a token, {unavailable} 503s"
+    );
 }

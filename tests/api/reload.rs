@@ -21,12 +21,16 @@ fn config_file(app: &TestApp, edit: impl FnOnce(&mut xaa_broker::config::Config)
 async fn a_reloaded_policy_applies_to_the_next_request() {
     let app = TestApp::spawn().await;
     let id_token = app.idp.id_token("alice", "triage-agent", &["developer", "sre"]);
-    let before = app.exchange_for_hop("triage-agent", &id_token, ID_TOKEN, LOGS, &[]).await;
+    let before = app
+        .exchange_for_hop("triage-agent", &id_token, ID_TOKEN, LOGS, &[])
+        .await;
     assert_eq!(before.claims()["scope"], "logs.read logs.write");
     // Tighten the agent cap to read only.
     let path = config_file(&app, |c| c.agents.categories = vec![xaa_broker::policy::Category::Read]);
     reload(&app.state, &path).expect("a valid file reloads");
-    let after = app.exchange_for_hop("triage-agent", &id_token, ID_TOKEN, LOGS, &[]).await;
+    let after = app
+        .exchange_for_hop("triage-agent", &id_token, ID_TOKEN, LOGS, &[])
+        .await;
     assert_eq!(after.claims()["scope"], "logs.read");
     let _ = std::fs::remove_file(path);
 }

@@ -59,16 +59,9 @@ async fn an_unknown_kid_storm_costs_the_idp_at_most_one_refetch() {
             // A real signature by a key the IdP never published, under corp-idp's iss.
             let forger = Alg::ES256.generate().unwrap();
             let kid = uuid::Uuid::now_v7().to_string();
-            let claims = app
-                .idp
-                .id_token_claims("alice", "triage-agent", &["developer", "sre"]);
-            let token = sign_jws(
-                &forger,
-                json!({"alg": "ES256", "kid": kid, "typ": "JWT"}),
-                &claims,
-            );
-            app.exchange_for_hop("triage-agent", &token, ID_TOKEN, LOGS, &[])
-                .await
+            let claims = app.idp.id_token_claims("alice", "triage-agent", &["developer", "sre"]);
+            let token = sign_jws(&forger, json!({"alg": "ES256", "kid": kid, "typ": "JWT"}), &claims);
+            app.exchange_for_hop("triage-agent", &token, ID_TOKEN, LOGS, &[]).await
         });
     }
     while let Some(r) = storm.join_next().await {
@@ -79,11 +72,7 @@ async fn an_unknown_kid_storm_costs_the_idp_at_most_one_refetch() {
         "JWKS fetched {} times during the storm",
         app.idp.jwks_hits() - hits
     );
-    assert_eq!(
-        app.issued_count().await,
-        issued,
-        "nothing issued to the storm"
-    );
+    assert_eq!(app.issued_count().await, issued, "nothing issued to the storm");
 }
 
 #[tokio::test]
@@ -93,10 +82,7 @@ async fn an_idp_down_before_any_key_is_cached_fails_closed_with_503() {
 
     let r = probe(&app).await;
     r.assert_error(503, "temporarily_unavailable");
-    assert!(
-        r.headers.contains_key(header::RETRY_AFTER),
-        "Retry-After on a 503"
-    );
+    assert!(r.headers.contains_key(header::RETRY_AFTER), "Retry-After on a 503");
 
     assert_eq!(app.issued_count().await, 0);
     let audit = app.all_audit().await;
@@ -124,11 +110,7 @@ async fn stale_keys_are_served_while_the_idp_is_down() {
     probe(&app).await.assert_ok();
     // Not served by skipping the refresh: the stale set was refreshed on use
     // (cache_ttl_secs), the refresh failed, and the old keys were kept.
-    assert_eq!(
-        app.idp.jwks_hits(),
-        2,
-        "a stale key set is refreshed on next use"
-    );
+    assert_eq!(app.idp.jwks_hits(), 2, "a stale key set is refreshed on next use");
 }
 
 #[tokio::test]
@@ -148,9 +130,7 @@ async fn stale_keys_past_max_stale_are_not_served() {
 #[tokio::test]
 async fn actor_tokens_verify_through_oidc_discovery() {
     let app = TestApp::spawn().await;
-    let id_token = app
-        .idp
-        .id_token("alice", "triage-agent", &["developer", "sre"]);
+    let id_token = app.idp.id_token("alice", "triage-agent", &["developer", "sre"]);
     let actor = app.agents.actor_token("agent:x", &app.issuer);
     let r = app
         .exchange_for_hop(
@@ -202,34 +182,25 @@ impl KeyServer {
         let jwk_set = |body: String| {
             move || {
                 let body = body.clone();
-                async move {
-                    ([(header::CONTENT_TYPE, "application/jwk-set+json")], body).into_response()
-                }
+                async move { ([(header::CONTENT_TYPE, "application/jwk-set+json")], body).into_response() }
             }
         };
-        let router =
-            Router::new()
-                .route("/good", get(jwk_set(good)))
-                .route("/oversized", get(jwk_set(padded)))
-                .route(
-                    "/redirect",
-                    get(move || {
-                        let location = location.clone();
-                        async move {
-                            (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
-                        }
-                    }),
-                )
-                .route(
-                    "/not-json",
-                    get(|| async {
-                        (
-                            [(header::CONTENT_TYPE, "text/html")],
-                            "<html>keys moved</html>",
-                        )
-                            .into_response() as Response
-                    }),
-                );
+        let router = Router::new()
+            .route("/good", get(jwk_set(good)))
+            .route("/oversized", get(jwk_set(padded)))
+            .route(
+                "/redirect",
+                get(move || {
+                    let location = location.clone();
+                    async move { (StatusCode::FOUND, [(header::LOCATION, location)]).into_response() }
+                }),
+            )
+            .route(
+                "/not-json",
+                get(|| async {
+                    ([(header::CONTENT_TYPE, "text/html")], "<html>keys moved</html>").into_response() as Response
+                }),
+            );
         tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
@@ -238,9 +209,7 @@ impl KeyServer {
 
     /// An ID token for alice, signed by this server's key under corp-idp's iss.
     fn id_token(&self, app: &TestApp) -> String {
-        let claims = app
-            .idp
-            .id_token_claims("alice", "triage-agent", &["developer", "sre"]);
+        let claims = app.idp.id_token_claims("alice", "triage-agent", &["developer", "sre"]);
         sign_jws(
             &self.key,
             json!({"alg": "ES256", "kid": self.key.key_id().unwrap(), "typ": "JWT"}),

@@ -75,7 +75,15 @@ impl FakeIdp {
     }
 
     pub fn active_kid(&self) -> String {
-        self.inner.keys.lock().unwrap().last().unwrap().key_id().unwrap().to_owned()
+        self.inner
+            .keys
+            .lock()
+            .unwrap()
+            .last()
+            .unwrap()
+            .key_id()
+            .unwrap()
+            .to_owned()
     }
 
     /// Sign `claims` with the active key under an explicit header.

@@ -5,7 +5,6 @@
 pub mod fake_idp;
 pub mod redis;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -38,7 +37,8 @@ pub const COST: &str = "https://cost.example.com";
 pub const INCIDENTS: &str = "https://incidents.example.com";
 
 pub fn example_config() -> Config {
-    Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/broker.toml")).expect("examples/broker.toml loads")
+    Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/broker.toml"))
+        .expect("examples/broker.toml loads")
 }
 
 /// A running broker and its upstreams.
@@ -48,7 +48,6 @@ pub struct TestApp {
     /// Where this instance listens: `http://127.0.0.1:<port>`. Equal to the
     /// issuer unless a test runs several instances of one deployment.
     pub base: String,
-    pub addr: SocketAddr,
     pub http: reqwest::Client,
     pub state: Arc<AppState>,
     /// corp-idp: trusted for ID tokens.
@@ -89,7 +88,9 @@ impl Resp {
         self.body["error"].as_str().unwrap_or("<none>")
     }
     pub fn token(&self) -> &str {
-        self.body["access_token"].as_str().unwrap_or_else(|| panic!("no access_token in {} {}", self.status, self.body))
+        self.body["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no access_token in {} {}", self.status, self.body))
     }
     pub fn claims(&self) -> Value {
         decode_part(self.token(), 1)
@@ -102,14 +103,24 @@ impl Resp {
     #[track_caller]
     pub fn assert_error(&self, status: u16, error: &str) {
         assert_eq!((self.status, self.error()), (status, error), "body: {}", self.body);
-        assert!(self.body["error_description"].as_str().is_some_and(|d| !d.is_empty()), "no error_description: {}", self.body);
-        assert_eq!(self.headers.get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+        assert!(
+            self.body["error_description"].as_str().is_some_and(|d| !d.is_empty()),
+            "no error_description: {}",
+            self.body
+        );
+        assert_eq!(
+            self.headers.get("cache-control").and_then(|v| v.to_str().ok()),
+            Some("no-store")
+        );
         assert!(self.body.get("access_token").is_none());
     }
     #[track_caller]
     pub fn assert_ok(&self) {
         assert_eq!(self.status, 200, "body: {}", self.body);
-        assert_eq!(self.headers.get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+        assert_eq!(
+            self.headers.get("cache-control").and_then(|v| v.to_str().ok()),
+            Some("no-store")
+        );
     }
 }
 
@@ -137,7 +148,10 @@ impl TestApp {
         Self::spawn_pair_with(|_| {}, |_| {}).await
     }
 
-    pub async fn spawn_pair_with(tweak_enterprise: impl FnOnce(&mut Config), tweak_ras: impl FnOnce(&mut Config)) -> (TestApp, TestApp) {
+    pub async fn spawn_pair_with(
+        tweak_enterprise: impl FnOnce(&mut Config),
+        tweak_ras: impl FnOnce(&mut Config),
+    ) -> (TestApp, TestApp) {
         let ras_listener = bind().await;
         let ras_issuer = format!("http://{}", ras_listener.local_addr().unwrap());
         let enterprise = Self::spawn_with(|c| {
@@ -145,8 +159,12 @@ impl TestApp {
             tweak_enterprise(c);
         })
         .await;
-        let mut ras_config = Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/resource-as.toml")).expect("examples/resource-as.toml loads");
-        let acme = ras_config.issuers.get_mut("acme-broker").expect("example trusts acme-broker");
+        let mut ras_config = Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/resource-as.toml"))
+            .expect("examples/resource-as.toml loads");
+        let acme = ras_config
+            .issuers
+            .get_mut("acme-broker")
+            .expect("example trusts acme-broker");
         acme.issuer = enterprise.issuer.clone();
         acme.jwks_uri = Some(enterprise.url("/jwks"));
         let ras = Self::spawn_on(ras_listener, ras_config, tweak_ras).await;
@@ -155,14 +173,21 @@ impl TestApp {
 
     /// Spawn `config` on `listener`, wiring whichever example issuers it
     /// names (corp-idp, agent-identity, partner) to fresh fake IdPs.
-    pub async fn spawn_on(listener: tokio::net::TcpListener, mut config: Config, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    pub async fn spawn_on(
+        listener: tokio::net::TcpListener,
+        mut config: Config,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestApp {
         let (idp, agents, partner) = (FakeIdp::start().await, FakeIdp::start().await, FakeIdp::start().await);
         let addr = listener.local_addr().unwrap();
         let issuer = format!("http://{addr}");
         let bot_key = Alg::ES256.generate().unwrap();
 
         config.issuer = issuer.clone();
-        config.keys = KeysConfig { ephemeral: true, ..KeysConfig::default() };
+        config.keys = KeysConfig {
+            ephemeral: true,
+            ..KeysConfig::default()
+        };
         for (name, fake) in [("corp-idp", &idp), ("agent-identity", &agents), ("partner", &partner)] {
             if let Some(i) = config.issuers.get_mut(name) {
                 i.issuer = fake.issuer.clone();
@@ -192,9 +217,16 @@ impl TestApp {
         Self::serve(bind().await, config, fakes, self.bot_key.clone()).await
     }
 
-    async fn serve(listener: tokio::net::TcpListener, config: Config, fakes: (FakeIdp, FakeIdp, FakeIdp), bot_key: Jwk) -> TestApp {
+    async fn serve(
+        listener: tokio::net::TcpListener,
+        config: Config,
+        fakes: (FakeIdp, FakeIdp, FakeIdp),
+        bot_key: Jwk,
+    ) -> TestApp {
         let addr = listener.local_addr().unwrap();
-        let app = App::build(&config, "test", None, None).await.expect("test config builds");
+        let app = App::build(&config, "test", None, None)
+            .await
+            .expect("test config builds");
         let state = app.state.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.serve(listener, async move {
@@ -204,8 +236,10 @@ impl TestApp {
         TestApp {
             issuer: config.issuer.clone(),
             base: format!("http://{addr}"),
-            addr,
-            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
             state,
             idp,
             agents,
@@ -238,7 +272,14 @@ impl TestApp {
             Auth::None => {}
         }
         let body = form_body(&form);
-        read(req.header("content-type", "application/x-www-form-urlencoded").body(body).send().await.unwrap()).await
+        read(
+            req.header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 
     pub async fn token(&self, auth: Auth<'_>, form: &[(&str, &str)]) -> Resp {
@@ -246,7 +287,13 @@ impl TestApp {
     }
 
     /// Exchange an ID token for an ID-JAG (ID-JAG §4.3).
-    pub async fn exchange_for_id_jag(&self, client: &str, id_token: &str, audience: &str, extra: &[(&str, &str)]) -> Resp {
+    pub async fn exchange_for_id_jag(
+        &self,
+        client: &str,
+        id_token: &str,
+        audience: &str,
+        extra: &[(&str, &str)],
+    ) -> Resp {
         let mut form = vec![
             ("grant_type", TOKEN_EXCHANGE),
             ("requested_token_type", ID_JAG),
@@ -259,7 +306,14 @@ impl TestApp {
     }
 
     /// Exchange a subject token for a hop token to `resource`.
-    pub async fn exchange_for_hop(&self, client: &str, subject: &str, subject_type: &str, resource: &str, extra: &[(&str, &str)]) -> Resp {
+    pub async fn exchange_for_hop(
+        &self,
+        client: &str,
+        subject: &str,
+        subject_type: &str,
+        resource: &str,
+        extra: &[(&str, &str)],
+    ) -> Resp {
         let mut form = vec![
             ("grant_type", TOKEN_EXCHANGE),
             ("resource", resource),
@@ -286,7 +340,11 @@ impl TestApp {
             "iat": now, "exp": now + 60, "jti": uuid::Uuid::now_v7().to_string(),
         });
         tweak(&mut claims);
-        sign_jws(&self.bot_key, json!({"alg": "ES256", "kid": self.bot_key.key_id().unwrap(), "typ": "JWT"}), &claims)
+        sign_jws(
+            &self.bot_key,
+            json!({"alg": "ES256", "kid": self.bot_key.key_id().unwrap(), "typ": "JWT"}),
+            &claims,
+        )
     }
 
     /// Audit records of one correlation id.
@@ -301,17 +359,34 @@ impl TestApp {
 
     /// How many tokens have been issued so far (granted decisions).
     pub async fn issued_count(&self) -> usize {
-        self.all_audit().await.iter().filter(|r| r.decision == Decision::Granted).count()
+        self.all_audit()
+            .await
+            .iter()
+            .filter(|r| r.decision == Decision::Granted)
+            .count()
     }
 
     /// Verify a token we issued against our published `/jwks` with josekit
     /// directly (not the broker's own key ring), requiring `typ`.
     pub async fn verify_with_published_jwks(&self, token: &str, typ: &str) -> Value {
-        let jwks = self.http.get(self.url("/jwks")).send().await.unwrap().json::<Value>().await.unwrap();
+        let jwks = self
+            .http
+            .get(self.url("/jwks"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
         let header = decode_part(token, 0);
         assert_eq!(header["typ"], typ, "explicit typ");
         let kid = header["kid"].as_str().expect("kid");
-        let key = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == kid).expect("kid published");
+        let key = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid)
+            .expect("kid published");
         let jwk = Jwk::from_map(key.as_object().unwrap().clone()).unwrap();
         let verifier = josekit::jws::ES256.verifier_from_jwk(&jwk).unwrap();
         let (payload, _) = josekit::jwt::decode_with_verifier(token, &verifier).expect("signature verifies");
@@ -324,12 +399,18 @@ impl TestApp {
 pub fn shared_signing_key() -> KeysConfig {
     let dir = std::env::temp_dir().join(format!("xaa-shared-key-{}", uuid::Uuid::now_v7().simple()));
     let (path, _) = xaa_broker::keys::generate_to_dir(Alg::ES256, &dir).expect("key generated");
-    KeysConfig { files: vec![path], ..KeysConfig::default() }
+    KeysConfig {
+        files: vec![path],
+        ..KeysConfig::default()
+    }
 }
 
 /// Point a config at a Redis store with its own key prefix, and a shared key.
 pub fn with_redis(config: &mut Config, url: &str, prefix: &str, keys: &KeysConfig) {
-    config.store = xaa_broker::config::StoreConfig::Redis { url: url.to_owned(), prefix: Some(prefix.to_owned()) };
+    config.store = xaa_broker::config::StoreConfig::Redis {
+        url: url.to_owned(),
+        prefix: Some(prefix.to_owned()),
+    };
     config.keys = keys.clone();
 }
 
@@ -340,7 +421,10 @@ pub async fn bind() -> tokio::net::TcpListener {
 /// Re-key an audience (and every client reference to it), e.g. to point the
 /// example's SaaS audience at a test deployment's real issuer.
 pub fn rename_audience(config: &mut Config, from: &str, to: &str) {
-    let aud = config.audiences.remove(from).unwrap_or_else(|| panic!("audience {from}"));
+    let aud = config
+        .audiences
+        .remove(from)
+        .unwrap_or_else(|| panic!("audience {from}"));
     config.audiences.insert(to.to_owned(), aud);
     for client in config.clients.values_mut() {
         for a in client.audiences.iter_mut().filter(|a| *a == from) {
@@ -364,6 +448,7 @@ async fn read(resp: reqwest::Response) -> Resp {
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let bytes = resp.bytes().await.unwrap();
-    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    let body =
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     Resp { status, headers, body }
 }
