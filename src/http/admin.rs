@@ -45,12 +45,8 @@ pub async fn revoke(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    params: Result<OAuthParams, OAuthError>,
+    params: OAuthParams,
 ) -> Response {
-    let params = match params {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
     let mut call = Call::begin(&state, &headers, Some(peer.ip()), "admin.revoke");
     let result = async {
         admin_call(&mut call, &headers, &params).await?;
@@ -94,12 +90,8 @@ pub async fn audit(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    params: Result<OAuthParams, OAuthError>,
+    params: OAuthParams,
 ) -> Response {
-    let params = match params {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
     let mut call = Call::begin(&state, &headers, Some(peer.ip()), "admin.audit");
     let result = async {
         admin_call(&mut call, &headers, &params).await?;

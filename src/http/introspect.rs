@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::endpoint::Call;
-use crate::error::{OAuthError, no_store_headers};
+use crate::error::no_store_headers;
 use crate::http::extract::OAuthParams;
 use crate::inspect::own_active_token;
 
@@ -27,12 +27,8 @@ pub async fn introspect(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    params: Result<OAuthParams, OAuthError>,
+    params: OAuthParams,
 ) -> Response {
-    let params = match params {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
     let mut call = Call::begin(&state, &headers, Some(peer.ip()), "introspection");
     let result = async {
         call.authenticate(&headers, &params).await?;

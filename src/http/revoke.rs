@@ -24,12 +24,8 @@ pub async fn revoke(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    params: Result<OAuthParams, OAuthError>,
+    params: OAuthParams,
 ) -> Response {
-    let params = match params {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
     let mut call = Call::begin(&state, &headers, Some(peer.ip()), "revocation");
     let result = async {
         let client = call.authenticate(&headers, &params).await?;

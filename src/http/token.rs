@@ -8,17 +8,13 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 
 use crate::app::AppState;
-use crate::error::OAuthError;
 use crate::http::extract::OAuthParams;
 
 pub async fn token(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    params: Result<OAuthParams, OAuthError>,
+    params: OAuthParams,
 ) -> Response {
-    match params {
-        Ok(params) => crate::grant::handle(&state, &headers, Some(peer.ip()), params).await,
-        Err(e) => axum::response::IntoResponse::into_response(e),
-    }
+    crate::grant::handle(&state, &headers, Some(peer.ip()), params).await
 }

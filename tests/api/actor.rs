@@ -1,27 +1,10 @@
 //! Actor tokens (RFC 8693 §2.1 `actor_token`) and the subject's `may_act`
 //! (§4.4): who becomes the new actor, and who may not.
 
-use std::future::Future;
-
 use serde_json::{Value, json};
 use xaa_broker::types::now_secs;
 
 use crate::support::*;
-
-/// Send a request that must be refused: the error is checked by the caller,
-/// and nothing may have been issued meanwhile.
-async fn refused(app: &TestApp, request: impl Future<Output = Resp>) -> Resp {
-    let before = app.issued_count().await;
-    let r = request.await;
-    assert_eq!(
-        app.issued_count().await,
-        before,
-        "a refused request issued a token: {} {}",
-        r.status,
-        r.body
-    );
-    r
-}
 
 /// chat-app takes alice's first hop to the logs MCP with `actor_token`.
 async fn first_hop_with_actor(app: &TestApp, actor_token: &str) -> Resp {

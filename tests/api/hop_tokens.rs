@@ -1,8 +1,6 @@
 //! Hop tokens: RFC 8693 exchanges for RFC 9068 access tokens to a downstream
 //! resource, carrying `sub`, the `act` chain, `roles` and one `txn` (design §2).
 
-use std::future::Future;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde_json::{Value, json};
@@ -10,21 +8,6 @@ use xaa_broker::audit::Decision;
 use xaa_broker::types::now_secs;
 
 use crate::support::*;
-
-/// Send a request that must be refused: the error is checked by the caller,
-/// and nothing may have been issued meanwhile.
-async fn refused(app: &TestApp, request: impl Future<Output = Resp>) -> Resp {
-    let before = app.issued_count().await;
-    let r = request.await;
-    assert_eq!(
-        app.issued_count().await,
-        before,
-        "a refused request issued a token: {} {}",
-        r.status,
-        r.body
-    );
-    r
-}
 
 /// The `txn` of an issued token.
 fn txn(r: &Resp) -> String {

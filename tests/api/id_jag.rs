@@ -1,28 +1,11 @@
 //! ID-JAG issuance: token exchange of an ID token for an identity assertion
 //! JWT authorization grant (draft-ietf-oauth-identity-assertion-authz-grant §4.3).
 
-use std::future::Future;
-
 use serde_json::json;
 use xaa_broker::audit::Decision;
 use xaa_broker::types::now_secs;
 
 use crate::support::*;
-
-/// Send a request that must be refused: the error is checked by the caller,
-/// and nothing may have been issued meanwhile.
-async fn refused(app: &TestApp, request: impl Future<Output = Resp>) -> Resp {
-    let before = app.issued_count().await;
-    let r = request.await;
-    assert_eq!(
-        app.issued_count().await,
-        before,
-        "a refused request issued a token: {} {}",
-        r.status,
-        r.body
-    );
-    r
-}
 
 /// An ID-JAG request with the audiences given (none, one, or several).
 async fn id_jag_request(app: &TestApp, client: &str, id_token: &str, audiences: &[&str]) -> Resp {

@@ -7,8 +7,6 @@
 //! the enterprise is pointed at a fake IdP whose key the test holds, so any
 //! claim set can be signed with a *trusted* key.
 
-use std::future::Future;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde_json::{Value, json};
@@ -31,21 +29,6 @@ async fn id_jag_for(enterprise: &TestApp, ras: &TestApp, client: &str) -> String
         .await;
     r.assert_ok();
     r.token().to_owned()
-}
-
-/// Send a request that must be refused: the error is checked by the caller,
-/// and nothing may have been issued meanwhile.
-async fn refused(app: &TestApp, request: impl Future<Output = Resp>) -> Resp {
-    let before = app.issued_count().await;
-    let r = request.await;
-    assert_eq!(
-        app.issued_count().await,
-        before,
-        "a refused request issued a token: {} {}",
-        r.status,
-        r.body
-    );
-    r
 }
 
 /// The jwt-bearer grant (RFC 7523 §2.1), with the client's RAS credentials.

@@ -2,28 +2,11 @@
 //! and the admin API's revocations by correlation id (`txn`) and by subject,
 //! at the enterprise and at the resource AS.
 
-use std::future::Future;
-
 use serde_json::json;
 use xaa_broker::config::Config;
 use xaa_broker::types::now_secs;
 
 use crate::support::*;
-
-/// Send a request that must be refused: the error is checked by the caller,
-/// and nothing may have been issued meanwhile.
-async fn refused(app: &TestApp, request: impl Future<Output = Resp>) -> Resp {
-    let before = app.issued_count().await;
-    let r = request.await;
-    assert_eq!(
-        app.issued_count().await,
-        before,
-        "a refused request issued a token: {} {}",
-        r.status,
-        r.body
-    );
-    r
-}
 
 /// Introspect at the enterprise (as the cost tool) or at the resource AS
 /// (as its MCP server).

@@ -124,6 +124,34 @@ impl Resp {
     }
 }
 
+/// Send a request that must be refused: the caller checks the error; this
+/// checks that nothing was issued meanwhile.
+pub async fn refused(app: &TestApp, request: impl std::future::Future<Output = Resp>) -> Resp {
+    let before = app.issued_count().await;
+    let r = request.await;
+    assert_eq!(
+        app.issued_count().await,
+        before,
+        "a refused request issued a token: {} {}",
+        r.status,
+        r.body
+    );
+    r
+}
+
+/// As [`refused`], and the request left exactly one audit record: denied,
+/// with this machine `reason` (so a test cannot pass for the wrong reason).
+pub async fn refused_for(app: &TestApp, request: impl std::future::Future<Output = Resp>, reason: &str) -> Resp {
+    let records_before = app.all_audit().await.len();
+    let r = refused(app, request).await;
+    let records = app.all_audit().await;
+    let new = &records[records_before..];
+    assert_eq!(new.len(), 1, "one audit record per request: {new:?}");
+    assert_eq!(new[0].decision, Decision::Denied, "record: {:?}", new[0]);
+    assert_eq!(new[0].reason.as_deref(), Some(reason), "record: {:?}", new[0]);
+    r
+}
+
 pub fn decode_part(token: &str, i: usize) -> Value {
     let part = token.split('.').nth(i).expect("compact JWS");
     serde_json::from_slice(&B64.decode(part).expect("base64url")).expect("JSON")
