@@ -1,0 +1,85 @@
+//! The per-request work of a hop-token exchange, piece by piece: what the
+//! crypto ceiling is, and how far the rest of the request is from it.
+//! `cargo bench --bench hot_path`. Throughput over HTTP is measured with the
+//! load script (see README "Performance"), never asserted in tests.
+
+use xaa_broker::chain::{self, Actor};
+use xaa_broker::config::Config;
+use xaa_broker::jose::{Alg, UnverifiedJws};
+use xaa_broker::keys::KeyRing;
+use xaa_broker::policy::{ClientKind, ExchangeContext, decide};
+
+fn main() {
+    divan::main();
+}
+
+fn claims() -> serde_json::Value {
+    serde_json::json!({
+        "iss": "https://broker.example.com", "sub": "alice", "aud": "https://mcp.logs.example.com",
+        "client_id": "triage-agent", "jti": "01a20be2-e170-754c-84a6-3ef481d17925", "iat": 1_800_000_000,
+        "exp": 1_800_000_300, "scope": "logs.read logs.write", "roles": ["developer", "sre"],
+        "txn": "01a20be2-e170-754c-84a6-3ef481d17925",
+        "act": {"sub": "mcp:logs", "sub_profile": "service", "act": {"sub": "agent:triage", "sub_profile": "ai_agent"}},
+    })
+}
+
+#[divan::bench(args = [Alg::ES256, Alg::EdDSA, Alg::RS256])]
+fn sign(bencher: divan::Bencher, alg: Alg) {
+    let ring = KeyRing::ephemeral(alg).unwrap();
+    let claims = claims();
+    bencher.bench_local(|| ring.sign("at+jwt", divan::black_box(&claims)).unwrap());
+}
+
+#[divan::bench(args = [Alg::ES256, Alg::EdDSA, Alg::RS256])]
+fn parse_and_verify(bencher: divan::Bencher, alg: Alg) {
+    let jwk = alg.generate().unwrap();
+    let ring = KeyRing::from_private_jwks(vec![jwk.clone()], None).unwrap();
+    let token = ring.sign("at+jwt", &claims()).unwrap();
+    let verifier = alg.verifier(&jwk.to_public_key().unwrap()).unwrap();
+    bencher.bench_local(|| {
+        let jws = UnverifiedJws::parse(divan::black_box(&token)).unwrap();
+        assert!(jws.verify(verifier.as_ref()));
+    });
+}
+
+#[divan::bench]
+fn policy_decide(bencher: divan::Bencher) {
+    let mut config = Config::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/broker.toml"
+    )))
+    .unwrap();
+    config.keys.files.clear();
+    config.keys.ephemeral = true;
+    let policy = config.resolve("bench").unwrap();
+    let roles = vec!["developer".to_owned(), "sre".to_owned()];
+    let agent = Actor {
+        sub: "agent:triage".into(),
+        iss: None,
+        kind: ClientKind::Agent,
+    };
+    let service = Actor {
+        sub: "mcp:logs".into(),
+        iss: None,
+        kind: ClientKind::Service,
+    };
+    let chain = chain::wrap(chain::wrap(None, Some(&agent)), Some(&service));
+    let client = &policy.clients["mcp-logs"];
+    let audience = &policy.audiences["https://cost.example.com"];
+    bencher.bench_local(|| {
+        decide(
+            &policy,
+            &ExchangeContext {
+                client,
+                audience,
+                requested: None,
+                roles: Some(&roles),
+                subject_scope: None,
+                chain: chain.as_ref(),
+                now: 1_800_000_000,
+                subject_exp: 1_800_000_300,
+            },
+        )
+        .unwrap()
+    });
+}
