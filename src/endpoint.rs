@@ -19,7 +19,7 @@ use crate::client_auth;
 use crate::error::{OAuthError, OAuthResult};
 use crate::http::extract::{OAuthParams, user_agent};
 use crate::policy::{Client, Policy};
-use crate::store::{Commit, ReplayMark};
+use crate::store::{Commit, ReplayMark, RevocationGuard};
 use crate::trust::validate::Validator;
 use crate::types::now_secs;
 
@@ -32,6 +32,9 @@ pub struct Call<'a> {
     pub audit: AuditRecord,
     /// One-time values seen in this call (client assertion / ID-JAG `jti`).
     pub marks: Vec<ReplayMark>,
+    /// Release only if this token is not revoked, checked inside the commit;
+    /// with the error to answer if it is.
+    pub guard: Option<(RevocationGuard, OAuthError)>,
 }
 
 impl<'a> Call<'a> {
@@ -44,6 +47,7 @@ impl<'a> Call<'a> {
             now: now_secs(),
             audit,
             marks: Vec::new(),
+            guard: None,
         }
     }
 
@@ -73,7 +77,8 @@ impl<'a> Call<'a> {
     /// the store cannot be written, nothing is released: 503.
     pub async fn commit(mut self, respond: impl FnOnce() -> Response) -> Response {
         self.audit.decision = Decision::Granted;
-        match self.state.store.commit(&self.marks, self.audit.clone()).await {
+        let guard = self.guard.as_ref().map(|(g, _)| g);
+        match self.state.store.commit(&self.marks, guard, self.audit.clone()).await {
             Ok(Commit::Done(record)) => {
                 record.emit();
                 respond()
@@ -81,6 +86,16 @@ impl<'a> Call<'a> {
             Ok(Commit::Replayed { index }) => {
                 let err = replay_error(&self.marks[index]);
                 self.marks.clear();
+                self.deny(err).await
+            }
+            Ok(Commit::Revoked) => {
+                let err = match self.guard.take() {
+                    Some((_, err)) => err,
+                    None => OAuthError::internal(
+                        "store.revoked_without_guard",
+                        &"store reported a revocation no guard asked about",
+                    ),
+                };
                 self.deny(err).await
             }
             Err(e) => OAuthError::unavailable("store.commit_failed", &e).into_response(),
@@ -94,13 +109,13 @@ impl<'a> Call<'a> {
     pub async fn deny(mut self, err: OAuthError) -> Response {
         self.audit.deny(&err);
         let store = &self.state.store;
-        let mut outcome = store.commit(&self.marks, self.audit.clone()).await;
+        let mut outcome = store.commit(&self.marks, None, self.audit.clone()).await;
         if let Ok(Commit::Replayed { .. }) = outcome {
-            outcome = store.commit(&[], self.audit).await;
+            outcome = store.commit(&[], None, self.audit).await;
         }
         match outcome {
             Ok(Commit::Done(record)) => record.emit(),
-            Ok(Commit::Replayed { .. }) => {}
+            Ok(Commit::Replayed { .. } | Commit::Revoked) => {}
             Err(e) => tracing::error!(error = %e, reason = err.reason, "audit record of a denial could not be written"),
         }
         err.into_response()

@@ -17,7 +17,7 @@ use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::grant::{GrantContext, Issued};
 use crate::http::extract::OAuthParams;
 use crate::policy::{Client, ExchangeContext, decide};
-use crate::store::{ReplayMark, TokenRef};
+use crate::store::{ReplayMark, RevocationGuard};
 use crate::trust::validate::Expect;
 use crate::types::{ScopeSet, TokenType};
 
@@ -124,23 +124,13 @@ async fn run(
         .clone()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| v.sub.clone());
-    let revoked = cx
-        .state
-        .store
-        .is_revoked(TokenRef {
-            jti: v.claims.jti.as_deref(),
-            txn: Some(&txn),
-            sub: &sub,
-            iat: v.claims.iat,
-        })
-        .await
-        .map_err(|e| OAuthError::unavailable("store.revocation_check_failed", &e))?;
-    if revoked {
-        return Err(OAuthError::invalid_grant(
-            "id_jag.revoked",
-            "the assertion has been revoked",
-        ));
-    }
+    // Revoked by jti, txn or subject: checked atomically with the commit.
+    let guard = RevocationGuard {
+        jti: v.claims.jti.clone(),
+        txn: Some(txn.clone()),
+        sub: sub.clone(),
+        iat: v.claims.iat,
+    };
     let chain = v
         .claims
         .act_chain()
@@ -205,5 +195,9 @@ async fn run(
         token_type: "Bearer",
         exp: grant.exp,
         scope: grant.scope,
+        guard: Some((
+            guard,
+            OAuthError::invalid_grant("id_jag.revoked", "the assertion has been revoked"),
+        )),
     })
 }

@@ -22,6 +22,7 @@ use crate::endpoint::Call;
 use crate::error::{ErrorCode, OAuthError, OAuthResult, no_store_headers};
 use crate::http::extract::OAuthParams;
 use crate::policy::Policy;
+use crate::store::RevocationGuard;
 use crate::trust::validate::Validator;
 use crate::types::{GrantType, ScopeSet, TokenType};
 
@@ -34,6 +35,9 @@ pub struct Issued {
     pub token_type: &'static str,
     pub exp: i64,
     pub scope: ScopeSet,
+    /// Release only if the subject is still not revoked (checked atomically
+    /// with the audit write), else answer with this error.
+    pub guard: Option<(RevocationGuard, OAuthError)>,
 }
 
 /// RFC 6749 §5.1 / RFC 8693 §2.2.1 success body.
@@ -60,7 +64,7 @@ pub struct GrantContext<'a> {
 pub async fn handle(state: &AppState, headers: &HeaderMap, source_ip: Option<IpAddr>, params: OAuthParams) -> Response {
     let mut call = Call::begin(state, headers, source_ip, "unknown");
     match run(&mut call, headers, &params).await {
-        Ok(issued) => {
+        Ok(mut issued) => {
             let now = call.now;
             call.audit.scope_granted = Some(issued.scope.to_string());
             call.audit.issued_exp = Some(issued.exp);
@@ -71,6 +75,7 @@ pub async fn handle(state: &AppState, headers: &HeaderMap, source_ip: Option<IpA
                     .uri()
                     .to_owned(),
             );
+            call.guard = issued.guard.take();
             call.commit(move || token_response(&issued, now)).await
         }
         Err(err) => call.deny(err).await,
@@ -101,6 +106,7 @@ async fn run(call: &mut Call<'_>, headers: &HeaderMap, params: &OAuthParams) -> 
         now,
         audit,
         marks,
+        ..
     } = call;
     let cx = GrantContext {
         state,

@@ -17,7 +17,7 @@ use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::grant::{GrantContext, Issued};
 use crate::http::extract::OAuthParams;
 use crate::policy::{Audience, AudienceKind, Client, ExchangeContext, decide};
-use crate::store::{ReplayMark, TokenRef};
+use crate::store::{ReplayMark, RevocationGuard};
 use crate::trust::validate::{Expect, Rejected, Verified};
 use crate::types::{ScopeSet, TokenType};
 
@@ -43,6 +43,8 @@ struct Subject {
     scope_same_audience: Option<ScopeSet>,
     identity: crate::claims::IdentityClaims,
     may_act: Option<serde_json::Value>,
+    /// Issue only if the subject token is still not revoked at commit time.
+    guard: (RevocationGuard, OAuthError),
 }
 
 pub async fn exchange(
@@ -135,6 +137,7 @@ pub async fn exchange(
         },
         exp: grant.exp,
         scope: grant.scope,
+        guard: Some(subject.guard),
     })
 }
 
@@ -365,8 +368,8 @@ async fn validate_subject(
             ));
         }
         // An offboarded user's identity assertions issued before the cut-off
-        // start nothing (admin revoke by subject).
-        check_not_revoked(cx, &v, None).await?;
+        // start nothing (admin revoke by subject): checked at commit.
+        let guard = not_revoked(&v, None);
         let groups_claim = v.issuer.as_ref().map(|i| i.groups_claim.as_str()).unwrap_or("groups");
         let roles = cx.policy.known_roles(v.claims.groups(groups_claim));
         let txn = chain::inherit_txn(None);
@@ -380,6 +383,7 @@ async fn validate_subject(
             scope_same_audience: None,
             identity,
             may_act: v.claims.may_act,
+            guard,
         });
     }
 
@@ -398,7 +402,7 @@ async fn validate_subject(
             "subject_token is invalid: it was not issued to or for this client",
         ));
     }
-    check_not_revoked(cx, &v, Some(&txn)).await?;
+    let guard = not_revoked(&v, Some(&txn));
     let chain = v.claims.act_chain().map_err(|_| {
         OAuthError::invalid_request(
             "subject_token.act_malformed",
@@ -434,30 +438,22 @@ async fn validate_subject(
         scope_same_audience,
         identity,
         may_act: v.claims.may_act,
+        guard,
     })
 }
 
-/// Revoked by jti, by txn, or by subject-before-time → refused; the store
-/// unreachable → 503 (the check cannot be made).
-async fn check_not_revoked(cx: &GrantContext<'_>, v: &Verified, txn: Option<&str>) -> OAuthResult<()> {
-    let revoked = cx
-        .state
-        .store
-        .is_revoked(TokenRef {
-            jti: v.claims.jti.as_deref(),
-            txn,
-            sub: &v.sub,
+/// "Only if this subject token is not revoked" (by jti, by txn, or by
+/// subject-before-time), checked inside the commit: one store round trip.
+fn not_revoked(v: &Verified, txn: Option<&str>) -> (RevocationGuard, OAuthError) {
+    (
+        RevocationGuard {
+            jti: v.claims.jti.clone(),
+            txn: txn.map(str::to_owned),
+            sub: v.sub.clone(),
             iat: v.claims.iat,
-        })
-        .await
-        .map_err(|e| OAuthError::unavailable("store.revocation_check_failed", &e))?;
-    if revoked {
-        return Err(OAuthError::invalid_request(
-            "subject_token.revoked",
-            "subject_token is invalid: it has been revoked",
-        ));
-    }
-    Ok(())
+        },
+        OAuthError::invalid_request("subject_token.revoked", "subject_token is invalid: it has been revoked"),
+    )
 }
 
 async fn validate_actor(

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Commit, ReplayMark, Revocation, Store, StoreError, TokenRef, revocation_key};
+use super::{Commit, ReplayMark, Revocation, RevocationGuard, Store, StoreError, TokenRef, revocation_key};
 use crate::audit::{AuditRecord, GENESIS};
 use crate::types::now_secs;
 
@@ -97,11 +97,39 @@ impl MemoryStore {
     }
 }
 
+/// Revoked by jti, by txn, or issued at or before its subject's cut-off (a
+/// token without `iat` cannot prove it came after, so it counts as before).
+fn revoked(st: &State, token: TokenRef<'_>, now: i64) -> bool {
+    let hit = |r: Revocation| st.revocations.get(&revocation_key(&r), now).copied();
+    if token.jti.is_some_and(|j| hit(Revocation::Jti(j.to_owned())).is_some())
+        || token.txn.is_some_and(|t| hit(Revocation::Txn(t.to_owned())).is_some())
+    {
+        return true;
+    }
+    let cutoff = hit(Revocation::SubjectBefore {
+        sub: token.sub.to_owned(),
+        before: 0,
+    });
+    match (cutoff, token.iat) {
+        (Some(cut), Some(iat)) => iat <= cut,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
 #[async_trait]
 impl Store for MemoryStore {
-    async fn commit(&self, marks: &[ReplayMark], mut record: AuditRecord) -> Result<Commit, StoreError> {
+    async fn commit(
+        &self,
+        marks: &[ReplayMark],
+        guard: Option<&RevocationGuard>,
+        mut record: AuditRecord,
+    ) -> Result<Commit, StoreError> {
         let now = now_secs();
         let mut st = self.lock();
+        if guard.is_some_and(|g| revoked(&st, g.token(), now)) {
+            return Ok(Commit::Revoked);
+        }
         st.marks.purge(now);
         if let Some(index) = marks.iter().position(|m| st.marks.get(&m.key, now).is_some()) {
             return Ok(Commit::Replayed { index });
@@ -156,23 +184,7 @@ impl Store for MemoryStore {
     }
 
     async fn is_revoked(&self, token: TokenRef<'_>) -> Result<bool, StoreError> {
-        let now = now_secs();
-        let st = self.lock();
-        let hit = |r: Revocation| st.revocations.get(&revocation_key(&r), now).copied();
-        if token.jti.is_some_and(|j| hit(Revocation::Jti(j.to_owned())).is_some())
-            || token.txn.is_some_and(|t| hit(Revocation::Txn(t.to_owned())).is_some())
-        {
-            return Ok(true);
-        }
-        let cutoff = hit(Revocation::SubjectBefore {
-            sub: token.sub.to_owned(),
-            before: 0,
-        });
-        Ok(match (cutoff, token.iat) {
-            (Some(cut), Some(iat)) => iat <= cut,
-            (Some(_), None) => true,
-            (None, _) => false,
-        })
+        Ok(revoked(&self.lock(), token, now_secs()))
     }
 
     async fn audit_by_txn(&self, txn: &str) -> Result<Vec<AuditRecord>, StoreError> {

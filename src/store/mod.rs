@@ -31,6 +31,30 @@ pub enum Commit {
     Done(AuditRecord),
     /// `marks[index]` was already used: nothing was written.
     Replayed { index: usize },
+    /// The guarded token is revoked: nothing was written.
+    Revoked,
+}
+
+/// "Only if this token is not revoked": checked inside the commit, so a
+/// request needs one store round trip, and a revocation landing between a
+/// check and the write cannot be missed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationGuard {
+    pub jti: Option<String>,
+    pub txn: Option<String>,
+    pub sub: String,
+    pub iat: Option<i64>,
+}
+
+impl RevocationGuard {
+    pub fn token(&self) -> TokenRef<'_> {
+        TokenRef {
+            jti: self.jti.as_deref(),
+            txn: self.txn.as_deref(),
+            sub: &self.sub,
+            iat: self.iat,
+        }
+    }
 }
 
 /// What can be revoked (RFC 7009 plus the admin API).
@@ -61,9 +85,14 @@ pub struct StoreError(pub String);
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Atomically: if any mark exists, write nothing and say which; otherwise
-    /// set all marks, seal and append the record.
-    async fn commit(&self, marks: &[ReplayMark], record: AuditRecord) -> Result<Commit, StoreError>;
+    /// Atomically: if the guarded token is revoked, or any mark exists, write
+    /// nothing and say why; otherwise set all marks, seal and append the record.
+    async fn commit(
+        &self,
+        marks: &[ReplayMark],
+        guard: Option<&RevocationGuard>,
+        record: AuditRecord,
+    ) -> Result<Commit, StoreError>;
 
     /// Record a revocation, kept until `expires_at` (the longest a token it
     /// could apply to may live).

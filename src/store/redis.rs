@@ -37,7 +37,7 @@ use ::redis::{Client, RedisError, RedisResult, Script};
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
-use super::{Commit, ReplayMark, Revocation, Store, StoreError, TokenRef, revocation_key};
+use super::{Commit, ReplayMark, Revocation, RevocationGuard, Store, StoreError, TokenRef, revocation_key};
 use crate::audit::{AuditRecord, GENESIS};
 
 /// Key prefix when the config names none.
@@ -65,21 +65,31 @@ const CHAIN_PAGE: usize = 1000;
 
 /// The commit script.
 ///
-/// KEYS: the n mark keys, then stream, head, and the txn list when the
-/// record has a txn. ARGV: n, the n mark deadlines (Unix ms), expected head
-/// hash, seq, hash, record JSON, retention (ms).
+/// KEYS: the n mark keys; when guarded (g = 1) the guard's jti, txn and
+/// subject revocation keys; then stream, head, and the txn list when the
+/// record has a txn. ARGV: n, g, the guard's iat (or ""), the n mark
+/// deadlines (Unix ms), expected head hash, seq, hash, record JSON,
+/// retention (ms).
 ///
-/// Returns `i ≥ 0` (0-based) when mark i is already set, `-2` when the head
-/// is not the one the record was sealed after, `-1` when done. Every check
-/// runs before the first write, so a refused commit writes nothing.
+/// Returns `-3` when the guarded token is revoked, `i ≥ 0` (0-based) when
+/// mark i is already set, `-2` when the head is not the one the record was
+/// sealed after, `-1` when done. Every check runs before the first write, so
+/// a refused commit writes nothing.
 const COMMIT_LUA: &str = r#"
-local n = tonumber(ARGV[1])
+local n, g = tonumber(ARGV[1]), tonumber(ARGV[2])
+if g == 1 then
+  if redis.call('EXISTS', KEYS[n + 1]) == 1 or redis.call('EXISTS', KEYS[n + 2]) == 1 then return -3 end
+  local cut = redis.call('GET', KEYS[n + 3])
+  -- A token without iat cannot prove it came after the cut-off.
+  if cut and (ARGV[3] == '' or tonumber(ARGV[3]) <= tonumber(cut)) then return -3 end
+end
 for i = 1, n do
   if redis.call('EXISTS', KEYS[i]) == 1 then return i - 1 end
 end
-local stream, head, txn = KEYS[n + 1], KEYS[n + 2], KEYS[n + 3]
-local prev, seq, hash, json = ARGV[n + 2], ARGV[n + 3], ARGV[n + 4], ARGV[n + 5]
-local retention = tonumber(ARGV[n + 6])
+local k = n + 3 * g
+local stream, head, txn = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+local prev, seq, hash, json = ARGV[n + 4], ARGV[n + 5], ARGV[n + 6], ARGV[n + 7]
+local retention = tonumber(ARGV[n + 8])
 local current = redis.call('HGET', head, 'hash')
 if current and current ~= prev then return -2 end
 -- A key of the wrong type would fail mid-script after earlier writes.
@@ -94,8 +104,8 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 1, n do
   -- A deadline already past is a mark that would be gone at once.
-  if tonumber(ARGV[i + 1]) > now then
-    redis.call('SET', KEYS[i], '1', 'PXAT', ARGV[i + 1])
+  if tonumber(ARGV[i + 3]) > now then
+    redis.call('SET', KEYS[i], '1', 'PXAT', ARGV[i + 3])
   end
 end
 local min_id = string.format('%.0f', math.max(0, now - retention))
@@ -292,8 +302,30 @@ impl RedisStore {
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn commit(&self, marks: &[ReplayMark], record: AuditRecord) -> Result<Commit, StoreError> {
+    async fn commit(
+        &self,
+        marks: &[ReplayMark],
+        guard: Option<&RevocationGuard>,
+        record: AuditRecord,
+    ) -> Result<Commit, StoreError> {
         let mark_keys: Vec<String> = marks.iter().map(|m| self.mark_key(&m.key)).collect();
+        // The guard's revocation keys; an absent jti/txn names a key that is
+        // never set.
+        let guard_keys: Option<[String; 3]> = guard.map(|g| {
+            let or_none = |k: Option<Revocation>| match k {
+                Some(r) => self.revocation_key(&r),
+                None => format!("{}rev:none", self.prefix),
+            };
+            [
+                or_none(g.jti.clone().map(Revocation::Jti)),
+                or_none(g.txn.clone().map(Revocation::Txn)),
+                self.revocation_key(&Revocation::SubjectBefore {
+                    sub: g.sub.clone(),
+                    before: 0,
+                }),
+            ]
+        });
+        let guard_iat = guard.and_then(|g| g.iat).map(|i| i.to_string()).unwrap_or_default();
         let stream = self.stream_key(&self.instance);
         let head_key = self.head_key();
         let txn_key = record.txn.as_deref().map(|t| self.txn_key(t));
@@ -314,9 +346,15 @@ impl Store for RedisStore {
                 serde_json::to_string(&sealed).map_err(|_| StoreError("audit record not serialisable".into()))?;
 
             let mut invocation = self.commit_script.prepare_invoke();
-            invocation.arg(marks.len());
+            invocation
+                .arg(marks.len())
+                .arg(u8::from(guard_keys.is_some()))
+                .arg(&guard_iat);
             for (key, mark) in mark_keys.iter().zip(marks) {
                 invocation.key(key).arg(mark.expires_at.saturating_mul(1000));
+            }
+            for key in guard_keys.iter().flatten() {
+                invocation.key(key);
             }
             invocation.key(&stream).key(&head_key);
             if let Some(txn_key) = &txn_key {
@@ -343,6 +381,10 @@ impl Store for RedisStore {
                     head.hash = sealed.hash.clone();
                     head.dirty = false;
                     return Ok(Commit::Done(sealed));
+                }
+                -3 => {
+                    head.dirty = false;
+                    return Ok(Commit::Revoked);
                 }
                 -2 => {
                     // Someone else appended as this instance: reseal after theirs.

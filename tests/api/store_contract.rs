@@ -10,7 +10,7 @@ use std::time::Duration;
 use xaa_broker::audit::{AuditRecord, Decision, GENESIS, verify_chain};
 use xaa_broker::config::StoreConfig;
 use xaa_broker::store::redis::RedisStore;
-use xaa_broker::store::{Commit, ReplayMark, Revocation, Store, TokenRef};
+use xaa_broker::store::{Commit, ReplayMark, Revocation, RevocationGuard, Store, TokenRef};
 use xaa_broker::types::now_secs;
 
 use crate::support::redis::{dedicated_redis, redis_url, unique_prefix};
@@ -55,6 +55,8 @@ contracts!(
     revoke_by_txn,
     revoke_subject_before_keeps_the_latest_cutoff,
     revocations_expire_but_are_never_shortened,
+    a_guarded_commit_of_a_revoked_token_writes_nothing,
+    a_guard_honours_the_subject_cutoff,
     ping_answers,
 );
 
@@ -90,11 +92,12 @@ fn done(c: Commit) -> AuditRecord {
     match c {
         Commit::Done(r) => r,
         Commit::Replayed { index } => panic!("expected Done, got Replayed {{ index: {index} }}"),
+        Commit::Revoked => panic!("expected Done, got Revoked"),
     }
 }
 
 async fn commit(store: &dyn Store, marks: &[ReplayMark], txn: Option<&str>) -> Commit {
-    store.commit(marks, record(txn)).await.expect("commit")
+    store.commit(marks, None, record(txn)).await.expect("commit")
 }
 
 async fn chain_len(store: &dyn Store) -> usize {
@@ -345,7 +348,7 @@ async fn redis_a_dead_server_fails_closed_and_the_store_recovers() {
 
     server.kill().await;
     let err = store
-        .commit(&[mark("id_jag:during", 60)], record(Some("t-dead")))
+        .commit(&[mark("id_jag:during", 60)], None, record(Some("t-dead")))
         .await
         .expect_err("no Redis, no commit");
     for leak in ["127.0.0.1", &server.port().to_string(), "id_jag", "t-dead"] {
@@ -439,4 +442,74 @@ async fn redis_the_broker_commits_to_redis() {
         verify_chain(&reader.audit_chain(&app.state.instance).await.unwrap()),
         Ok(())
     );
+}
+
+fn guard(jti: &str, txn: &str, sub: &str, iat: Option<i64>) -> RevocationGuard {
+    RevocationGuard {
+        jti: Some(jti.to_owned()),
+        txn: Some(txn.to_owned()),
+        sub: sub.to_owned(),
+        iat,
+    }
+}
+
+/// The revocation check rides in the commit: a revoked subject token means
+/// no marks, no record, and `Revoked` — by jti and by txn alike.
+async fn a_guarded_commit_of_a_revoked_token_writes_nothing(store: &dyn Store) {
+    let g = guard("j-guard", "t-guard", "alice", Some(now_secs() - 10));
+    let ok = store
+        .commit(&[mark("m-guard-1", 60)], Some(&g), record(Some("t-guard")))
+        .await
+        .unwrap();
+    done(ok);
+    store
+        .revoke(Revocation::Txn("t-guard".into()), now_secs() + 60)
+        .await
+        .unwrap();
+    let before = chain_len(store).await;
+    let refused = store
+        .commit(&[mark("m-guard-2", 60)], Some(&g), record(Some("t-guard")))
+        .await
+        .unwrap();
+    assert!(matches!(refused, Commit::Revoked), "{refused:?}");
+    assert_eq!(chain_len(store).await, before, "nothing written");
+    // The mark of the refused commit was not set either.
+    done(commit(store, &[mark("m-guard-2", 60)], None).await);
+    let by_jti = guard("j-guard-2", "t-other", "alice", Some(now_secs()));
+    store
+        .revoke(Revocation::Jti("j-guard-2".into()), now_secs() + 60)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.commit(&[], Some(&by_jti), record(None)).await.unwrap(),
+        Commit::Revoked
+    ));
+}
+
+/// Offboarding: tokens issued at or before the cut-off (or without `iat`)
+/// are refused; later ones pass.
+async fn a_guard_honours_the_subject_cutoff(store: &dyn Store) {
+    let cut = now_secs();
+    store
+        .revoke(
+            Revocation::SubjectBefore {
+                sub: "bob".into(),
+                before: cut,
+            },
+            cut + 60,
+        )
+        .await
+        .unwrap();
+    for iat in [Some(cut - 5), Some(cut), None] {
+        let g = guard("j-bob", "t-bob", "bob", iat);
+        assert!(
+            matches!(
+                store.commit(&[], Some(&g), record(None)).await.unwrap(),
+                Commit::Revoked
+            ),
+            "iat {iat:?}"
+        );
+    }
+    let later = guard("j-bob-2", "t-bob-2", "bob", Some(cut + 1));
+    done(store.commit(&[], Some(&later), record(None)).await.unwrap());
 }
