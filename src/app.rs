@@ -53,7 +53,7 @@ impl App {
             format!("i-{}", &id[id.len() - 8..])
         });
         let store: Arc<dyn Store> = match &config.store {
-            StoreConfig::Memory => Arc::new(MemoryStore::new(instance.clone())),
+            StoreConfig::Memory {} => Arc::new(MemoryStore::new(instance.clone())),
             StoreConfig::Redis { url, prefix } => {
                 let prefix = prefix.as_deref().unwrap_or(crate::store::redis::DEFAULT_PREFIX);
                 let store = crate::store::redis::RedisStore::connect(url, prefix, &instance)

@@ -91,6 +91,18 @@ pub fn new_actor(actor_token: Option<Actor>, client_kind: ClientKind, client_act
     })
 }
 
+/// A chain inherited from another issuer's token: every entry that does not
+/// name who vouched for it gets that issuer (RFC 8693 §4.1 allows `iss` in
+/// `act`). Entries with `iss` are never matched to our own clients by `sub`,
+/// so an upstream cannot claim to be one of our services and shed a cap.
+pub fn vouched_by(chain: Option<Act>, issuer: &str) -> Option<Act> {
+    chain.map(|mut entry| {
+        entry.iss.get_or_insert_with(|| issuer.to_owned());
+        entry.act = vouched_by(entry.act.take().map(|a| *a), issuer).map(Box::new);
+        entry
+    })
+}
+
 /// RFC 8693 §4.4: when the subject token names who may act for its subject,
 /// the new actor must be that party. A `may_act` with no actor at this hop is
 /// satisfied (nobody new is acting).
@@ -171,6 +183,25 @@ mod tests {
         assert_eq!(inherit_txn(Some("abc")), "abc");
         let minted = inherit_txn(None);
         assert_eq!(uuid::Uuid::parse_str(&minted).unwrap().get_version_num(), 7);
+    }
+
+    #[test]
+    fn an_inherited_chain_names_who_vouched_for_each_entry() {
+        let chain = wrap(
+            wrap(None, Some(&agent("a"))),
+            Some(&Actor {
+                sub: "b".into(),
+                iss: Some("https://x".into()),
+                kind: ClientKind::Service,
+            }),
+        );
+        let stamped = vouched_by(chain, "https://partner").unwrap();
+        assert_eq!(
+            stamped.iss.as_deref(),
+            Some("https://x"),
+            "an entry that names its issuer keeps it"
+        );
+        assert_eq!(stamped.act.unwrap().iss.as_deref(), Some("https://partner"));
     }
 
     #[test]

@@ -112,16 +112,23 @@ pub struct KeysConfig {
     pub active: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
 pub enum StoreConfig {
-    #[default]
-    Memory,
+    /// One process, no Redis. A struct variant so that a stray key (a `url`
+    /// left over from a Redis setup) is an error, not silently ignored.
+    Memory {},
     Redis {
         url: String,
         #[serde(default)]
         prefix: Option<String>,
     },
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self::Memory {}
+    }
 }
 
 /// How the broker fetches upstream keys (JWKS, OIDC discovery).
@@ -424,6 +431,10 @@ impl Validator {
             let key = format!("audiences.{id}");
             if id.contains(' ') || id.is_empty() {
                 self.problem(&key, "an audience identifier must be non-empty with no spaces");
+            }
+            // ID-JAG §4.3: the audience is the resource AS's issuer identifier.
+            if a.kind == AudienceKind::IdJag {
+                self.url(&key, id);
             }
             if a.kind == AudienceKind::AccessToken && url::Url::parse(id).is_err() {
                 self.problem(

@@ -297,7 +297,13 @@ fn allowed_scopes(policy: &Policy, ctx: &ExchangeContext<'_>) -> ScopeSet {
         ctx.client.categories.as_ref(),
     );
     for entry in ctx.chain.into_iter().flat_map(Act::entries) {
-        let known = policy.clients_by_actor.get(&entry.sub);
+        // Only entries we created (no `iss`) are our clients; an upstream's
+        // entry is judged by its own profile (see `chain::vouched_by`).
+        let known = entry
+            .iss
+            .is_none()
+            .then(|| policy.clients_by_actor.get(&entry.sub))
+            .flatten();
         let is_agent = match known {
             Some(c) => c.kind == ClientKind::Agent,
             None => entry.is_agent(),

@@ -115,6 +115,9 @@ pub fn router(idp: Arc<DevIdp>) -> Router {
         .route("/jwks", get(jwks))
         .route("/id-token", post(id_token))
         .route("/actor-token", post(actor_token))
+        .method_not_allowed_fallback(|| async {
+            OAuthError::invalid_request("http.method", "this endpoint does not accept that HTTP method")
+        })
         .with_state(idp)
 }
 

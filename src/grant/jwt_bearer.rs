@@ -135,6 +135,8 @@ async fn run(
         .claims
         .act_chain()
         .map_err(|_| OAuthError::invalid_grant("id_jag.act_malformed", "the assertion's act claim is malformed"))?;
+    // The IdP made this chain: its entries are in the IdP's namespace.
+    let chain = crate::chain::vouched_by(chain, &v.claims.iss);
     audit.act = chain.clone();
 
     // Step 8: narrow by local policy. The IdP's granted scope bounds what we

@@ -59,6 +59,14 @@ pub async fn exchange(
     let actor = validate_actor(cx, &req, &subject, audit).await?;
 
     let actor = chain::new_actor(actor, client.kind, &client.actor_sub);
+    // `act` must name someone other than `sub` (RFC 9700 §4.15: a client
+    // identity must never be confusable with a user's).
+    if actor.as_ref().is_some_and(|a| a.sub == subject.sub) {
+        return Err(OAuthError::invalid_request(
+            "chain.actor_is_subject",
+            "the acting client's identity equals the user's subject; act must name someone else",
+        ));
+    }
     if !chain::may_act_allows(subject.may_act.as_ref(), actor.as_ref()) {
         return Err(OAuthError::invalid_request(
             "chain.may_act",
@@ -409,6 +417,11 @@ async fn validate_subject(
             "subject_token is invalid: malformed act claim",
         )
     })?;
+    // A chain another issuer made: its entries are in that issuer's namespace.
+    let chain = match &v.issuer {
+        None => chain,
+        Some(i) => chain::vouched_by(chain, &i.issuer),
+    };
     let roles = match &v.issuer {
         // Ours: the entitlements resolved at the first exchange, unchanged.
         None => v.claims.roles.clone().unwrap_or_default(),

@@ -170,3 +170,49 @@ async fn a_subject_token_whose_act_is_an_array_is_refused() {
     .await
     .assert_error(400, "invalid_request");
 }
+
+/// An upstream chain entry naming one of our own services (`mcp:logs`) is
+/// not that service: it is stamped with the upstream's issuer and judged by
+/// its own profile, so it cannot shed the agent cap or borrow a client's
+/// identity.
+#[tokio::test]
+async fn an_upstream_act_entry_cannot_pose_as_one_of_our_services() {
+    let app = TestApp::spawn().await;
+    // A partner token (for the logs resource) whose chain claims mcp:logs
+    // without a profile: an unknown actor, capped as an agent.
+    let token = partner_token(&app, |c| {
+        c["scope"] = json!("logs.read logs.write logs.purge");
+        c["act"] = json!({"sub": "mcp:logs"});
+    });
+    let r = app
+        .exchange_for_hop("mcp-logs", &token, ACCESS_TOKEN, INCIDENTS, &[])
+        .await;
+    r.assert_ok();
+    let act = &r.claims()["act"];
+    assert_eq!(
+        act["act"],
+        json!({"sub": "mcp:logs", "iss": app.partner.issuer}),
+        "stamped with who vouched"
+    );
+    assert_eq!(
+        r.claims()["scope"],
+        "incidents.read incidents.write",
+        "capped as an agent: no admin scope"
+    );
+}
+
+/// A client whose actor identity equals the user's subject would make `act`
+/// and `sub` indistinguishable: refused.
+#[tokio::test]
+async fn a_client_acting_as_the_users_own_subject_is_refused() {
+    let app =
+        TestApp::spawn_with(|c| c.clients.get_mut("triage-agent").unwrap().actor_sub = Some("alice".into())).await;
+    let id_token = app.idp.id_token("alice", "triage-agent", &["developer"]);
+    let r = refused_for(
+        &app,
+        app.exchange_for_hop("triage-agent", &id_token, ID_TOKEN, LOGS, &[]),
+        "chain.actor_is_subject",
+    )
+    .await;
+    r.assert_error(400, "invalid_request");
+}

@@ -277,3 +277,25 @@ fn token_decode_prints_the_claims_and_says_nothing_was_verified() {
     assert_eq!(out["claims"], claims);
     assert_eq!(out["header"]["kid"], key.key_id().unwrap());
 }
+
+#[test]
+fn config_check_rejects_an_id_jag_audience_that_is_not_an_issuer_url() {
+    // ID-JAG §4.3: the audience of an ID-JAG is the resource AS's issuer.
+    let text = edit(
+        &valid_config(),
+        r#"[audiences."https://auth.saas.example.com"]"#,
+        r#"[audiences."saas-as"]"#,
+    );
+    let text = text.replace(r#""https://auth.saas.example.com""#, r#""saas-as""#);
+    check_fails_naming("id-jag-audience", &text, &[], "audiences.saas-as");
+}
+
+#[test]
+fn config_check_rejects_a_stray_key_under_the_memory_store() {
+    let text = edit(
+        &valid_config(),
+        "kind = \"memory\"\n",
+        "kind = \"memory\"\nurl = \"redis://leftover\"\n",
+    );
+    check_fails_naming("memory-store", &text, &[], "store");
+}

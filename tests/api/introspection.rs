@@ -163,7 +163,10 @@ async fn a_token_redeemed_at_the_resource_as_introspects_there_with_exactly_the_
     assert_eq!(r.body["client_id"], "0oa-triage");
     assert_eq!(r.body["sub"], "alice");
     assert_eq!(r.body["scope"], "crm.read crm.write");
-    assert_eq!(r.body["act"], json!({"sub": "agent:triage", "sub_profile": "ai_agent"}));
+    assert_eq!(
+        r.body["act"],
+        json!({"sub": "agent:triage", "iss": enterprise.issuer, "sub_profile": "ai_agent"})
+    );
     // The resource AS's tokens are foreign at the enterprise, and vice versa.
     assert_inactive(&introspect(&enterprise, Auth::Basic("mcp-logs"), token.token()).await);
     let hop = enterprise.first_hop("triage-agent", LOGS).await;

@@ -148,7 +148,14 @@ async fn an_id_jag_from_a_trusted_broker_is_redeemed_for_an_access_token() {
         claims["txn"], jag["txn"],
         "the correlation id crosses the trust boundary"
     );
-    assert_eq!(claims["act"], jag["act"], "the agent chain crosses the trust boundary");
+    // The chain crosses the trust boundary; each entry now names the issuer
+    // whose namespace its `sub` is in (RFC 8693 §4.1 `act.iss`).
+    let mut expected_act = jag["act"].clone();
+    expected_act["iss"] = enterprise.issuer.as_str().into();
+    assert_eq!(
+        claims["act"], expected_act,
+        "the agent chain crosses the trust boundary"
+    );
     assert_eq!(claims["scope"], "crm.read crm.write");
 }
 
@@ -231,7 +238,10 @@ async fn a_well_formed_id_jag_signed_by_a_trusted_issuer_is_redeemed() {
     assert_eq!(claims["client_id"], "0oa-triage");
     assert_eq!(claims["scope"], "crm.read crm.write");
     assert_eq!(claims["txn"], FORGED_TXN);
-    assert_eq!(claims["act"], json!({"sub": "agent:triage", "sub_profile": "ai_agent"}));
+    assert_eq!(
+        claims["act"],
+        json!({"sub": "agent:triage", "iss": f.idp.issuer, "sub_profile": "ai_agent"})
+    );
     assert_eq!(claims["email"], "alice@example.com");
     assert!(r.body.get("refresh_token").is_none());
 }
