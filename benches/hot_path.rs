@@ -1,7 +1,7 @@
 //! The per-request work of a hop-token exchange, piece by piece: what the
 //! crypto ceiling is, and how far the rest of the request is from it.
-//! `cargo bench --bench hot_path`. Throughput over HTTP is measured with the
-//! load script (see README "Performance"), never asserted in tests.
+//! `cargo bench --bench hot_path`. Throughput over HTTP is measured with wrk
+//! (method in specs/operations.md "Performance"), never asserted in tests.
 
 use xaa_broker::chain::{self, Actor};
 use xaa_broker::config::Config;

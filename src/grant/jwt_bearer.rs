@@ -68,7 +68,17 @@ async fn run(
     let txn = crate::chain::inherit_txn(v.claims.txn.as_deref());
     audit.txn = Some(txn.clone());
 
-    // Step 4: single use, until the assertion expires.
+    // Step 5: issued for this client. Checked before the assertion is
+    // marked used, so another client presenting it cannot spend it.
+    if v.claims.client_id.as_deref() != Some(client.id.as_str()) {
+        return Err(OAuthError::invalid_grant(
+            "id_jag.client_id",
+            "the assertion was issued for another client",
+        ));
+    }
+
+    // Step 4: single use, until the assertion expires (the mark is set
+    // atomically with the audit record at commit).
     marks.push(ReplayMark {
         key: format!(
             "id_jag:{}:{}",
@@ -78,11 +88,12 @@ async fn run(
         expires_at: v.exp + cx.policy.tokens.clock_skew_secs,
     });
 
-    // Step 5: issued for this client.
-    if v.claims.client_id.as_deref() != Some(client.id.as_str()) {
+    // Step 6: a key-bound ID-JAG (`cnf`) needs a DPoP proof, which this
+    // server does not verify yet: refuse rather than issue an unbound token.
+    if v.claims.extra.contains_key("cnf") {
         return Err(OAuthError::invalid_grant(
-            "id_jag.client_id",
-            "the assertion was issued for another client",
+            "id_jag.cnf_unsupported",
+            "the assertion is bound to a key (cnf); DPoP-bound redemption is not supported here",
         ));
     }
 
@@ -142,7 +153,14 @@ async fn run(
     // Step 8: narrow by local policy. The IdP's granted scope bounds what we
     // grant (when it states one); roles are the IdP's business, so none are
     // applied here; agent caps still hold for any agent in the chain.
-    let id_jag_scope = v.claims.scope_set();
+    // A scope the IdP wrote but that does not parse bounds nothing we could
+    // honour: refuse, never treat it as "no restriction".
+    let id_jag_scope = match &v.claims.scope {
+        None => None,
+        Some(raw) => Some(ScopeSet::parse(raw).map_err(|_| {
+            OAuthError::invalid_grant("id_jag.scope_malformed", "the assertion's scope claim is malformed")
+        })?),
+    };
     let requested = match (&requested_scope, &id_jag_scope) {
         (Some(r), _) => Some(r.clone()),
         (None, Some(s)) => Some(s.clone()),

@@ -23,11 +23,12 @@ use crate::types::{GRANT_PROFILE_ID_JAG, GrantType, TokenType};
 
 pub fn document(policy: &Policy, keys_alg: Alg) -> serde_json::Value {
     let issuer = &policy.issuer;
-    let mut grants = vec![GrantType::TokenExchange.uri()];
-    let resource_as = policy
-        .clients
-        .values()
-        .any(|c| c.grants.contains(&GrantType::JwtBearer));
+    let offers = |g: GrantType| policy.clients.values().any(|c| c.grants.contains(&g));
+    let (exchange, resource_as) = (offers(GrantType::TokenExchange), offers(GrantType::JwtBearer));
+    let mut grants = Vec::new();
+    if exchange {
+        grants.push(GrantType::TokenExchange.uri());
+    }
     if resource_as {
         grants.push(GrantType::JwtBearer.uri());
     }
@@ -50,7 +51,6 @@ pub fn document(policy: &Policy, keys_alg: Alg) -> serde_json::Value {
         "token_endpoint_auth_signing_alg_values_supported": Alg::ALL.iter().map(|a| a.name()).collect::<Vec<_>>(),
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": scopes,
-        "identity_chaining_requested_token_types_supported": [TokenType::IdJag.uri(), TokenType::AccessToken.uri()],
         "id_token_signing_alg_values_supported": [keys_alg.name()],
         "subject_types_supported": ["public"],
         "introspection_endpoint": format!("{issuer}/introspect"),
@@ -58,6 +58,10 @@ pub fn document(policy: &Policy, keys_alg: Alg) -> serde_json::Value {
         "revocation_endpoint": format!("{issuer}/revoke"),
         "revocation_endpoint_auth_methods_supported": auth_methods,
     });
+    if exchange {
+        doc["identity_chaining_requested_token_types_supported"] =
+            json!([TokenType::IdJag.uri(), TokenType::AccessToken.uri()]);
+    }
     if resource_as {
         // ID-JAG §7.2: "I implement the ID-JAG rules" — never which IdPs we trust.
         doc["authorization_grant_profiles_supported"] = json!([GRANT_PROFILE_ID_JAG]);

@@ -111,6 +111,11 @@ end
 local min_id = string.format('%.0f', math.max(0, now - retention))
 redis.call('XADD', stream, 'MINID', '~', min_id, '*', 'record', json)
 redis.call('HSET', head, 'seq', seq, 'hash', hash)
+-- An instance that stops writing (a retired XAA_INSTANCE) fades after the
+-- retention period instead of leaving its chain behind for ever.
+local keep = string.format('%.0f', now + retention)
+redis.call('PEXPIREAT', stream, keep)
+redis.call('PEXPIREAT', head, keep)
 if txn then
   redis.call('RPUSH', txn, json)
   redis.call('PEXPIREAT', txn, string.format('%.0f', now + retention))

@@ -901,3 +901,48 @@ async fn the_enterprise_without_jwt_bearer_clients_advertises_neither() {
         assert!(!text.contains(trusted.as_str()), "{text}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Binding, key-bound assertions, malformed scope, a pure resource AS
+// ---------------------------------------------------------------------------
+
+/// Another client presenting an ID-JAG is refused without spending it: the
+/// client it was issued for can still redeem it.
+#[tokio::test]
+async fn another_client_presenting_an_id_jag_does_not_spend_it() {
+    let f = Forge::start().await;
+    let id_jag = f.id_jag(|_| {});
+    f.assert_refused("0oa-chat-app", &id_jag, "id_jag.client_id").await;
+    redeem(&f.ras, "0oa-triage", &id_jag, &[]).await.assert_ok();
+}
+
+/// ID-JAG §4.4 step 6: a `cnf`-bound assertion needs a DPoP proof this
+/// server does not verify yet, so it is refused, never downgraded to Bearer.
+#[tokio::test]
+async fn a_key_bound_id_jag_is_refused_rather_than_redeemed_unbound() {
+    let f = Forge::start().await;
+    let id_jag = f.id_jag(|c| c["cnf"] = json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}));
+    f.assert_refused("0oa-triage", &id_jag, "id_jag.cnf_unsupported").await;
+}
+
+/// A scope the IdP wrote but that does not parse bounds nothing: refused,
+/// never read as "no restriction".
+#[tokio::test]
+async fn an_id_jag_with_a_malformed_scope_is_refused() {
+    let f = Forge::start().await;
+    let id_jag = f.id_jag(|c| c["scope"] = json!("crm.read \"crm.write\""));
+    f.assert_refused("0oa-triage", &id_jag, "id_jag.scope_malformed").await;
+}
+
+/// A deployment with no token-exchange client does not advertise token
+/// exchange or identity chaining.
+#[tokio::test]
+async fn a_pure_resource_as_advertises_only_what_it_offers() {
+    let (_enterprise, ras) = TestApp::spawn_pair().await;
+    let meta = ras.get("/.well-known/oauth-authorization-server").await.body;
+    assert_eq!(meta["grant_types_supported"], json!([JWT_BEARER]));
+    assert!(
+        meta.get("identity_chaining_requested_token_types_supported").is_none(),
+        "{meta}"
+    );
+}

@@ -1,0 +1,330 @@
+//! The configuration file: its shape, loading (TOML + `XAA__SECTION__KEY` env
+//! overrides), and validation into a resolved [`Policy`].
+//!
+//! Owns: every config key, its default, and the error that names it.
+//! Must never: be consulted on the request path in raw form; requests only see
+//! the resolved `Policy`. Every key is documented in `specs/config.md`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+mod validate;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{AudienceKind, Category, ClientKind, Policy, Purpose};
+use crate::types::GrantType;
+
+/// The whole file. `deny_unknown_fields` everywhere: a typo in a security
+/// setting must fail loudly at start, never be silently ignored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This deployment's issuer identifier (RFC 8414 §2): https, no query or
+    /// fragment. Plain http is accepted only for loopback hosts (dev, tests).
+    pub issuer: String,
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub tokens: TokensConfig,
+    #[serde(default)]
+    pub keys: KeysConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub issuers: BTreeMap<String, IssuerConfig>,
+    #[serde(default)]
+    pub clients: BTreeMap<String, ClientConfig>,
+    #[serde(default)]
+    pub audiences: BTreeMap<String, AudienceConfig>,
+    #[serde(default)]
+    pub roles: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub agents: AgentsConfig,
+    #[serde(default)]
+    pub resource_as: ResourceAsConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// The resource authorization server role (ID-JAG redemption, RFC 7523).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourceAsConfig {
+    /// The resource an access token is issued for when the ID-JAG names none.
+    pub default_resource: Option<String>,
+}
+
+/// Who may use the admin API (revoke by txn / by subject, audit queries).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Client ids that authenticate like any client and may call /admin/*.
+    pub clients: Vec<String>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    pub clock_skew_secs: i64,
+    pub id_jag_ttl_secs: i64,
+    pub access_token_ttl_secs: i64,
+    pub max_delegation_depth: usize,
+    pub max_client_assertion_lifetime_secs: i64,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            clock_skew_secs: 60,
+            id_jag_ttl_secs: 300,
+            access_token_ttl_secs: 300,
+            max_delegation_depth: 4,
+            max_client_assertion_lifetime_secs: 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// Generate a key pair at start. Tokens then die with the process and
+    /// instances cannot share keys: for development and tests only.
+    pub ephemeral: bool,
+    /// Algorithm of the ephemeral key (default ES256).
+    pub ephemeral_alg: Option<String>,
+    /// Private JWK files (as written by `xaa-broker keys generate`).
+    pub files: Vec<PathBuf>,
+    /// `kid` of the key that signs; the others are published for verification
+    /// only (rotation overlap). Default: the first file's key.
+    pub active: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum StoreConfig {
+    /// One process, no Redis. A struct variant so that a stray key (a `url`
+    /// left over from a Redis setup) is an error, not silently ignored.
+    Memory {},
+    Redis {
+        url: String,
+        #[serde(default)]
+        prefix: Option<String>,
+    },
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self::Memory {}
+    }
+}
+
+/// How the broker fetches upstream keys (JWKS, OIDC discovery).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    pub timeout_ms: u64,
+    pub max_response_bytes: usize,
+    /// Keys older than this are refreshed on next use.
+    pub cache_ttl_secs: u64,
+    /// An unknown `kid` triggers at most one refetch per issuer per interval,
+    /// so a storm of forged kids costs the IdP one request, not thousands.
+    pub min_refetch_interval_secs: u64,
+    /// How long cached keys keep being served while the IdP is unreachable.
+    pub max_stale_secs: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 3000,
+            max_response_bytes: 256 * 1024,
+            cache_ttl_secs: 3600,
+            min_refetch_interval_secs: 30,
+            max_stale_secs: 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    pub issuer: String,
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Resolve `jwks_uri` through OIDC discovery / RFC 8414 metadata.
+    #[serde(default)]
+    pub discovery: bool,
+    /// Inline JWK Set (`{"keys": [...]}`), for issuers whose keys are pinned.
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    /// What this issuer may vouch for: `id_token`, `access_token`, `id_jag`, `actor`.
+    pub trust: Vec<Purpose>,
+    #[serde(default = "default_upstream_algs")]
+    pub algs: Vec<String>,
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// `sub_profile` recorded for actors this issuer vouches for.
+    #[serde(default)]
+    pub actor_profile: Option<ClientKind>,
+}
+
+fn default_upstream_algs() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into()]
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub kind: ClientKind,
+    /// Allowed authentication methods; default from the credential present.
+    #[serde(default)]
+    pub auth_methods: Option<Vec<String>>,
+    /// SHA-256 (hex) of the client secret (`xaa-broker secret generate`).
+    #[serde(default)]
+    pub secret_sha256: Option<String>,
+    /// Public keys for `private_key_jwt`: inline JWK Set or a URI.
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    #[serde(default = "default_grants")]
+    pub grants: Vec<GrantType>,
+    /// Audience identifiers (or aliases) this client may obtain tokens for.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// The most this client may ever obtain, in any audience. Absent: no
+    /// client-level limit beyond the audience catalogs.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// The identity written into `act.sub` when this client acts.
+    #[serde(default)]
+    pub actor_sub: Option<String>,
+    /// Category cap for tokens of any chain this client acts in.
+    #[serde(default)]
+    pub categories: Option<Vec<Category>>,
+    /// For services: the resource URI of tokens issued *for* this client.
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// This client's id at each resource AS, by that AS's issuer.
+    #[serde(default)]
+    pub ras_client_ids: BTreeMap<String, String>,
+}
+
+fn default_grants() -> Vec<GrantType> {
+    vec![GrantType::TokenExchange]
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudienceConfig {
+    pub kind: AudienceKind,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// For `id_jag` audiences: the RFC 8707 resources at that AS that may be
+    /// named with it (the valid `(audience, resource)` pairs, MCP EMA §7).
+    #[serde(default)]
+    pub resources: Vec<String>,
+    #[serde(default)]
+    pub ttl_secs: Option<i64>,
+    /// Scope catalog: scope → category.
+    #[serde(default)]
+    pub scopes: BTreeMap<String, Category>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// Categories any agent in a chain may ever receive. Empty: read only.
+    pub categories: Vec<Category>,
+    /// Scopes never granted to a chain that has an agent in it.
+    pub human_only: Vec<String>,
+}
+
+/// A configuration problem, naming where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: {problems}")]
+pub struct ConfigError {
+    pub source_name: String,
+    pub problems: String,
+}
+
+impl Config {
+    /// Load a file (which must exist) and apply `XAA__SECTION__KEY` overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        if !path.is_file() {
+            return Err(ConfigError {
+                source_name: name,
+                problems: "file not found".into(),
+            });
+        }
+        let figment = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed("XAA__").split("__"));
+        figment.extract().map_err(|e| ConfigError {
+            source_name: name,
+            problems: figment_problems(e),
+        })
+    }
+
+    /// Parse TOML text (the embedded default, tests). No env overrides.
+    pub fn from_toml(name: &str, text: &str) -> Result<Config, ConfigError> {
+        Figment::new()
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| ConfigError {
+                source_name: name.into(),
+                problems: figment_problems(e),
+            })
+    }
+
+    /// Validate everything and build the policy the request path uses.
+    pub fn resolve(&self, name: &str) -> Result<Policy, ConfigError> {
+        let mut v = validate::Validator::default();
+        let policy = v.resolve(self);
+        if v.problems.is_empty() {
+            Ok(policy)
+        } else {
+            Err(ConfigError {
+                source_name: name.into(),
+                problems: v.problems.join("; "),
+            })
+        }
+    }
+}
+
+fn figment_problems(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            let kind = e.kind.to_string();
+            if path.is_empty() {
+                kind
+            } else {
+                format!("key `{path}`: {kind}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub fn is_loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
