@@ -513,3 +513,27 @@ async fn a_guard_honours_the_subject_cutoff(store: &dyn Store) {
     let later = guard("j-bob-2", "t-bob-2", "bob", Some(cut + 1));
     done(store.commit(&[], Some(&later), record(None)).await.unwrap());
 }
+
+/// The stream and chain head of an instance that stops writing (a retired
+/// `XAA_INSTANCE`, or the random name of a past start) expire after the
+/// retention period instead of staying for ever.
+#[tokio::test]
+async fn redis_an_instances_audit_keys_expire_after_retention() {
+    let Some(url) = redis_url().await else { return };
+    let prefix = unique_prefix("expiry");
+    let store = RedisStore::connect(&url, &prefix, INSTANCE).await.expect("connect");
+    done(commit(&store, &[], Some("t-expiry")).await);
+    let mut conn = ::redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let retention_ms = xaa_broker::store::redis::AUDIT_RETENTION.as_millis() as i64;
+    for key in [
+        format!("{prefix}audit:{INSTANCE}"),
+        format!("{prefix}audit:{INSTANCE}:head"),
+    ] {
+        let ttl: i64 = ::redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
+        assert!(ttl > retention_ms - 60_000 && ttl <= retention_ms, "{key}: PTTL {ttl}");
+    }
+}
