@@ -29,6 +29,9 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub instance: String,
     pub dev_idp: Option<Arc<DevIdp>>,
+    /// The settings a reload cannot apply (keys, store, upstream, listen),
+    /// as started: a reload that changes them says so.
+    started_with: serde_json::Value,
 }
 
 /// A built broker, ready to serve.
@@ -70,6 +73,7 @@ impl App {
             store,
             instance,
             dev_idp,
+            started_with: restart_only(config),
         });
         let router = crate::http::router(state.clone(), &base);
         Ok(App { state, router })
@@ -91,14 +95,31 @@ impl App {
     }
 }
 
+/// The config sections only a restart applies.
+fn restart_only(config: &Config) -> serde_json::Value {
+    serde_json::json!({
+        "keys": config.keys, "store": config.store, "upstream": config.upstream, "listen": config.listen,
+    })
+}
+
 /// Reload the policy from `path`, keeping the old one if the new file is bad.
-/// Issuer and keys are fixed for the life of the process.
+/// Issuer and keys are fixed for the life of the process; a file that
+/// changes keys, store, upstream or listen is applied for its policy, with a
+/// warning naming what still needs a restart.
 pub fn reload(state: &AppState, path: &std::path::Path) -> Result<(), String> {
     let name = path.display().to_string();
     let config = Config::load(path).map_err(|e| e.to_string())?;
     let policy = config.resolve(&name).map_err(|e| e.to_string())?;
     if policy.issuer != state.policy.load().issuer {
         return Err(format!("{name}: key `issuer`: cannot change without a restart"));
+    }
+    let now = restart_only(&config);
+    let pending: Vec<&str> = ["keys", "store", "upstream", "listen"]
+        .into_iter()
+        .filter(|k| now.get(k) != state.started_with.get(k))
+        .collect();
+    if !pending.is_empty() {
+        tracing::warn!(config = %name, changed = ?pending, "these settings changed and apply only after a restart");
     }
     state.policy.store(Arc::new(policy));
     Ok(())
