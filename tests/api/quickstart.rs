@@ -120,6 +120,11 @@ fn the_banner_walk_through_works_as_printed() {
         out.status
     );
 
+    assert!(!stdout.contains("\"error\""), "no step may answer an error:\n{stdout}");
+    assert!(
+        stdout.contains("\"token_type\": \"Bearer\""),
+        "step 2b redeems the ID-JAG at the resource AS for a Bearer token:\n{stdout}"
+    );
     let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
     let [.., hop1, hop2] = lines.as_slice() else {
         panic!("expected two JSON lines at the end:\n{stdout}");
@@ -134,6 +139,23 @@ fn the_banner_walk_through_works_as_printed() {
     assert_eq!(hop2["act"]["act"]["sub"], "agent:triage", "{hop2}");
     assert!(hop1["txn"].as_str().is_some_and(|t| !t.is_empty()), "{hop1}");
     assert_eq!(hop1["txn"], hop2["txn"], "one chain, one txn");
+}
+
+/// The README's walk-through is the banner's, line for line (only the
+/// addresses differ), so the documented commands are the tested ones.
+#[test]
+fn the_readme_walk_through_is_the_banners() {
+    let broker = DevBroker::start();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let script = broker.script();
+    let commands: Vec<&str> = script
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("B=") && !l.starts_with("RAS="))
+        .collect();
+    assert!(commands.len() >= 10, "{script}");
+    for line in commands {
+        assert!(readme.contains(line), "README.md lacks the banner line:\n{line}");
+    }
 }
 
 #[tokio::test]
