@@ -121,6 +121,7 @@ pub struct TokenSettings {
     pub clock_skew_secs: i64,
     pub max_delegation_depth: usize,
     pub max_client_assertion_lifetime_secs: i64,
+    pub max_id_jag_lifetime_secs: i64,
 }
 
 #[derive(Debug)]

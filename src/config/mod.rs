@@ -79,6 +79,10 @@ pub struct TokensConfig {
     pub access_token_ttl_secs: i64,
     pub max_delegation_depth: usize,
     pub max_client_assertion_lifetime_secs: i64,
+    /// An ID-JAG presented for redemption may expire at most this far ahead
+    /// (RFC 7523 §3: an unreasonably distant `exp` may be refused). It also
+    /// bounds how long its replay mark is kept.
+    pub max_id_jag_lifetime_secs: i64,
 }
 
 impl Default for TokensConfig {
@@ -89,6 +93,7 @@ impl Default for TokensConfig {
             access_token_ttl_secs: 300,
             max_delegation_depth: 4,
             max_client_assertion_lifetime_secs: 3600,
+            max_id_jag_lifetime_secs: 3600,
         }
     }
 }

@@ -101,6 +101,7 @@ impl Validator {
                 "tokens.max_client_assertion_lifetime_secs",
                 t.max_client_assertion_lifetime_secs,
             ),
+            ("tokens.max_id_jag_lifetime_secs", t.max_id_jag_lifetime_secs),
         ] {
             if v < 0 || (k != "tokens.clock_skew_secs" && v == 0) {
                 self.problem(k, "must be a positive number of seconds");
@@ -393,6 +394,7 @@ impl Validator {
                 clock_skew_secs: t.clock_skew_secs,
                 max_delegation_depth: t.max_delegation_depth,
                 max_client_assertion_lifetime_secs: t.max_client_assertion_lifetime_secs,
+                max_id_jag_lifetime_secs: t.max_id_jag_lifetime_secs,
             },
             issuers,
             clients_by_actor: clients

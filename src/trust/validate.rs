@@ -156,6 +156,15 @@ impl Validator<'_> {
         if needs_jti && claims.jti.as_deref().is_none_or(str::is_empty) {
             return Err(reject("token.no_jti", "token has no jti"));
         }
+        if matches!(expect, Expect::IdJag) {
+            let max = self.policy.tokens.max_id_jag_lifetime_secs;
+            if exp > self.now + max + skew {
+                return Err(reject(
+                    "id_jag.lifetime",
+                    format!("assertion exp is more than {max} s ahead"),
+                ));
+            }
+        }
         if let Expect::ClientAssertion { client } = expect {
             if sub != client.id {
                 return Err(reject(

@@ -88,3 +88,15 @@ fn the_image_serves_the_path_compose_mounts() {
     let dockerfile = std::fs::read_to_string(Path::new(ROOT).join("Dockerfile")).unwrap();
     assert!(dockerfile.contains(r#"CMD ["serve", "--config", "/etc/xaa/broker.toml"]"#));
 }
+
+/// specs/config.md ends with the complete example verbatim; it must be the
+/// file the tests load, not a copy that drifted.
+#[test]
+fn the_config_reference_embeds_the_example_verbatim() {
+    let example = std::fs::read_to_string(Path::new(ROOT).join("examples/broker.toml")).unwrap();
+    let spec = std::fs::read_to_string(Path::new(ROOT).join("specs/config.md")).unwrap();
+    assert!(
+        spec.contains(&format!("```toml\n{example}```")),
+        "specs/config.md's copy of examples/broker.toml is stale"
+    );
+}

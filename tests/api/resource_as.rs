@@ -946,3 +946,15 @@ async fn a_pure_resource_as_advertises_only_what_it_offers() {
         "{meta}"
     );
 }
+
+/// RFC 7523 §3: an assertion expiring unreasonably far ahead is refused
+/// (`tokens.max_id_jag_lifetime_secs`, default an hour); that also bounds how
+/// long its replay mark must be kept.
+#[tokio::test]
+async fn an_id_jag_expiring_too_far_ahead_is_refused() {
+    let f = Forge::start().await;
+    let id_jag = f.id_jag(|c| c["exp"] = json!(now_secs() + 7200));
+    f.assert_refused("0oa-triage", &id_jag, "id_jag.lifetime").await;
+    let within = f.id_jag(|c| c["exp"] = json!(now_secs() + 3000));
+    redeem(&f.ras, "0oa-triage", &within, &[]).await.assert_ok();
+}
