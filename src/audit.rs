@@ -33,6 +33,12 @@ pub struct TokenFingerprint {
 }
 
 impl TokenFingerprint {
+    /// Name the validated token's issuer and `jti` (the hash is kept).
+    pub fn identify(&mut self, iss: &str, jti: Option<&str>) {
+        self.iss = Some(iss.to_owned());
+        self.jti = jti.map(str::to_owned);
+    }
+
     pub fn of(token: &str) -> Self {
         let mut h = sha256_hex(token.as_bytes());
         h.truncate(32);

@@ -59,10 +59,9 @@ async fn run(
             OAuthError::invalid_grant(r.reason, format!("assertion is invalid: {}", r.detail))
         }
     })?;
-    let mut fp = TokenFingerprint::of(assertion);
-    fp.iss = Some(v.claims.iss.clone());
-    fp.jti = v.claims.jti.clone();
-    audit.subject_token = Some(fp);
+    if let Some(f) = &mut audit.subject_token {
+        f.identify(&v.claims.iss, v.claims.jti.as_deref());
+    }
     audit.sub = Some(v.sub.clone());
     audit.parent_jti = v.claims.jti.clone();
     let txn = crate::chain::inherit_txn(v.claims.txn.as_deref());

@@ -325,22 +325,13 @@ fn token_error(which: &'static str, r: Rejected) -> OAuthError {
     )
 }
 
-fn fingerprint(token: &str, v: Option<&Verified>) -> TokenFingerprint {
-    let mut f = TokenFingerprint::of(token);
-    if let Some(v) = v {
-        f.iss = Some(v.claims.iss.clone());
-        f.jti = v.claims.jti.clone();
-    }
-    f
-}
-
 async fn validate_subject(
     cx: &GrantContext<'_>,
     client: &Client,
     req: &Request<'_>,
     audit: &mut AuditRecord,
 ) -> OAuthResult<Subject> {
-    audit.subject_token = Some(fingerprint(req.subject_token, None));
+    audit.subject_token = Some(TokenFingerprint::of(req.subject_token));
     let is_id_jag = req.requested == TokenType::IdJag;
     let expect = match req.subject_token_type {
         TokenType::IdToken => Expect::IdToken { client_id: &client.id },
@@ -361,7 +352,9 @@ async fn validate_subject(
         .validate(req.subject_token, expect)
         .await
         .map_err(|r| token_error("subject_token", r))?;
-    audit.subject_token = Some(fingerprint(req.subject_token, Some(&v)));
+    if let Some(f) = &mut audit.subject_token {
+        f.identify(&v.claims.iss, v.claims.jti.as_deref());
+    }
     audit.sub = Some(v.sub.clone());
     audit.parent_jti = v.claims.jti.clone();
     let identity = v.claims.identity();
@@ -478,7 +471,7 @@ async fn validate_actor(
     let Some((token, ty)) = req.actor else {
         return Ok(None);
     };
-    audit.actor_token = Some(fingerprint(token, None));
+    audit.actor_token = Some(TokenFingerprint::of(token));
     if !matches!(ty, TokenType::Jwt | TokenType::IdToken) {
         return Err(OAuthError::invalid_request(
             "actor_token.type_not_accepted",
@@ -490,7 +483,9 @@ async fn validate_actor(
         .validate(token, Expect::ActorToken)
         .await
         .map_err(|r| token_error("actor_token", r))?;
-    audit.actor_token = Some(fingerprint(token, Some(&v)));
+    if let Some(f) = &mut audit.actor_token {
+        f.identify(&v.claims.iss, v.claims.jti.as_deref());
+    }
     // Keep act distinct from sub (ID-JAG security considerations).
     if v.sub == subject.sub {
         return Err(OAuthError::invalid_request(
