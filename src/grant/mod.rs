@@ -120,7 +120,7 @@ async fn run(call: &mut Call<'_>, headers: &HeaderMap, params: &OAuthParams) -> 
         now: *now,
     };
     match grant {
-        GrantType::TokenExchange => token_exchange::exchange(&cx, &client, params, audit, marks).await,
+        GrantType::TokenExchange => token_exchange::exchange(&cx, &client, params, audit).await,
         GrantType::JwtBearer => jwt_bearer::redeem(&cx, &client, params, audit, marks).await,
     }
 }

@@ -17,7 +17,7 @@ use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::grant::{GrantContext, Issued};
 use crate::http::extract::OAuthParams;
 use crate::policy::{Audience, AudienceKind, Client, ExchangeContext, decide};
-use crate::store::{ReplayMark, RevocationGuard};
+use crate::store::RevocationGuard;
 use crate::trust::validate::{Expect, Rejected, Verified};
 use crate::types::{ScopeSet, TokenType};
 
@@ -52,7 +52,6 @@ pub async fn exchange(
     client: &Arc<Client>,
     params: &OAuthParams,
     audit: &mut AuditRecord,
-    _marks: &mut Vec<ReplayMark>,
 ) -> OAuthResult<Issued> {
     let req = parse(cx, params, audit)?;
     let subject = validate_subject(cx, client, &req, audit).await?;
