@@ -29,15 +29,7 @@ async fn introspect(app: &TestApp, token: &str) -> Value {
 /// A chain at the enterprise: two granted hops, then a refused one (the cost
 /// tool may not reach the logs MCP). Returns the tokens and the txn.
 async fn chain_with_a_refusal(app: &TestApp) -> (String, Vec<String>, String) {
-    let id_token = app.idp.id_token("alice", "triage-agent", &["developer", "sre"]);
-    let h1 = app
-        .exchange_for_hop("triage-agent", &id_token, ID_TOKEN, LOGS, &[])
-        .await;
-    h1.assert_ok();
-    let h2 = app
-        .exchange_for_hop("mcp-logs", h1.token(), ACCESS_TOKEN, COST, &[])
-        .await;
-    h2.assert_ok();
+    let (id_token, h1, h2) = app.agent_then_logs_to_cost("alice").await;
     app.exchange_for_hop("cost-tool", h2.token(), ACCESS_TOKEN, LOGS, &[])
         .await
         .assert_error(400, "invalid_target");

@@ -20,12 +20,7 @@ fn txn(r: &Resp) -> String {
 /// alice (developer + sre) via triage-agent to the logs MCP, then the logs
 /// MCP onwards to the cost tool: `(first hop, second hop)`.
 async fn agent_then_logs_to_cost(app: &TestApp) -> (Resp, Resp) {
-    let first = app.first_hop("triage-agent", LOGS).await;
-    first.assert_ok();
-    let second = app
-        .exchange_for_hop("mcp-logs", first.token(), ACCESS_TOKEN, COST, &[])
-        .await;
-    second.assert_ok();
+    let (_, first, second) = app.agent_then_logs_to_cost("alice").await;
     (first, second)
 }
 

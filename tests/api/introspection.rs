@@ -72,13 +72,7 @@ fn assert_no_other_fields(r: &Resp) {
 /// triage-agent's first hop for alice to the logs MCP, then mcp-logs' second
 /// hop to the cost tool: a token with a two-entry act chain.
 async fn second_hop(app: &TestApp) -> Resp {
-    let first = app.first_hop("triage-agent", LOGS).await;
-    first.assert_ok();
-    let second = app
-        .exchange_for_hop("mcp-logs", first.token(), ACCESS_TOKEN, COST, &[])
-        .await;
-    second.assert_ok();
-    second
+    app.agent_then_logs_to_cost("alice").await.2
 }
 
 /// alice's ID-JAG from the enterprise, redeemed at the resource AS by

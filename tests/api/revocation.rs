@@ -77,16 +77,7 @@ struct Chain {
 }
 
 async fn first_two_hops(app: &TestApp, sub: &str) -> (String, Resp, Resp) {
-    let id_token = app.idp.id_token(sub, "triage-agent", &["developer", "sre"]);
-    let h1 = app
-        .exchange_for_hop("triage-agent", &id_token, ID_TOKEN, LOGS, &[])
-        .await;
-    h1.assert_ok();
-    let h2 = app
-        .exchange_for_hop("mcp-logs", h1.token(), ACCESS_TOKEN, COST, &[])
-        .await;
-    h2.assert_ok();
-    (id_token, h1, h2)
+    app.agent_then_logs_to_cost(sub).await
 }
 
 async fn three_hops(app: &TestApp, sub: &str) -> Chain {

@@ -359,6 +359,23 @@ impl TestApp {
         self.exchange_for_hop(client, &id_token, ID_TOKEN, resource, &[]).await
     }
 
+    /// The chain most scenarios need: `sub` (developer + sre) signs in for
+    /// triage-agent, which takes the first hop to the logs MCP; mcp-logs
+    /// takes the second hop to the cost tool. Both hops must succeed.
+    /// Returns `(id token, first hop, second hop)`.
+    pub async fn agent_then_logs_to_cost(&self, sub: &str) -> (String, Resp, Resp) {
+        let id_token = self.idp.id_token(sub, "triage-agent", &["developer", "sre"]);
+        let first = self
+            .exchange_for_hop("triage-agent", &id_token, ID_TOKEN, LOGS, &[])
+            .await;
+        first.assert_ok();
+        let second = self
+            .exchange_for_hop("mcp-logs", first.token(), ACCESS_TOKEN, COST, &[])
+            .await;
+        second.assert_ok();
+        (id_token, first, second)
+    }
+
     /// A `private_key_jwt` assertion for reporting-bot, with `tweak` applied
     /// to its claims.
     pub fn bot_assertion(&self, tweak: impl FnOnce(&mut Value)) -> String {
