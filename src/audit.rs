@@ -74,6 +74,10 @@ pub struct AuditRecord {
     pub client_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
+    /// The issuer that vouched for `sub` (RFC 9493 `iss_sub`): a subject is
+    /// only unique within its issuer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_iss: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub act: Option<Act>,
     #[serde(skip_serializing_if = "Option::is_none")]

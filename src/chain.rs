@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::ClientKind;
+use crate::policy::{Client, ClientKind};
 
 /// One `act` entry. The outermost is the current actor; `act` inside it is the
 /// previous one (RFC 8693 §4.1). Only `sub`, `iss` and `sub_profile` are kept:
@@ -77,18 +77,65 @@ pub fn wrap(previous: Option<Act>, actor: Option<&Actor>) -> Option<Act> {
     }
 }
 
-/// Who becomes the new actor (design §2): the actor token's subject if one
-/// was sent; otherwise the authenticated client if it is an agent or a
-/// service; an `app` acting for its own user adds nothing.
-pub fn new_actor(actor_token: Option<Actor>, client_kind: ClientKind, client_actor_sub: &str) -> Option<Actor> {
-    actor_token.or_else(|| match client_kind {
-        ClientKind::App => None,
-        kind => Some(Actor {
-            sub: client_actor_sub.to_owned(),
+/// What a valid actor token says: `sub` as vouched for by `iss`, whose
+/// configured `actor_profile` is `issuer_profile`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActorClaim {
+    pub sub: String,
+    pub iss: String,
+    pub issuer_profile: ClientKind,
+}
+
+/// Why an actor token cannot be used by this client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotThisClientsActor;
+
+/// The stricter of two kinds for capping: an agent is capped hardest.
+fn stricter(a: ClientKind, b: ClientKind) -> ClientKind {
+    if a == ClientKind::Agent || b == ClientKind::Agent {
+        ClientKind::Agent
+    } else {
+        ClientKind::Service
+    }
+}
+
+/// Who becomes the new actor (specs/decisions.md §3). The authenticated
+/// client, when it is an `agent` or a `service`, is always in the chain it
+/// creates: an actor token it presents must name the client itself — its
+/// `actor_sub` (then the entry is the client's own, exactly as without a
+/// token) or one of its configured `actor_identities` — and never replaces
+/// it. An `app` adds no actor of its own; it may present an actor token only
+/// for an agent it hosts (`actor_identities`), and that agent becomes the
+/// actor. Whoever is named, the entry is capped at least as the client's
+/// kind and at least as the issuer's profile: caps only ever tighten.
+pub fn new_actor(client: &Client, token: Option<&ActorClaim>) -> Result<Option<Actor>, NotThisClientsActor> {
+    let Some(t) = token else {
+        return Ok(match client.kind {
+            ClientKind::App => None,
+            kind => Some(Actor {
+                sub: client.actor_sub.clone(),
+                iss: None,
+                kind,
+            }),
+        });
+    };
+    match client.kind {
+        ClientKind::Agent | ClientKind::Service if t.sub == client.actor_sub => Ok(Some(Actor {
+            sub: client.actor_sub.clone(),
             iss: None,
-            kind,
-        }),
-    })
+            kind: stricter(client.kind, t.issuer_profile),
+        })),
+        kind if client.hosts_identity(&t.iss, &t.sub) => Ok(Some(Actor {
+            sub: t.sub.clone(),
+            iss: Some(t.iss.clone()),
+            // An identity an app hosts is one of its agents.
+            kind: match kind {
+                ClientKind::App => ClientKind::Agent,
+                kind => stricter(kind, t.issuer_profile),
+            },
+        })),
+        _ => Err(NotThisClientsActor),
+    }
 }
 
 /// A chain inherited from another issuer's token: every entry that does not
@@ -105,8 +152,17 @@ pub fn vouched_by(chain: Option<Act>, issuer: &str) -> Option<Act> {
 
 /// RFC 8693 §4.4: when the subject token names who may act for its subject,
 /// the new actor must be that party. A `may_act` with no actor at this hop is
-/// satisfied (nobody new is acting).
-pub fn may_act_allows(may_act: Option<&serde_json::Value>, actor: Option<&Actor>) -> bool {
+/// satisfied (nobody new is acting). `may_act.iss`, when present, must be
+/// the actor's issuer (ours, `our_issuer`, for our own clients). Without
+/// `iss`, `sub` is read in the namespace of whoever issued the subject
+/// token: it matches an actor from our own clients, or one vouched for by
+/// that same issuer — never a same-named identity of a third issuer.
+pub fn may_act_allows(
+    may_act: Option<&serde_json::Value>,
+    actor: Option<&Actor>,
+    our_issuer: &str,
+    subject_issuer: &str,
+) -> bool {
     let (Some(may_act), Some(actor)) = (may_act, actor) else {
         return true;
     };
@@ -114,9 +170,10 @@ pub fn may_act_allows(may_act: Option<&serde_json::Value>, actor: Option<&Actor>
         return false;
     };
     let sub_ok = obj.get("sub").and_then(|v| v.as_str()) == Some(actor.sub.as_str());
-    let iss_ok = match obj.get("iss").and_then(|v| v.as_str()) {
-        None => true,
-        Some(iss) => actor.iss.as_deref() == Some(iss),
+    let iss_ok = match (obj.get("iss"), &actor.iss) {
+        (Some(iss), actor_iss) => iss.as_str() == Some(actor_iss.as_deref().unwrap_or(our_issuer)),
+        (None, None) => true,
+        (None, Some(actor_iss)) => actor_iss == subject_issuer,
     };
     sub_ok && iss_ok
 }
@@ -159,23 +216,151 @@ mod tests {
         assert_eq!(second.entries().nth(1), Some(&first));
     }
 
+    fn client(kind: ClientKind, actor_sub: &str, identities: &[(&str, &str)]) -> Client {
+        let mut config = crate::config::Config::from_toml(
+            "test",
+            r#"
+issuer = "https://broker.example.com"
+[keys]
+ephemeral = true
+[audiences."https://r.example.com"]
+kind = "access_token"
+scopes = { "r.read" = "read" }
+[clients.c]
+kind = "agent"
+secret_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+"#,
+        )
+        .unwrap();
+        let cc = config.clients.get_mut("c").unwrap();
+        cc.kind = kind;
+        cc.actor_sub = Some(actor_sub.into());
+        if kind == ClientKind::Service {
+            cc.resource = Some("https://svc.example.com".into());
+        }
+        let policy = config.resolve("test").unwrap();
+        let only = policy.clients["c"].clone();
+        drop(policy);
+        let mut c = std::sync::Arc::try_unwrap(only).unwrap();
+        c.actor_identities = identities
+            .iter()
+            .map(|(iss, sub)| crate::policy::ActorIdentity {
+                iss: (*iss).into(),
+                sub: (*sub).into(),
+            })
+            .collect();
+        c
+    }
+
+    fn claim(iss: &str, sub: &str, profile: ClientKind) -> ActorClaim {
+        ActorClaim {
+            sub: sub.into(),
+            iss: iss.into(),
+            issuer_profile: profile,
+        }
+    }
+
     #[test]
-    fn an_app_client_adds_no_actor() {
-        assert_eq!(new_actor(None, ClientKind::App, "web"), None);
-        assert_eq!(new_actor(None, ClientKind::Agent, "a").unwrap().sub, "a");
-        let t = agent("from-token");
-        assert_eq!(new_actor(Some(t.clone()), ClientKind::Service, "svc"), Some(t));
+    fn an_app_client_adds_no_actor_and_agents_and_services_always_act() {
+        let app = client(ClientKind::App, "web", &[]);
+        assert_eq!(new_actor(&app, None), Ok(None));
+        let agent = client(ClientKind::Agent, "agent:a", &[]);
+        assert_eq!(new_actor(&agent, None).unwrap().unwrap().sub, "agent:a");
+    }
+
+    #[test]
+    fn an_agent_cannot_launder_itself_out_of_the_chain_with_a_service_token() {
+        let agent = client(ClientKind::Agent, "agent:a", &[]);
+        let service = claim("https://wl", "svc:billing", ClientKind::Service);
+        assert_eq!(new_actor(&agent, Some(&service)), Err(NotThisClientsActor));
+        // Its own identity from a service-profile issuer stays an agent.
+        let own = claim("https://wl", "agent:a", ClientKind::Service);
+        let actor = new_actor(&agent, Some(&own)).unwrap().unwrap();
+        assert_eq!(
+            (actor.sub.as_str(), actor.iss, actor.kind),
+            ("agent:a", None, ClientKind::Agent)
+        );
+    }
+
+    #[test]
+    fn a_configured_identity_keeps_its_issuer_and_the_stricter_cap() {
+        let svc = client(ClientKind::Service, "mcp:x", &[("https://wl", "spiffe://x")]);
+        let as_agent = claim("https://wl", "spiffe://x", ClientKind::Agent);
+        let actor = new_actor(&svc, Some(&as_agent)).unwrap().unwrap();
+        assert_eq!(actor.iss.as_deref(), Some("https://wl"));
+        assert_eq!(actor.kind, ClientKind::Agent, "the issuer's stricter profile wins");
+        let other_issuer = claim("https://other", "spiffe://x", ClientKind::Service);
+        assert_eq!(new_actor(&svc, Some(&other_issuer)), Err(NotThisClientsActor));
+    }
+
+    #[test]
+    fn an_app_presents_only_the_agents_it_hosts_and_they_are_agents() {
+        let app = client(ClientKind::App, "web", &[("https://wl", "agent:x")]);
+        let hosted = claim("https://wl", "agent:x", ClientKind::Service);
+        assert_eq!(new_actor(&app, Some(&hosted)).unwrap().unwrap().kind, ClientKind::Agent);
+        let stranger = claim("https://wl", "agent:y", ClientKind::Agent);
+        assert_eq!(new_actor(&app, Some(&stranger)), Err(NotThisClientsActor));
     }
 
     #[test]
     fn may_act_names_who_may_act() {
+        let us = "https://broker";
         let m = serde_json::json!({"sub":"agent:triage"});
-        assert!(may_act_allows(Some(&m), Some(&agent("agent:triage"))));
-        assert!(!may_act_allows(Some(&m), Some(&agent("agent:other"))));
-        assert!(may_act_allows(Some(&m), None));
+        assert!(may_act_allows(
+            Some(&m),
+            Some(&agent("agent:triage")),
+            us,
+            "https://idp"
+        ));
+        assert!(!may_act_allows(
+            Some(&m),
+            Some(&agent("agent:other")),
+            us,
+            "https://idp"
+        ));
+        assert!(may_act_allows(Some(&m), None, us, "https://idp"));
         let with_iss = serde_json::json!({"sub":"agent:triage","iss":"https://idp"});
-        assert!(!may_act_allows(Some(&with_iss), Some(&agent("agent:triage"))));
-        assert!(!may_act_allows(Some(&serde_json::json!("x")), Some(&agent("x"))));
+        assert!(!may_act_allows(
+            Some(&with_iss),
+            Some(&agent("agent:triage")),
+            us,
+            "https://idp"
+        ));
+        let ours = serde_json::json!({"sub":"agent:triage","iss":us});
+        assert!(may_act_allows(
+            Some(&ours),
+            Some(&agent("agent:triage")),
+            us,
+            "https://idp"
+        ));
+        assert!(!may_act_allows(
+            Some(&serde_json::json!("x")),
+            Some(&agent("x")),
+            us,
+            "https://idp"
+        ));
+    }
+
+    #[test]
+    fn may_act_without_iss_never_matches_a_third_issuers_actor() {
+        let m = serde_json::json!({"sub":"agent:x"});
+        let from = |iss: &str| Actor {
+            sub: "agent:x".into(),
+            iss: Some(iss.into()),
+            kind: ClientKind::Agent,
+        };
+        assert!(may_act_allows(
+            Some(&m),
+            Some(&from("https://idp")),
+            "https://us",
+            "https://idp"
+        ));
+        assert!(!may_act_allows(
+            Some(&m),
+            Some(&from("https://evil")),
+            "https://us",
+            "https://idp"
+        ));
     }
 
     #[test]

@@ -24,6 +24,8 @@ fn is_empty_scope(s: &ScopeSet) -> bool {
 pub struct IdJagClaims {
     pub iss: String,
     pub sub: String,
+    /// Who vouched for `sub` (RFC 9493).
+    pub sub_id: SubjectId,
     pub aud: String,
     pub client_id: String,
     pub jti: String,
@@ -40,6 +42,29 @@ pub struct IdJagClaims {
     pub roles: Vec<String>,
     #[serde(flatten)]
     pub identity: IdentityClaims,
+}
+
+/// RFC 9493 §3.2.2 "Issuer and Subject" identifier, carried as the `sub_id`
+/// claim (RFC 9493 §4.1): the issuer that vouched for the user beside their
+/// `sub`. A subject is only unique within its issuer, so a resource server
+/// fed by more than one IdP keys users on this pair, never on `sub` alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectId {
+    pub format: String,
+    pub iss: String,
+    pub sub: String,
+}
+
+impl SubjectId {
+    pub const FORMAT: &'static str = "iss_sub";
+
+    pub fn new(principal: &crate::store::Principal) -> Self {
+        Self {
+            format: Self::FORMAT.to_owned(),
+            iss: principal.iss.clone(),
+            sub: principal.sub.clone(),
+        }
+    }
 }
 
 /// Authentication facts copied from the upstream ID token when present
@@ -62,6 +87,9 @@ pub struct IdentityClaims {
 pub struct AccessTokenClaims {
     pub iss: String,
     pub sub: String,
+    /// Who vouched for `sub` (RFC 9493), so that `bob` of one IdP is never
+    /// `bob` of another.
+    pub sub_id: SubjectId,
     pub aud: String,
     pub client_id: String,
     pub jti: String,
@@ -148,6 +176,8 @@ pub struct InboundClaims {
     pub aud_sub: Option<String>,
     #[serde(default)]
     pub tenant: Option<String>,
+    #[serde(default)]
+    pub sub_id: Option<serde_json::Value>,
     #[serde(default, deserialize_with = "numeric_date")]
     pub auth_time: Option<i64>,
     #[serde(default)]
@@ -198,6 +228,18 @@ impl InboundClaims {
         }
     }
 
+    /// The `iss` of an RFC 9493 `iss_sub` subject identifier naming this
+    /// token's own `sub`. Read only from tokens we issued: another issuer's
+    /// word on which IdP its user came from would let it speak for ours.
+    pub fn sub_id_issuer(&self) -> Option<&str> {
+        let o = self.sub_id.as_ref()?.as_object()?;
+        let format = o.get("format")?.as_str()?;
+        let sub = o.get("sub")?.as_str()?;
+        (format == SubjectId::FORMAT && Some(sub) == self.sub.as_deref())
+            .then(|| o.get("iss")?.as_str())
+            .flatten()
+    }
+
     pub fn scope_set(&self) -> Option<ScopeSet> {
         self.scope.as_deref().and_then(|s| ScopeSet::parse(s).ok())
     }
@@ -243,6 +285,11 @@ mod tests {
         let c = AccessTokenClaims {
             iss: "i".into(),
             sub: "s".into(),
+            sub_id: SubjectId {
+                format: SubjectId::FORMAT.into(),
+                iss: "https://idp".into(),
+                sub: "s".into(),
+            },
             aud: "a".into(),
             client_id: "c".into(),
             jti: "j".into(),

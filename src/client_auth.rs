@@ -137,20 +137,28 @@ pub async fn authenticate(
         Presented::Assertion { id, assertion } => {
             // RFC 7523 §3: sub (= iss) names the client; read it unverified
             // only to find whose keys verify it.
-            let claimed = UnverifiedJws::parse(assertion)
-                .ok()
-                .and_then(|j| j.payload.get("sub").and_then(|s| s.as_str()).map(str::to_owned))
+            let jws = UnverifiedJws::parse(assertion).map_err(|_| fail("client_assertion.malformed", false))?;
+            let claimed = jws
+                .payload
+                .get("sub")
+                .and_then(|s| s.as_str())
                 .ok_or_else(|| fail("client_assertion.malformed", false))?;
+            // Every refusal below spends one signature check, as a known
+            // client with a wrong key does: timing reveals no client id.
+            let refuse = |reason| {
+                jws.verify_decoy();
+                fail(reason, false)
+            };
             if id.is_some_and(|id| id != claimed) {
-                return Err(fail("client_assertion.client_id_mismatch", false));
+                return Err(refuse("client_assertion.client_id_mismatch"));
             }
             let client = policy
                 .clients
-                .get(&claimed)
+                .get(claimed)
                 .cloned()
-                .ok_or_else(|| fail("client_auth.unknown_client", false))?;
+                .ok_or_else(|| refuse("client_auth.unknown_client"))?;
             if !matches!(client.auth, AuthMethod::PrivateKeyJwt { .. }) {
-                return Err(fail("client_auth.method_not_allowed", false));
+                return Err(refuse("client_auth.method_not_allowed"));
             }
             let verified = validator
                 .validate(assertion, Expect::ClientAssertion { client: &client })
@@ -167,6 +175,7 @@ pub async fn authenticate(
             marks.push(ReplayMark {
                 key: format!("client_assertion:{}:{jti}", client.id),
                 expires_at: verified.exp + policy.tokens.clock_skew_secs,
+                authenticates: true,
             });
             Ok((client, Method::PrivateKeyJwt))
         }
@@ -194,4 +203,73 @@ fn check_secret(policy: &Policy, id: &str, secret: &str, method: Method) -> OAut
         return Err(fail("client_auth.method_not_allowed", false));
     }
     Ok(client.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, KeysConfig, UpstreamConfig};
+    use crate::jose::{Alg, VERIFICATIONS, sign_compact};
+    use crate::keys::KeyRing;
+    use crate::trust::jwks::JwksCache;
+
+    /// An assertion for `client` signed by a key nobody registered, with
+    /// header `kid`.
+    fn assertion(client: &str, kid: &str, issuer: &str) -> String {
+        let jwk = Alg::ES256.generate().unwrap();
+        let signer = Alg::ES256.signer(&jwk).unwrap();
+        let now = crate::types::now_secs();
+        let claims = serde_json::json!({
+            "iss": client, "sub": client, "aud": issuer, "iat": now, "exp": now + 60,
+            "jti": uuid::Uuid::now_v7().to_string(),
+        });
+        sign_compact(signer.as_ref(), Alg::ES256, kid, "JWT", &claims).unwrap()
+    }
+
+    /// What one authentication attempt costs in signature checks, and its
+    /// refusal reason.
+    async fn attempt(validator: &Validator<'_>, assertion: &str) -> (usize, &'static str) {
+        let body = format!("client_assertion_type={CLIENT_ASSERTION_TYPE_JWT_BEARER}&client_assertion={assertion}");
+        let params = OAuthParams::parse(body.as_bytes()).unwrap();
+        VERIFICATIONS.with(|n| n.set(0));
+        let err = authenticate(validator, &HeaderMap::new(), &params, &mut Vec::new())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.code, ErrorCode::InvalidClient);
+        (VERIFICATIONS.with(|n| n.get()), err.reason)
+    }
+
+    /// No client enumeration by timing: an unknown client id, a secret
+    /// client, a known client's unknown key and its wrong key all cost
+    /// exactly one signature check (the benchmark `client_auth` measures
+    /// the same paths in time).
+    #[tokio::test]
+    async fn every_private_key_jwt_refusal_costs_one_signature_check() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/broker.toml");
+        let mut config = Config::load(&path).unwrap();
+        config.keys = KeysConfig {
+            ephemeral: true,
+            ..KeysConfig::default()
+        };
+        let policy = config.resolve("test").unwrap();
+        let keys = KeyRing::from_config(&config.keys, None).unwrap();
+        let jwks = JwksCache::new(UpstreamConfig::default()).unwrap();
+        let validator = Validator {
+            policy: &policy,
+            keys: &keys,
+            jwks: &jwks,
+            now: crate::types::now_secs(),
+        };
+        let iss = policy.issuer.clone();
+        let cases = [
+            (assertion("no-such-client", "k", &iss), "client_auth.unknown_client"),
+            (assertion("chat-app", "k", &iss), "client_auth.method_not_allowed"),
+            (assertion("reporting-bot", "no-such-kid", &iss), "token.unknown_key"),
+            (assertion("reporting-bot", "reporting-bot-1", &iss), "token.signature"),
+        ];
+        for (token, reason) in cases {
+            assert_eq!(attempt(&validator, &token).await, (1, reason));
+        }
+    }
 }

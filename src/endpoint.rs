@@ -2,9 +2,12 @@
 //! revocation, admin): authenticate → decide → commit replay marks and the
 //! audit record together → respond.
 //!
-//! Owns: the rule that nothing leaves before its audit record and replay
-//! marks are stored (fail closed, design §4), and that every call writes
-//! exactly one audit record, granted or denied.
+//! Owns: the rule that nothing leaves and nothing takes effect before its
+//! audit record and replay marks are stored, in one atomic commit (fail
+//! closed, specs/decisions.md §10); that a replayed client assertion is
+//! recorded and answered as the authentication failure it is, whatever else
+//! went wrong; and that every call writes exactly one audit record, granted
+//! or denied.
 //! Must never: hold endpoint-specific rules.
 
 use std::net::IpAddr;
@@ -19,7 +22,7 @@ use crate::client_auth;
 use crate::error::{OAuthError, OAuthResult};
 use crate::http::extract::{OAuthParams, user_agent};
 use crate::policy::{Client, Policy};
-use crate::store::{Commit, ReplayMark, RevocationGuard};
+use crate::store::{Commit, CommitPlan, Effect, Mode, ReplayMark, RevocationGuard};
 use crate::trust::validate::Validator;
 use crate::types::now_secs;
 
@@ -30,11 +33,15 @@ pub struct Call<'a> {
     pub policy: Arc<Policy>,
     pub now: i64,
     pub audit: AuditRecord,
-    /// One-time values seen in this call (client assertion / ID-JAG `jti`).
+    /// One-time values seen in this call (client assertion / ID-JAG `jti`),
+    /// the client assertion's first.
     pub marks: Vec<ReplayMark>,
-    /// Release only if this token is not revoked, checked inside the commit;
-    /// with the error to answer if it is.
-    pub guard: Option<(RevocationGuard, OAuthError)>,
+    /// Release only if these tokens (subject, actor) are not revoked,
+    /// checked inside the commit; each with the error to answer if it is.
+    pub guards: Vec<(RevocationGuard, OAuthError)>,
+    /// What this call changes (revocations): applied by the same commit
+    /// that records it, so a call that is refused changes nothing.
+    pub effects: Vec<Effect>,
 }
 
 impl<'a> Call<'a> {
@@ -47,7 +54,8 @@ impl<'a> Call<'a> {
             now: now_secs(),
             audit,
             marks: Vec::new(),
-            guard: None,
+            guards: Vec::new(),
+            effects: Vec::new(),
         }
     }
 
@@ -73,24 +81,30 @@ impl<'a> Call<'a> {
         Ok(client)
     }
 
-    /// Store marks and the granted record, then answer with `respond()`. If
-    /// the store cannot be written, nothing is released: 503.
+    /// Store marks, effects and the granted record, then answer with
+    /// `respond()`. If the store cannot be written, nothing is released and
+    /// nothing takes effect: 503.
     pub async fn commit(mut self, respond: impl FnOnce() -> Response) -> Response {
         self.audit.decision = Decision::Granted;
-        let guard = self.guard.as_ref().map(|(g, _)| g);
-        match self.state.store.commit(&self.marks, guard, self.audit.clone()).await {
+        let guards: Vec<RevocationGuard> = self.guards.iter().map(|(g, _)| g.clone()).collect();
+        let plan = CommitPlan {
+            mode: Mode::Grant,
+            marks: &self.marks,
+            guards: &guards,
+            effects: &self.effects,
+        };
+        match self.state.store.commit(plan, self.audit.clone()).await {
             Ok(Commit::Done(record)) => {
                 record.emit();
                 respond()
             }
             Ok(Commit::Replayed { index }) => {
                 let err = replay_error(&self.marks[index]);
-                self.marks.clear();
                 self.deny(err).await
             }
-            Ok(Commit::Revoked) => {
-                let err = match self.guard.take() {
-                    Some((_, err)) => err,
+            Ok(Commit::Revoked { index }) => {
+                let err = match self.guards.get(index) {
+                    Some((_, err)) => err.clone(),
                     None => OAuthError::internal(
                         "store.revoked_without_guard",
                         &"store reported a revocation no guard asked about",
@@ -102,23 +116,38 @@ impl<'a> Call<'a> {
         }
     }
 
-    /// Record a denial and answer with the error. One-time values already
-    /// seen are burned too, so a refused assertion cannot be retried. A
-    /// failed audit write does not change the answer (nothing is released
-    /// either way); it is logged.
+    /// Record a denial and answer with the error. Nothing takes effect. The
+    /// one-time values already seen are spent too, so a refused assertion
+    /// cannot be retried — unless the client assertion itself was a replay:
+    /// then the client never authenticated, nothing is spent on its behalf,
+    /// and the record and the answer say so (`client_assertion.replayed`),
+    /// whatever else was wrong. A failed audit write does not change the
+    /// answer (nothing is released either way); it is logged.
     pub async fn deny(mut self, err: OAuthError) -> Response {
+        self.effects.clear();
         self.audit.deny(&err);
         let store = &self.state.store;
-        let mut outcome = store.commit(&self.marks, None, self.audit.clone()).await;
-        if let Ok(Commit::Replayed { .. }) = outcome {
-            outcome = store.commit(&[], None, self.audit).await;
+        let plan = CommitPlan {
+            mode: Mode::Deny,
+            marks: &self.marks,
+            guards: &[],
+            effects: &[],
+        };
+        let mut answer = err;
+        let mut outcome = store.commit(plan, self.audit.clone()).await;
+        if let Ok(Commit::Replayed { index }) = outcome {
+            answer = replay_error(&self.marks[index]);
+            self.audit.deny(&answer);
+            outcome = store.commit(CommitPlan::record_only(Mode::Deny), self.audit).await;
         }
         match outcome {
             Ok(Commit::Done(record)) => record.emit(),
-            Ok(Commit::Replayed { .. } | Commit::Revoked) => {}
-            Err(e) => tracing::error!(error = %e, reason = err.reason, "audit record of a denial could not be written"),
+            Ok(Commit::Replayed { .. } | Commit::Revoked { .. }) => {}
+            Err(e) => {
+                tracing::error!(error = %e, reason = answer.reason, "audit record of a denial could not be written")
+            }
         }
-        err.into_response()
+        answer.into_response()
     }
 
     /// Finish with `result`: commit on success, deny on error.
@@ -133,7 +162,7 @@ impl<'a> Call<'a> {
 /// The error for a reused one-time value: a client assertion is client
 /// authentication (`invalid_client`); an assertion grant is `invalid_grant`.
 fn replay_error(mark: &ReplayMark) -> OAuthError {
-    if mark.key.starts_with("client_assertion:") {
+    if mark.authenticates {
         OAuthError::invalid_client("client_assertion.replayed", "client authentication failed")
     } else {
         OAuthError::invalid_grant("assertion.replayed", "the assertion has already been used")

@@ -196,8 +196,43 @@ impl<'a> UnverifiedJws<'a> {
     }
 
     pub fn verify(&self, verifier: &dyn JwsVerifier) -> bool {
+        #[cfg(test)]
+        VERIFICATIONS.with(|n| n.set(n.get() + 1));
         verifier.verify(self.signing_input.as_bytes(), &self.signature).is_ok()
     }
+
+    /// Spend exactly the work of a real check and fail: verify against a
+    /// key nobody holds, of the token's own algorithm. Used where no key was
+    /// found, so that "no such client" or "no such key" costs the same as
+    /// "wrong key" and timing cannot enumerate client ids (RFC 7523 §3, OIDC
+    /// Core §9 leave this to the server).
+    pub fn verify_decoy(&self) -> bool {
+        if let Some(v) = Alg::parse(&self.header.alg).and_then(decoy_verifier) {
+            let _ = self.verify(v.as_ref());
+        }
+        false
+    }
+}
+
+// Signature checks made on this thread (tests only: the timing-equivalence
+// tests count them instead of timing them).
+#[cfg(test)]
+thread_local! {
+    pub static VERIFICATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// One verifier per algorithm for a key generated at first use and thrown
+/// away: no signature ever verifies under it.
+fn decoy_verifier(alg: Alg) -> Option<Arc<dyn JwsVerifier>> {
+    static DECOYS: [std::sync::OnceLock<Option<Arc<dyn JwsVerifier>>>; 5] = [const { std::sync::OnceLock::new() }; 5];
+    let i = Alg::ALL.iter().position(|a| *a == alg)?;
+    DECOYS[i]
+        .get_or_init(|| {
+            let jwk = alg.generate().ok()?;
+            let public = jwk.to_public_key().ok()?;
+            alg.verifier(&public).ok()
+        })
+        .clone()
 }
 
 /// Serialize and sign a compact JWS with an explicit `typ` (RFC 8725 §3.11).

@@ -78,6 +78,8 @@ pub struct TrustedIssuer {
     pub algs: Vec<Alg>,
     pub groups_claim: String,
     pub actor_profile: ClientKind,
+    /// The roles this issuer may assert for its users.
+    pub roles: BTreeSet<String>,
 }
 
 #[derive(Debug)]
@@ -99,6 +101,24 @@ pub struct Client {
     pub categories: Option<BTreeSet<Category>>,
     pub resource: Option<String>,
     pub ras_client_ids: HashMap<String, String>,
+    /// Identities this client may present actor tokens for.
+    pub actor_identities: Vec<ActorIdentity>,
+    /// Issuer identifiers whose ID-JAGs this client may redeem.
+    pub id_jag_issuers: HashSet<String>,
+}
+
+/// An actor identity: `sub` in the namespace of issuer `iss`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ActorIdentity {
+    pub iss: String,
+    pub sub: String,
+}
+
+impl Client {
+    /// May this client present an actor token naming `sub` from `iss`?
+    pub fn hosts_identity(&self, iss: &str, sub: &str) -> bool {
+        self.actor_identities.iter().any(|i| i.iss == iss && i.sub == sub)
+    }
 }
 
 #[derive(Debug)]
@@ -122,6 +142,7 @@ pub struct TokenSettings {
     pub max_delegation_depth: usize,
     pub max_client_assertion_lifetime_secs: i64,
     pub max_id_jag_lifetime_secs: i64,
+    pub max_upstream_token_lifetime_secs: i64,
 }
 
 #[derive(Debug)]
@@ -142,6 +163,10 @@ pub struct Policy {
     pub clients: HashMap<String, Arc<Client>>,
     /// Clients by the identity they carry in `act.sub`, to find their caps.
     pub clients_by_actor: HashMap<String, Arc<Client>>,
+    /// Clients by the actor identities configured for them, by issuer then
+    /// `sub`: an `act` entry vouched for by an actor issuer is still judged
+    /// by the client it belongs to.
+    pub clients_by_identity: HashMap<String, HashMap<String, Arc<Client>>>,
     /// Audiences by identifier and by alias.
     pub audiences: HashMap<String, Arc<Audience>>,
     pub roles: BTreeMap<String, ScopeSet>,
@@ -158,6 +183,23 @@ impl Policy {
     pub fn known_roles<'a>(&self, groups: impl IntoIterator<Item = &'a str>) -> Vec<String> {
         let set: BTreeSet<&str> = groups.into_iter().filter(|g| self.roles.contains_key(*g)).collect();
         set.into_iter().map(str::to_owned).collect()
+    }
+
+    /// The roles an upstream issuer asserts that we both know and accept
+    /// from that issuer (`issuers.*.roles`): a partner can never grant our
+    /// users an entitlement it was not trusted with.
+    pub fn roles_from<'a>(&self, issuer: &TrustedIssuer, names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        self.known_roles(names.into_iter().filter(|n| issuer.roles.contains(*n)))
+    }
+
+    /// The client an `act` entry stands for, if it is one of ours: an entry
+    /// we created (no `iss`) by its `actor_sub`, or an actor identity
+    /// configured for a client by its issuer and `sub`.
+    pub fn client_of(&self, entry: &Act) -> Option<&Arc<Client>> {
+        match &entry.iss {
+            None => self.clients_by_actor.get(&entry.sub),
+            Some(iss) => self.clients_by_identity.get(iss)?.get(&entry.sub),
+        }
     }
 
     /// The scopes a user's roles allow, in any audience.
@@ -180,12 +222,17 @@ impl Policy {
     }
 
     /// How long a revocation is kept: it must outlive every token it could
-    /// apply to — ours (the longest audience TTL) and upstream subject tokens
-    /// such as ID tokens, whose lifetime we do not set, hence at least a day.
-    /// Revocations are rare, so the cost of keeping them is small.
+    /// apply to — ours (the longest audience TTL) and every upstream token
+    /// we accept (ID tokens, partner access tokens and actor tokens are
+    /// refused beyond `max_upstream_token_lifetime_secs`, ID-JAGs beyond
+    /// `max_id_jag_lifetime_secs`). Otherwise a revoked subject could come
+    /// back with a token issued before its cut-off once the cut-off expired.
     pub fn revocation_horizon_secs(&self) -> i64 {
-        let ours = self.audiences.values().map(|a| a.ttl_secs).max().unwrap_or(0) + self.tokens.clock_skew_secs;
-        ours.max(24 * 3600)
+        let t = &self.tokens;
+        let ours = self.audiences.values().map(|a| a.ttl_secs).max().unwrap_or(0);
+        ours.max(t.max_upstream_token_lifetime_secs)
+            .max(t.max_id_jag_lifetime_secs)
+            + t.clock_skew_secs
     }
 }
 
@@ -298,17 +345,13 @@ fn allowed_scopes(policy: &Policy, ctx: &ExchangeContext<'_>) -> ScopeSet {
         ctx.client.categories.as_ref(),
     );
     for entry in ctx.chain.into_iter().flat_map(Act::entries) {
-        // Only entries we created (no `iss`) are our clients; an upstream's
-        // entry is judged by its own profile (see `chain::vouched_by`).
-        let known = entry
-            .iss
-            .is_none()
-            .then(|| policy.clients_by_actor.get(&entry.sub))
-            .flatten();
-        let is_agent = match known {
-            Some(c) => c.kind == ClientKind::Agent,
-            None => entry.is_agent(),
-        };
+        // An entry is capped as an agent if its profile says so or if it
+        // belongs to an agent client: caps only ever add up, so neither an
+        // issuer's profile nor a client's kind can loosen the other. An
+        // upstream's entry matches one of our clients only through an
+        // identity configured for it (see `chain::vouched_by`).
+        let known = policy.client_of(entry);
+        let is_agent = entry.is_agent() || known.is_some_and(|c| c.kind == ClientKind::Agent);
         apply_cap(
             policy,
             ctx.audience,

@@ -83,6 +83,11 @@ pub struct TokensConfig {
     /// (RFC 7523 §3: an unreasonably distant `exp` may be refused). It also
     /// bounds how long its replay mark is kept.
     pub max_id_jag_lifetime_secs: i64,
+    /// An upstream token (ID token, partner access token, actor token) may
+    /// expire at most this far ahead; revocations by subject are kept at
+    /// least this long, so a token issued before a cut-off can never
+    /// outlive the cut-off.
+    pub max_upstream_token_lifetime_secs: i64,
 }
 
 impl Default for TokensConfig {
@@ -94,6 +99,7 @@ impl Default for TokensConfig {
             max_delegation_depth: 4,
             max_client_assertion_lifetime_secs: 3600,
             max_id_jag_lifetime_secs: 3600,
+            max_upstream_token_lifetime_secs: 86400,
         }
     }
 }
@@ -177,9 +183,17 @@ pub struct IssuerConfig {
     pub algs: Vec<String>,
     #[serde(default = "default_groups_claim")]
     pub groups_claim: String,
-    /// `sub_profile` recorded for actors this issuer vouches for.
+    /// `sub_profile` recorded for actors this issuer vouches for (`agent`
+    /// or `service`). It can only tighten: an identity that belongs to an
+    /// agent client, or that an `app` hosts, is capped as an agent anyway.
     #[serde(default)]
     pub actor_profile: Option<ClientKind>,
+    /// Roles (names in `[roles]`) this issuer may assert for its users,
+    /// through its groups claim or a `roles` claim. Absent: every known role
+    /// for an issuer trusted for `id_token` (the enterprise IdP is the
+    /// authority on its users), none for any other issuer.
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
 }
 
 fn default_upstream_algs() -> Vec<String> {
@@ -225,6 +239,28 @@ pub struct ClientConfig {
     /// This client's id at each resource AS, by that AS's issuer.
     #[serde(default)]
     pub ras_client_ids: BTreeMap<String, String>,
+    /// Identities this client may present an `actor_token` for (RFC 8693
+    /// §2.1): an `app` lists the agents it hosts; an `agent` or `service`
+    /// may list extra names for itself (its workload identity). A token
+    /// for any other identity is refused, so a stolen actor token cannot
+    /// make another client act as that agent.
+    #[serde(default)]
+    pub actor_identities: Vec<ActorIdentityConfig>,
+    /// For `jwt-bearer` clients: the issuers (names under `[issuers]`,
+    /// trusted for `id_jag`) whose ID-JAGs this client may redeem. Required
+    /// with that grant, so one tenant's IdP can never mint for another's
+    /// client.
+    #[serde(default)]
+    pub id_jag_issuers: Vec<String>,
+}
+
+/// One identity an actor token may name: `sub` as vouched for by `issuer`
+/// (the name of an `[issuers.<name>]` entry trusted for `actor`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorIdentityConfig {
+    pub issuer: String,
+    pub sub: String,
 }
 
 fn default_grants() -> Vec<GrantType> {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use super::{ClientConfig, Config, StoreConfig, is_loopback};
 use crate::jose::Alg;
 use crate::policy::{
-    AgentCap, Audience, AudienceKind, AuthMethod, Category, Client, ClientKind, KeySource, Policy, Purpose,
-    TokenSettings, TrustedIssuer,
+    ActorIdentity, AgentCap, Audience, AudienceKind, AuthMethod, Category, Client, ClientKind, KeySource, Policy,
+    Purpose, TokenSettings, TrustedIssuer,
 };
 use crate::trust::jwks::KeySet;
 use crate::types::{GrantType, ScopeSet};
@@ -102,6 +102,10 @@ impl Validator {
                 t.max_client_assertion_lifetime_secs,
             ),
             ("tokens.max_id_jag_lifetime_secs", t.max_id_jag_lifetime_secs),
+            (
+                "tokens.max_upstream_token_lifetime_secs",
+                t.max_upstream_token_lifetime_secs,
+            ),
         ] {
             if v < 0 || (k != "tokens.clock_skew_secs" && v == 0) {
                 self.problem(k, "must be a positive number of seconds");
@@ -197,6 +201,7 @@ impl Validator {
         }
 
         let mut issuers = HashMap::new();
+        let mut issuers_by_name: HashMap<&str, Arc<TrustedIssuer>> = HashMap::new();
         for (name, i) in &c.issuers {
             let key = format!("issuers.{name}");
             let iss = i.issuer.trim_end_matches('/').to_owned();
@@ -231,6 +236,21 @@ impl Validator {
                     None
                 }
             };
+            if i.actor_profile == Some(ClientKind::App) {
+                self.problem(format!("{key}.actor_profile"), "must be agent or service");
+            }
+            let accepted_roles: BTreeSet<String> = match &i.roles {
+                None if i.trust.contains(&Purpose::IdToken) => roles.keys().cloned().collect(),
+                None => BTreeSet::new(),
+                Some(list) => {
+                    for r in list {
+                        if !roles.contains_key(r) {
+                            self.problem(format!("{key}.roles"), format!("unknown role {r:?} (see [roles])"));
+                        }
+                    }
+                    list.iter().cloned().collect()
+                }
+            };
             if let Some(keys) = keys {
                 let trusted = TrustedIssuer {
                     name: name.clone(),
@@ -240,8 +260,11 @@ impl Validator {
                     algs,
                     groups_claim: i.groups_claim.clone(),
                     actor_profile: i.actor_profile.unwrap_or(ClientKind::Agent),
+                    roles: accepted_roles,
                 };
-                if issuers.insert(iss.clone(), Arc::new(trusted)).is_some() {
+                let trusted = Arc::new(trusted);
+                issuers_by_name.insert(name.as_str(), trusted.clone());
+                if issuers.insert(iss.clone(), trusted).is_some() {
                     self.problem(&key, format!("issuer {iss:?} is configured twice"));
                 }
             }
@@ -251,6 +274,12 @@ impl Validator {
         let mut actor_subs: HashMap<String, String> = HashMap::new();
         for (id, cc) in &c.clients {
             let key = format!("clients.{id}");
+            // Client ids become parts of store keys and audit fields: RFC
+            // 3986 unreserved characters only, so no key is ambiguous.
+            if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+            {
+                self.problem(&key, "a client id is 1 to 128 characters from A-Z a-z 0-9 - . _ ~");
+            }
             if id == &issuer || issuers.contains_key(id.as_str()) {
                 self.problem(&key, "a client id must not equal an issuer identifier (its assertions would be confusable with issuer tokens)");
             }
@@ -305,6 +334,47 @@ impl Validator {
                     format!("{actor_sub:?} is also the actor of client {other:?}"),
                 );
             }
+            let mut actor_identities = Vec::new();
+            for (i, a) in cc.actor_identities.iter().enumerate() {
+                let akey = format!("{key}.actor_identities[{i}]");
+                match issuers_by_name.get(a.issuer.as_str()) {
+                    Some(t) if t.purposes.contains(&Purpose::Actor) => {
+                        if a.sub.is_empty() {
+                            self.problem(format!("{akey}.sub"), "must not be empty");
+                        }
+                        actor_identities.push(ActorIdentity {
+                            iss: t.issuer.clone(),
+                            sub: a.sub.clone(),
+                        });
+                    }
+                    Some(_) => self.problem(
+                        format!("{akey}.issuer"),
+                        format!("issuer {:?} is not trusted for actor", a.issuer),
+                    ),
+                    None => self.problem(
+                        format!("{akey}.issuer"),
+                        format!("{:?} is not an issuer name under [issuers]", a.issuer),
+                    ),
+                }
+            }
+            let mut id_jag_issuers = HashSet::new();
+            for (i, name) in cc.id_jag_issuers.iter().enumerate() {
+                match issuers_by_name.get(name.as_str()) {
+                    Some(t) if t.purposes.contains(&Purpose::IdJag) => {
+                        id_jag_issuers.insert(t.issuer.clone());
+                    }
+                    _ => self.problem(
+                        format!("{key}.id_jag_issuers[{i}]"),
+                        format!("{name:?} is not an issuer name under [issuers] trusted for id_jag"),
+                    ),
+                }
+            }
+            if cc.grants.contains(&GrantType::JwtBearer) && cc.id_jag_issuers.is_empty() {
+                self.problem(
+                    format!("{key}.id_jag_issuers"),
+                    "a jwt-bearer client must name the issuers whose ID-JAGs it may redeem",
+                );
+            }
             if let Some(auth) = auth {
                 clients.insert(
                     id.clone(),
@@ -319,8 +389,26 @@ impl Validator {
                         categories: cc.categories.as_ref().map(|c| c.iter().copied().collect()),
                         resource: cc.resource.clone(),
                         ras_client_ids,
+                        actor_identities,
+                        id_jag_issuers,
                     }),
                 );
+            }
+        }
+
+        // Each actor identity belongs to one client, whose caps follow it.
+        let mut clients_by_identity: HashMap<String, HashMap<String, Arc<Client>>> = HashMap::new();
+        let mut sorted: Vec<&Arc<Client>> = clients.values().collect();
+        sorted.sort_by(|a, b| a.id.cmp(&b.id));
+        for client in sorted {
+            for ident in &client.actor_identities {
+                let by_sub = clients_by_identity.entry(ident.iss.clone()).or_default();
+                if let Some(other) = by_sub.insert(ident.sub.clone(), client.clone()) {
+                    self.problem(
+                        format!("clients.{}.actor_identities", client.id),
+                        format!("{:?} is also an actor identity of client {:?}", ident.sub, other.id),
+                    );
+                }
             }
         }
 
@@ -372,19 +460,6 @@ impl Validator {
                 self.problem(format!("admin.clients[{i}]"), format!("unknown client {id:?}"));
             }
         }
-        for (id, cc) in &c.clients {
-            if cc.grants.contains(&GrantType::JwtBearer)
-                && !issuers
-                    .values()
-                    .any(|i: &Arc<TrustedIssuer>| i.purposes.contains(&Purpose::IdJag))
-            {
-                self.problem(
-                    format!("clients.{id}.grants"),
-                    "jwt-bearer needs at least one issuer trusted for id_jag",
-                );
-            }
-        }
-
         Policy {
             issuer: issuer.clone(),
             default_resource: c.resource_as.default_resource.clone(),
@@ -395,12 +470,14 @@ impl Validator {
                 max_delegation_depth: t.max_delegation_depth,
                 max_client_assertion_lifetime_secs: t.max_client_assertion_lifetime_secs,
                 max_id_jag_lifetime_secs: t.max_id_jag_lifetime_secs,
+                max_upstream_token_lifetime_secs: t.max_upstream_token_lifetime_secs,
             },
             issuers,
             clients_by_actor: clients
                 .values()
                 .map(|c: &Arc<Client>| (c.actor_sub.clone(), c.clone()))
                 .collect(),
+            clients_by_identity,
             clients,
             audiences,
             roles,

@@ -56,6 +56,7 @@ pub fn embedded_config(issuer: &str, listen: SocketAddr, ras_issuer: &str) -> an
             algs: vec!["ES256".into()],
             groups_claim: "groups".into(),
             actor_profile: Some(ClientKind::Agent),
+            roles: None,
         },
     );
     Ok((config, idp))
@@ -78,6 +79,7 @@ pub fn embedded_ras_config(ras_issuer: &str, listen: SocketAddr, broker_issuer: 
             algs: vec!["ES256".into()],
             groups_claim: "groups".into(),
             actor_profile: None,
+            roles: None,
         },
     );
     Ok(config)

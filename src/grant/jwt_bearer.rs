@@ -12,12 +12,12 @@
 use std::sync::Arc;
 
 use crate::audit::{AuditRecord, TokenFingerprint};
-use crate::claims::{AccessTokenClaims, TYP_ACCESS_TOKEN};
+use crate::claims::{AccessTokenClaims, SubjectId, TYP_ACCESS_TOKEN};
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::grant::{GrantContext, Issued};
 use crate::http::extract::OAuthParams;
 use crate::policy::{Client, ExchangeContext, decide};
-use crate::store::{ReplayMark, RevocationGuard};
+use crate::store::{Principal, ReplayMark, RevocationGuard};
 use crate::trust::validate::Expect;
 use crate::types::{ScopeSet, TokenType};
 
@@ -28,7 +28,11 @@ pub async fn redeem(
     audit: &mut AuditRecord,
     marks: &mut Vec<ReplayMark>,
 ) -> OAuthResult<Issued> {
-    run(cx, client, params, audit, marks)
+    // A missing parameter is a malformed request (RFC 6749 §5.2), not an
+    // invalid grant; everything wrong *with* the assertion is `invalid_grant`
+    // (RFC 7523 §3.1).
+    let assertion = params.require("assertion")?;
+    run(cx, client, assertion, params, audit, marks)
         .await
         .map_err(|e| e.recode(ErrorCode::InvalidGrant))
 }
@@ -36,11 +40,11 @@ pub async fn redeem(
 async fn run(
     cx: &GrantContext<'_>,
     client: &Arc<Client>,
+    assertion: &str,
     params: &OAuthParams,
     audit: &mut AuditRecord,
     marks: &mut Vec<ReplayMark>,
 ) -> OAuthResult<Issued> {
-    let assertion = params.require("assertion")?;
     audit.subject_token = Some(TokenFingerprint::of(assertion));
     audit.requested_token_type = Some(TokenType::AccessToken.uri().to_owned());
     // Tolerated extras (design §6): `scope` narrows, `resource` must agree.
@@ -67,24 +71,35 @@ async fn run(
     let txn = crate::chain::inherit_txn(v.claims.txn.as_deref());
     audit.txn = Some(txn.clone());
 
-    // Step 5: issued for this client. Checked before the assertion is
-    // marked used, so another client presenting it cannot spend it.
+    // Step 5: issued for this client, by an issuer this client is bound to
+    // (one tenant's IdP never mints for another tenant's client). Checked
+    // before the assertion is marked used, so another client presenting it
+    // cannot spend it.
     if v.claims.client_id.as_deref() != Some(client.id.as_str()) {
         return Err(OAuthError::invalid_grant(
             "id_jag.client_id",
             "the assertion was issued for another client",
         ));
     }
+    if !client.id_jag_issuers.contains(&v.claims.iss) {
+        return Err(OAuthError::invalid_grant(
+            "id_jag.issuer_not_for_client",
+            "the assertion was issued for another client",
+        ));
+    }
 
     // Step 4: single use, until the assertion expires (the mark is set
-    // atomically with the audit record at commit).
+    // atomically with the audit record at commit). The issuer is
+    // length-prefixed: it is a URL full of colons.
     marks.push(ReplayMark {
         key: format!(
-            "id_jag:{}:{}",
+            "id_jag:{}:{}:{}",
+            v.claims.iss.len(),
             v.claims.iss,
             v.claims.jti.as_deref().unwrap_or_default()
         ),
         expires_at: v.exp + cx.policy.tokens.clock_skew_secs,
+        authenticates: false,
     });
 
     // Step 6: a key-bound ID-JAG (`cnf`) needs a DPoP proof, which this
@@ -134,11 +149,19 @@ async fn run(
         .clone()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| v.sub.clone());
+    // The user is `sub` as vouched for by this ID-JAG's issuer: two
+    // tenants' `bob`s are two principals (RFC 9493 `iss_sub`).
+    let principal = Principal {
+        iss: v.claims.iss.clone(),
+        sub: sub.clone(),
+    };
+    audit.sub = Some(sub.clone());
+    audit.sub_iss = Some(principal.iss.clone());
     // Revoked by jti, txn or subject: checked atomically with the commit.
     let guard = RevocationGuard {
         jti: v.claims.jti.clone(),
         txn: Some(txn.clone()),
-        sub: sub.clone(),
+        principal: principal.clone(),
         iat: v.claims.iat,
     };
     let chain = v
@@ -183,9 +206,13 @@ async fn run(
 
     let jti = uuid::Uuid::now_v7().to_string();
     audit.issued_jti = Some(jti.clone());
-    let roles = cx
-        .policy
-        .known_roles(v.claims.roles.iter().flatten().map(String::as_str));
+    // Only the roles this issuer is trusted to assert (`issuers.*.roles`).
+    let roles = match &v.issuer {
+        Some(i) => cx
+            .policy
+            .roles_from(i, v.claims.roles.iter().flatten().map(String::as_str)),
+        None => Vec::new(),
+    };
     let token = cx
         .state
         .keys
@@ -194,6 +221,7 @@ async fn run(
             &AccessTokenClaims {
                 iss: cx.policy.issuer.clone(),
                 sub,
+                sub_id: SubjectId::new(&principal),
                 aud: audience.id.clone(),
                 client_id: client.id.clone(),
                 jti,
@@ -214,9 +242,9 @@ async fn run(
         token_type: "Bearer",
         exp: grant.exp,
         scope: grant.scope,
-        guard: Some((
+        guards: vec![(
             guard,
             OAuthError::invalid_grant("id_jag.revoked", "the assertion has been revoked"),
-        )),
+        )],
     })
 }

@@ -35,9 +35,9 @@ pub struct Issued {
     pub token_type: &'static str,
     pub exp: i64,
     pub scope: ScopeSet,
-    /// Release only if the subject is still not revoked (checked atomically
-    /// with the audit write), else answer with this error.
-    pub guard: Option<(RevocationGuard, OAuthError)>,
+    /// Release only if the subject (and actor) tokens are still not revoked
+    /// (checked atomically with the audit write), else answer with the error.
+    pub guards: Vec<(RevocationGuard, OAuthError)>,
 }
 
 /// RFC 6749 §5.1 / RFC 8693 §2.2.1 success body.
@@ -75,7 +75,7 @@ pub async fn handle(state: &AppState, headers: &HeaderMap, source_ip: Option<IpA
                     .uri()
                     .to_owned(),
             );
-            call.guard = issued.guard.take();
+            call.guards.append(&mut issued.guards);
             call.commit(move || token_response(&issued, now)).await
         }
         Err(err) => call.deny(err).await,

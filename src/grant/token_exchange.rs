@@ -11,13 +11,13 @@
 use std::sync::Arc;
 
 use crate::audit::{AuditRecord, TokenFingerprint};
-use crate::chain::{self, Act, Actor};
-use crate::claims::{AccessTokenClaims, IdJagClaims, TYP_ACCESS_TOKEN, TYP_ID_JAG};
+use crate::chain::{self, Act, ActorClaim};
+use crate::claims::{AccessTokenClaims, IdJagClaims, SubjectId, TYP_ACCESS_TOKEN, TYP_ID_JAG};
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::grant::{GrantContext, Issued};
 use crate::http::extract::OAuthParams;
 use crate::policy::{Audience, AudienceKind, Client, ExchangeContext, decide};
-use crate::store::RevocationGuard;
+use crate::store::{Principal, RevocationGuard};
 use crate::trust::validate::{Expect, Rejected, Verified};
 use crate::types::{ScopeSet, TokenType};
 
@@ -34,7 +34,10 @@ struct Request<'a> {
 
 /// What the subject token establishes about the user and the chain so far.
 struct Subject {
-    sub: String,
+    /// The user, qualified by the issuer that vouched for them.
+    principal: Principal,
+    /// Who issued the subject token itself (for `may_act` without `iss`).
+    token_issuer: String,
     exp: i64,
     roles: Vec<String>,
     txn: String,
@@ -55,18 +58,28 @@ pub async fn exchange(
 ) -> OAuthResult<Issued> {
     let req = parse(cx, params, audit)?;
     let subject = validate_subject(cx, client, &req, audit).await?;
-    let actor = validate_actor(cx, &req, &subject, audit).await?;
+    let actor_token = validate_actor(cx, &req, &subject, audit).await?;
 
-    let actor = chain::new_actor(actor, client.kind, &client.actor_sub);
+    let actor = chain::new_actor(client, actor_token.as_ref().map(|(claim, _)| claim)).map_err(|_| {
+        OAuthError::invalid_request(
+            "actor_token.not_this_client",
+            "actor_token is invalid: this client may not act as the identity it names",
+        )
+    })?;
     // `act` must name someone other than `sub` (RFC 9700 §4.15: a client
     // identity must never be confusable with a user's).
-    if actor.as_ref().is_some_and(|a| a.sub == subject.sub) {
+    if actor.as_ref().is_some_and(|a| a.sub == subject.principal.sub) {
         return Err(OAuthError::invalid_request(
             "chain.actor_is_subject",
             "the acting client's identity equals the user's subject; act must name someone else",
         ));
     }
-    if !chain::may_act_allows(subject.may_act.as_ref(), actor.as_ref()) {
+    if !chain::may_act_allows(
+        subject.may_act.as_ref(),
+        actor.as_ref(),
+        &cx.policy.issuer,
+        &subject.token_issuer,
+    ) {
         return Err(OAuthError::invalid_request(
             "chain.may_act",
             "the subject token's may_act does not allow this actor (RFC 8693 §4.4)",
@@ -91,12 +104,14 @@ pub async fn exchange(
 
     let jti = uuid::Uuid::now_v7().to_string();
     audit.issued_jti = Some(jti.clone());
+    let sub_id = SubjectId::new(&subject.principal);
     let signed = match req.requested {
         TokenType::IdJag => cx.state.keys.sign(
             TYP_ID_JAG,
             &IdJagClaims {
                 iss: cx.policy.issuer.clone(),
-                sub: subject.sub,
+                sub: subject.principal.sub,
+                sub_id,
                 aud: req.audience.id.clone(),
                 client_id: client
                     .ras_client_ids
@@ -118,7 +133,8 @@ pub async fn exchange(
             TYP_ACCESS_TOKEN,
             &AccessTokenClaims {
                 iss: cx.policy.issuer.clone(),
-                sub: subject.sub,
+                sub: subject.principal.sub,
+                sub_id,
                 aud: req.audience.id.clone(),
                 client_id: client.id.clone(),
                 jti,
@@ -144,7 +160,9 @@ pub async fn exchange(
         },
         exp: grant.exp,
         scope: grant.scope,
-        guard: Some(subject.guard),
+        guards: std::iter::once(subject.guard)
+            .chain(actor_token.map(|(_, guard)| guard))
+            .collect(),
     })
 }
 
@@ -354,7 +372,17 @@ async fn validate_subject(
     if let Some(f) = &mut audit.subject_token {
         f.identify(&v.claims.iss, v.claims.jti.as_deref());
     }
+    // The user's issuer: the upstream that signed, or for our own tokens the
+    // one they name (RFC 9493 `sub_id`), else us.
+    let principal = Principal {
+        iss: match &v.issuer {
+            Some(i) => i.issuer.clone(),
+            None => v.claims.sub_id_issuer().unwrap_or(&cx.policy.issuer).to_owned(),
+        },
+        sub: v.sub.clone(),
+    };
     audit.sub = Some(v.sub.clone());
+    audit.sub_iss = Some(principal.iss.clone());
     audit.parent_jti = v.claims.jti.clone();
     let identity = v.claims.identity();
 
@@ -369,13 +397,16 @@ async fn validate_subject(
         }
         // An offboarded user's identity assertions issued before the cut-off
         // start nothing (admin revoke by subject): checked at commit.
-        let guard = not_revoked(&v, None);
-        let groups_claim = v.issuer.as_ref().map(|i| i.groups_claim.as_str()).unwrap_or("groups");
-        let roles = cx.policy.known_roles(v.claims.groups(groups_claim));
+        let guard = not_revoked(&v, &principal, None, "subject_token");
+        let roles = match &v.issuer {
+            Some(i) => cx.policy.roles_from(i, v.claims.groups(&i.groups_claim)),
+            None => Vec::new(),
+        };
         let txn = chain::inherit_txn(None);
         audit.txn = Some(txn.clone());
         return Ok(Subject {
-            sub: v.sub,
+            token_issuer: v.claims.iss.clone(),
+            principal,
             exp: v.exp,
             roles,
             txn,
@@ -402,7 +433,7 @@ async fn validate_subject(
             "subject_token is invalid: it was not issued to or for this client",
         ));
     }
-    let guard = not_revoked(&v, Some(&txn));
+    let guard = not_revoked(&v, &principal, Some(&txn), "subject_token");
     let chain = v.claims.act_chain().map_err(|_| {
         OAuthError::invalid_request(
             "subject_token.act_malformed",
@@ -417,13 +448,14 @@ async fn validate_subject(
     let roles = match &v.issuer {
         // Ours: the entitlements resolved at the first exchange, unchanged.
         None => v.claims.roles.clone().unwrap_or_default(),
-        // A trusted issuer's: whatever of its roles/groups we know.
+        // A trusted issuer's: whatever of its roles/groups we know and
+        // accept from that issuer (`issuers.*.roles`).
         Some(i) => {
             let mut names: Vec<&str> = v.claims.groups(&i.groups_claim);
             if let Some(r) = &v.claims.roles {
                 names.extend(r.iter().map(String::as_str));
             }
-            cx.policy.known_roles(names)
+            cx.policy.roles_from(i, names)
         }
     };
     let same_audience = aud.is_some_and(|a| a.contains(&req.audience.id));
@@ -435,7 +467,8 @@ async fn validate_subject(
         None
     };
     Ok(Subject {
-        sub: v.sub,
+        token_issuer: v.claims.iss.clone(),
+        principal,
         exp: v.exp,
         roles,
         txn,
@@ -447,26 +480,38 @@ async fn validate_subject(
     })
 }
 
-/// "Only if this subject token is not revoked" (by jti, by txn, or by
-/// subject-before-time), checked inside the commit: one store round trip.
-fn not_revoked(v: &Verified, txn: Option<&str>) -> (RevocationGuard, OAuthError) {
+/// "Only if this token is not revoked" (by jti, by txn, or by its
+/// principal's cut-off), checked inside the commit: one store round trip.
+fn not_revoked(
+    v: &Verified,
+    principal: &Principal,
+    txn: Option<&str>,
+    which: &'static str,
+) -> (RevocationGuard, OAuthError) {
+    let (reason, description) = match which {
+        "actor_token" => ("actor_token.revoked", "actor_token is invalid: it has been revoked"),
+        _ => ("subject_token.revoked", "subject_token is invalid: it has been revoked"),
+    };
     (
         RevocationGuard {
             jti: v.claims.jti.clone(),
             txn: txn.map(str::to_owned),
-            sub: v.sub.clone(),
+            principal: principal.clone(),
             iat: v.claims.iat,
         },
-        OAuthError::invalid_request("subject_token.revoked", "subject_token is invalid: it has been revoked"),
+        OAuthError::invalid_request(reason, description),
     )
 }
 
+/// The actor token (RFC 8693 §2.1), if one was sent: valid by its own rule
+/// (issuer trusted for `actor`, addressed to us, bounded lifetime), not the
+/// subject, and — checked at commit like the subject — not revoked.
 async fn validate_actor(
     cx: &GrantContext<'_>,
     req: &Request<'_>,
     subject: &Subject,
     audit: &mut AuditRecord,
-) -> OAuthResult<Option<Actor>> {
+) -> OAuthResult<Option<(ActorClaim, (RevocationGuard, OAuthError))>> {
     let Some((token, ty)) = req.actor else {
         return Ok(None);
     };
@@ -486,20 +531,28 @@ async fn validate_actor(
         f.identify(&v.claims.iss, v.claims.jti.as_deref());
     }
     // Keep act distinct from sub (ID-JAG security considerations).
-    if v.sub == subject.sub {
+    if v.sub == subject.principal.sub {
         return Err(OAuthError::invalid_request(
             "actor_token.same_as_subject",
             "actor_token is invalid: the actor cannot be the subject",
         ));
     }
-    let kind = v
+    let issuer_profile = v
         .issuer
         .as_ref()
         .map(|i| i.actor_profile)
         .unwrap_or(crate::policy::ClientKind::Agent);
-    Ok(Some(Actor {
-        sub: v.sub,
-        iss: Some(v.claims.iss),
-        kind,
-    }))
+    let principal = Principal {
+        iss: v.claims.iss.clone(),
+        sub: v.sub.clone(),
+    };
+    let guard = not_revoked(&v, &principal, None, "actor_token");
+    Ok(Some((
+        ActorClaim {
+            sub: v.sub,
+            iss: v.claims.iss,
+            issuer_profile,
+        },
+        guard,
+    )))
 }

@@ -20,7 +20,7 @@ use crate::app::AppState;
 use crate::endpoint::Call;
 use crate::error::{OAuthError, OAuthResult, no_store_headers};
 use crate::http::extract::OAuthParams;
-use crate::store::Revocation;
+use crate::store::{Effect, Principal, Revocation};
 
 async fn admin_call<'a>(call: &mut Call<'a>, headers: &HeaderMap, params: &OAuthParams) -> OAuthResult<()> {
     let client = call.authenticate(headers, params).await?;
@@ -40,7 +40,8 @@ fn json_no_store(v: serde_json::Value) -> Response {
 }
 
 /// Revoke every token of a correlation id (`txn=`), or every token of a user
-/// issued until now (`sub=`). Kept for the revocation horizon.
+/// (`sub=` with `iss=`, the issuer that vouched for them) issued until now.
+/// Kept for the revocation horizon.
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -57,13 +58,32 @@ pub async fn revoke(
                 (Revocation::Txn(txn.to_owned()), json!({"txn": txn}))
             }
             (None, Some(sub)) => {
+                // A subject is only unique within the issuer that vouched
+                // for it: `bob` of one IdP is never `bob` of another.
+                let iss = params.get("iss").ok_or_else(|| {
+                    OAuthError::invalid_request(
+                        "admin.revoke_iss",
+                        "revoking by sub needs iss: the issuer that vouched for the user",
+                    )
+                })?;
+                let known = iss == call.policy.issuer || call.policy.issuers.contains_key(iss);
+                if !known {
+                    return Err(OAuthError::invalid_request(
+                        "admin.revoke_unknown_iss",
+                        "iss is neither this server nor a trusted issuer",
+                    ));
+                }
                 call.audit.sub = Some(sub.to_owned());
+                call.audit.sub_iss = Some(iss.to_owned());
                 (
                     Revocation::SubjectBefore {
-                        sub: sub.to_owned(),
+                        principal: Principal {
+                            iss: iss.to_owned(),
+                            sub: sub.to_owned(),
+                        },
                         before: call.now,
                     },
-                    json!({"sub": sub, "issued_before": call.now}),
+                    json!({"sub": sub, "iss": iss, "issued_before": call.now}),
                 )
             }
             _ => {
@@ -73,11 +93,12 @@ pub async fn revoke(
                 ));
             }
         };
-        state
-            .store
-            .revoke(revocation, until)
-            .await
-            .map_err(|e| OAuthError::unavailable("store.revoke_failed", &e))?;
+        // An effect of the commit: a refused call (a replayed client
+        // assertion) revokes nothing, and the record says what happened.
+        call.effects.push(Effect {
+            revocation,
+            expires_at: until,
+        });
         call.audit.reason = Some("revoked".into());
         Ok(move || json_no_store(json!({"revoked": what, "until": until})))
     }

@@ -2,7 +2,8 @@
 //!
 //! Owns: reading an `application/x-www-form-urlencoded` body into parameters
 //! with RFC 6749 semantics (§3.1: empty = omitted; §3.2: no repeats except
-//! where a spec allows them), and the caller facts the audit record keeps.
+//! where a spec allows them), in time linear in the body, with bounded
+//! counts and lengths, and the caller facts the audit record keeps.
 //! Must never: answer with axum's 415/422 plain-text rejections: every
 //! failure here is a 400 `invalid_request` JSON body.
 
@@ -19,24 +20,74 @@ pub const MAX_FORM_BYTES: usize = 64 * 1024;
 /// Parameters that a spec allows to repeat (RFC 8693 §2.1, RFC 8707 §2).
 const REPEATABLE: &[&str] = &["resource", "audience"];
 
+/// Most parameters in one request. The richest request (token exchange with
+/// an actor and client authentication in the body) has about a dozen.
+pub const MAX_PARAMS: usize = 32;
+
+/// Most values of one repeatable parameter (`resource`, `audience`).
+pub const MAX_REPEATS: usize = 8;
+
+/// Longest parameter name; every name we read is under 32 bytes.
+pub const MAX_NAME_BYTES: usize = 64;
+
+/// Longest value: twice the largest token we read (`jose::MAX_TOKEN_BYTES`),
+/// so an oversized token is still refused by the rule for tokens, with its
+/// own audit reason, and nothing longer is ever decoded.
+pub const MAX_VALUE_BYTES: usize = 2 * crate::jose::MAX_TOKEN_BYTES;
+
 #[derive(Debug, Default)]
 pub struct OAuthParams {
     pairs: Vec<(String, String)>,
 }
 
 impl OAuthParams {
+    /// Parse a form body. Linear in its size: each pair is decoded once and
+    /// checked against a set of the names seen so far, and parsing stops at
+    /// the first pair over a bound, so no body can buy more CPU than its
+    /// length (a security review measured 170 ms for 10,000 distinct keys
+    /// with the quadratic check this replaces).
     pub fn parse(body: &[u8]) -> OAuthResult<Self> {
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(body)
-            .into_owned()
-            .filter(|(_, v)| !v.is_empty())
-            .collect();
-        for (i, (k, _)) in pairs.iter().enumerate() {
-            if !REPEATABLE.contains(&k.as_str()) && pairs[..i].iter().any(|(k2, _)| k2 == k) {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for (count, (k, v)) in form_urlencoded::parse(body).enumerate() {
+            if count >= MAX_PARAMS {
                 return Err(OAuthError::invalid_request(
-                    "request.repeated_parameter",
-                    format!("parameter {k:?} must not be repeated (RFC 6749 §3.2)"),
+                    "request.too_many_parameters",
+                    format!("a request carries at most {MAX_PARAMS} parameters"),
                 ));
             }
+            if k.len() > MAX_NAME_BYTES {
+                return Err(OAuthError::invalid_request(
+                    "request.parameter_name_too_long",
+                    format!("a parameter name is at most {MAX_NAME_BYTES} bytes"),
+                ));
+            }
+            if v.len() > MAX_VALUE_BYTES {
+                return Err(OAuthError::invalid_request(
+                    "request.parameter_too_long",
+                    format!("a parameter value is at most {MAX_VALUE_BYTES} bytes"),
+                ));
+            }
+            // RFC 6749 §3.1: a parameter without a value is omitted.
+            if v.is_empty() {
+                continue;
+            }
+            let repeats = seen.entry(k.to_string()).or_insert(0);
+            *repeats += 1;
+            let repeatable = REPEATABLE.contains(&k.as_ref());
+            if *repeats > 1 && !repeatable {
+                return Err(OAuthError::invalid_request(
+                    "request.repeated_parameter",
+                    format!("parameter {:?} must not be repeated (RFC 6749 §3.2)", k.as_ref()),
+                ));
+            }
+            if *repeats > MAX_REPEATS {
+                return Err(OAuthError::invalid_request(
+                    "request.too_many_values",
+                    format!("parameter {:?} is repeated more than {MAX_REPEATS} times", k.as_ref()),
+                ));
+            }
+            pairs.push((k.into_owned(), v.into_owned()));
         }
         Ok(Self { pairs })
     }
@@ -106,6 +157,35 @@ mod tests {
         let p = OAuthParams::parse(b"scope=&grant_type=x").unwrap();
         assert_eq!(p.get("scope"), None);
         assert_eq!(p.get("grant_type"), Some("x"));
+    }
+
+    #[test]
+    fn counts_and_lengths_are_bounded() {
+        let many: String = (0..=MAX_PARAMS).map(|i| format!("k{i}=v&")).collect();
+        assert_eq!(
+            OAuthParams::parse(many.as_bytes()).unwrap_err().reason,
+            "request.too_many_parameters"
+        );
+        let long_name = format!("{}=v", "k".repeat(MAX_NAME_BYTES + 1));
+        assert_eq!(
+            OAuthParams::parse(long_name.as_bytes()).unwrap_err().reason,
+            "request.parameter_name_too_long"
+        );
+        let long_value = format!("assertion={}", "a".repeat(MAX_VALUE_BYTES + 1));
+        assert_eq!(
+            OAuthParams::parse(long_value.as_bytes()).unwrap_err().reason,
+            "request.parameter_too_long"
+        );
+        let repeats: String = (0..=MAX_REPEATS).map(|_| "resource=https%3A%2F%2Fa&").collect();
+        assert_eq!(
+            OAuthParams::parse(repeats.as_bytes()).unwrap_err().reason,
+            "request.too_many_values"
+        );
+    }
+
+    #[test]
+    fn an_empty_value_is_omitted_so_it_is_no_repeat() {
+        assert_eq!(OAuthParams::parse(b"scope=a&scope=").unwrap().get("scope"), Some("a"));
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //!
 //! Owns: the response shape: RFC 7662 §2.2 members plus `act` and `txn`, and
 //! nothing more (the user's `roles` stay in the token: minimal disclosure,
-//! RFC 8693 §6). Any authenticated client may introspect (a JWT holder can
-//! read its claims anyway); each call is audited, so auditors see who looked
-//! at which token of a txn.
+//! RFC 8693 §6); and who may learn that a token is active: the client it was
+//! issued to, or a client whose `resource` is its audience (the resource
+//! server it was issued for). Any other authenticated caller gets
+//! `{"active": false}` (RFC 7662 §2.1: the server decides what it tells
+//! whom). Each call is audited, so auditors see who looked at which token of
+//! a txn.
 //! Must never: say why a token is inactive, or answer for an unauthenticated
 //! caller (401).
 
@@ -31,16 +34,29 @@ pub async fn introspect(
 ) -> Response {
     let mut call = Call::begin(&state, &headers, Some(peer.ip()), "introspection");
     let result = async {
-        call.authenticate(&headers, &params).await?;
+        let client = call.authenticate(&headers, &params).await?;
         let token = params.require("token")?;
-        let verified = own_active_token(&call.validator(), state.store.as_ref(), token).await?;
-        let body = match verified {
+        let own = own_active_token(&call.validator(), state.store.as_ref(), token).await?;
+        let may_know = |v: &crate::trust::validate::Verified| {
+            v.claims.client_id.as_deref() == Some(client.id.as_str())
+                || client
+                    .resource
+                    .as_deref()
+                    .is_some_and(|r| v.claims.aud.as_ref().is_some_and(|a| a.contains(r)))
+        };
+        let body = match own {
+            Some(own) if !may_know(&own.verified) => {
+                call.audit.reason = Some("introspection.not_for_caller".into());
+                json!({ "active": false })
+            }
             None => json!({ "active": false }),
-            Some(v) => {
+            Some(own) => {
+                let v = &own.verified;
                 let c = &v.claims;
                 call.audit.parent_jti = c.jti.clone();
                 call.audit.txn = c.txn.clone();
                 call.audit.sub = Some(v.sub.clone());
+                call.audit.sub_iss = Some(own.principal.iss.clone());
                 let mut body = json!({
                     "active": true,
                     "iss": c.iss,

@@ -15,10 +15,10 @@ use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
 use crate::endpoint::Call;
-use crate::error::{OAuthError, no_store_headers};
+use crate::error::no_store_headers;
 use crate::http::extract::OAuthParams;
 use crate::inspect::own_active_token;
-use crate::store::Revocation;
+use crate::store::{Effect, Revocation};
 
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
@@ -31,18 +31,21 @@ pub async fn revoke(
         let client = call.authenticate(&headers, &params).await?;
         let token = params.require("token")?;
         // `token_type_hint` is only a hint (RFC 7009 §2.1): we look anyway.
-        if let Some(v) = own_active_token(&call.validator(), state.store.as_ref(), token).await?
-            && v.claims.client_id.as_deref() == Some(client.id.as_str())
-            && let Some(jti) = v.claims.jti.clone()
+        // The revocation is an effect of the commit: if the commit refuses
+        // (a replayed client assertion), nothing is revoked.
+        if let Some(own) = own_active_token(&call.validator(), state.store.as_ref(), token).await?
+            && own.verified.claims.client_id.as_deref() == Some(client.id.as_str())
+            && let Some(jti) = own.verified.claims.jti.clone()
         {
-            state
-                .store
-                .revoke(Revocation::Jti(jti.clone()), v.exp + call.policy.tokens.clock_skew_secs)
-                .await
-                .map_err(|e| OAuthError::unavailable("store.revoke_failed", &e))?;
+            let v = &own.verified;
+            call.effects.push(Effect {
+                revocation: Revocation::Jti(jti.clone()),
+                expires_at: v.exp + call.policy.tokens.clock_skew_secs,
+            });
             call.audit.parent_jti = Some(jti);
             call.audit.txn = v.claims.txn.clone();
             call.audit.sub = Some(v.sub.clone());
+            call.audit.sub_iss = Some(own.principal.iss.clone());
             call.audit.reason = Some("revoked".into());
         }
         Ok(|| {

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Commit, ReplayMark, Revocation, RevocationGuard, Store, StoreError, TokenRef, revocation_key};
+use super::{Commit, CommitPlan, Mode, Revocation, Store, StoreError, TokenRef, revocation_key, subject_key};
 use crate::audit::{AuditRecord, GENESIS};
 use crate::types::now_secs;
 
@@ -97,45 +97,81 @@ impl MemoryStore {
     }
 }
 
-/// Revoked by jti, by txn, or issued at or before its subject's cut-off (a
-/// token without `iat` cannot prove it came after, so it counts as before).
+/// Revoked by jti, by txn, or issued at or before its principal's cut-off
+/// (a token without `iat` cannot prove it came after, so it counts as before).
 fn revoked(st: &State, token: TokenRef<'_>, now: i64) -> bool {
-    let hit = |r: Revocation| st.revocations.get(&revocation_key(&r), now).copied();
-    if token.jti.is_some_and(|j| hit(Revocation::Jti(j.to_owned())).is_some())
-        || token.txn.is_some_and(|t| hit(Revocation::Txn(t.to_owned())).is_some())
+    let hit = |key: String| st.revocations.get(&key, now).copied();
+    if token
+        .jti
+        .is_some_and(|j| hit(revocation_key(&Revocation::Jti(j.to_owned()))).is_some())
+        || token
+            .txn
+            .is_some_and(|t| hit(revocation_key(&Revocation::Txn(t.to_owned()))).is_some())
     {
         return true;
     }
-    let cutoff = hit(Revocation::SubjectBefore {
-        sub: token.sub.to_owned(),
-        before: 0,
-    });
-    match (cutoff, token.iat) {
+    match (hit(subject_key(token.principal)), token.iat) {
         (Some(cut), Some(iat)) => iat <= cut,
         (Some(_), None) => true,
         (None, _) => false,
     }
 }
 
+/// Record a revocation: an expiry is never shortened and a subject cut-off
+/// only moves forward (a later offboarding wins).
+fn apply_revocation(st: &mut State, revocation: &Revocation, expires_at: i64, now: i64) {
+    st.revocations.purge(now);
+    let key = revocation_key(revocation);
+    let value = match revocation {
+        Revocation::SubjectBefore { before, .. } => {
+            let existing = st.revocations.get(&key, now).copied().unwrap_or(i64::MIN);
+            (*before).max(existing)
+        }
+        _ => 0,
+    };
+    let keep_until = st
+        .revocations
+        .entries
+        .get(&key)
+        .map(|(e, _)| (*e).max(expires_at))
+        .unwrap_or(expires_at);
+    if keep_until > now {
+        st.revocations.insert(key, keep_until, value);
+    }
+}
+
 #[async_trait]
 impl Store for MemoryStore {
-    async fn commit(
-        &self,
-        marks: &[ReplayMark],
-        guard: Option<&RevocationGuard>,
-        mut record: AuditRecord,
-    ) -> Result<Commit, StoreError> {
+    async fn commit(&self, plan: CommitPlan<'_>, mut record: AuditRecord) -> Result<Commit, StoreError> {
         let now = now_secs();
         let mut st = self.lock();
-        if guard.is_some_and(|g| revoked(&st, g.token(), now)) {
-            return Ok(Commit::Revoked);
-        }
         st.marks.purge(now);
-        if let Some(index) = marks.iter().position(|m| st.marks.get(&m.key, now).is_some()) {
-            return Ok(Commit::Replayed { index });
-        }
-        for m in marks {
-            st.marks.insert(m.key.clone(), m.expires_at, ());
+        let used = |st: &State, i: usize| st.marks.get(&plan.marks[i].key, now).is_some();
+        match plan.mode {
+            Mode::Grant => {
+                if let Some(index) = plan.guards.iter().position(|g| revoked(&st, g.token(), now)) {
+                    return Ok(Commit::Revoked { index });
+                }
+                if let Some(index) = (0..plan.marks.len()).find(|i| used(&st, *i)) {
+                    return Ok(Commit::Replayed { index });
+                }
+                for m in plan.marks {
+                    st.marks.insert(m.key.clone(), m.expires_at, ());
+                }
+                for e in plan.effects {
+                    apply_revocation(&mut st, &e.revocation, e.expires_at, now);
+                }
+            }
+            Mode::Deny => {
+                if let Some(index) = (0..plan.marks.len()).find(|i| plan.marks[*i].authenticates && used(&st, *i)) {
+                    return Ok(Commit::Replayed { index });
+                }
+                for (i, m) in plan.marks.iter().enumerate() {
+                    if !used(&st, i) && m.expires_at > now {
+                        st.marks.insert(m.key.clone(), m.expires_at, ());
+                    }
+                }
+            }
         }
         let log = &mut st.audit;
         let seq = log.next_seq;
@@ -161,25 +197,7 @@ impl Store for MemoryStore {
     }
 
     async fn revoke(&self, revocation: Revocation, expires_at: i64) -> Result<(), StoreError> {
-        let now = now_secs();
-        let mut st = self.lock();
-        st.revocations.purge(now);
-        let key = revocation_key(&revocation);
-        let before = match revocation {
-            Revocation::SubjectBefore { before, .. } => {
-                // A later offboarding moves the cut-off forward, never back.
-                let existing = st.revocations.get(&key, now).copied().unwrap_or(i64::MIN);
-                before.max(existing)
-            }
-            _ => 0,
-        };
-        let keep_until = st
-            .revocations
-            .entries
-            .get(&key)
-            .map(|(e, _)| (*e).max(expires_at))
-            .unwrap_or(expires_at);
-        st.revocations.insert(key, keep_until, before);
+        apply_revocation(&mut self.lock(), &revocation, expires_at, now_secs());
         Ok(())
     }
 

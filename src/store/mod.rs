@@ -1,9 +1,10 @@
 //! Shared state behind one trait: replay marks, revocations, the audit trail.
 //!
 //! Owns: the contract every store keeps (memory for the embedded default,
-//! Redis for many instances). `commit` is the single write a granted request
-//! makes: replay marks and its audit record together, atomically, before the
-//! token leaves (fail closed: an error here means no token).
+//! Redis for many instances). `commit` is the single write a request makes:
+//! its replay marks, its effects (revocations) and its audit record together,
+//! atomically, before anything leaves (fail closed: an error here means no
+//! token and no effect).
 //! Must never: decide policy, or hold a token (audit records hold jti/hashes).
 
 pub mod memory;
@@ -20,19 +21,78 @@ pub struct ReplayMark {
     pub key: String,
     /// Unix seconds; the mark is kept until then.
     pub expires_at: i64,
+    /// The mark of the credential that authenticated the client (a
+    /// `private_key_jwt` assertion). If it is already set the client was
+    /// never authenticated, so a denial sets no other mark (see [`Mode`]).
+    pub authenticates: bool,
 }
 
-/// `Done` is far larger than `Replayed`; it is built once per request and
+/// What a commit is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Release a token or an effect: every guard must hold and every mark
+    /// must be fresh, else nothing at all is written.
+    Grant,
+    /// Record a denial. If an authenticating mark was already used, nothing
+    /// is written (the caller re-records the denial as that replay). Else
+    /// every mark not yet set is set — a credential seen once is spent even
+    /// when the request fails, so a fresh client assertion can never
+    /// authenticate twice — and the record is appended. Guards and effects
+    /// are ignored.
+    Deny,
+}
+
+/// A revocation to record, kept until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effect {
+    pub revocation: Revocation,
+    pub expires_at: i64,
+}
+
+/// Everything one commit checks and writes besides its audit record.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitPlan<'a> {
+    pub mode: Mode,
+    pub marks: &'a [ReplayMark],
+    /// Release only if none of these tokens is revoked (subject, actor).
+    pub guards: &'a [RevocationGuard],
+    /// Revocations that happen only if the commit does (RFC 7009, admin).
+    pub effects: &'a [Effect],
+}
+
+impl<'a> CommitPlan<'a> {
+    /// A plan that only appends a record (tests, simple endpoints).
+    pub fn record_only(mode: Mode) -> Self {
+        Self {
+            mode,
+            marks: &[],
+            guards: &[],
+            effects: &[],
+        }
+    }
+}
+
+/// `Done` is far larger than the others; it is built once per request and
 /// moved, never copied, so boxing would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Commit {
-    /// Marks set and record appended (sealed, with its seq and hash).
+    /// Marks set, effects applied and record appended (sealed, with its seq
+    /// and hash).
     Done(AuditRecord),
     /// `marks[index]` was already used: nothing was written.
     Replayed { index: usize },
-    /// The guarded token is revoked: nothing was written.
-    Revoked,
+    /// `guards[index]` names a revoked token: nothing was written.
+    Revoked { index: usize },
+}
+
+/// The principal a token speaks for: a subject is only meaningful within the
+/// issuer that vouched for it (RFC 9493 §3.2.2 `iss_sub`), so `bob` of one
+/// IdP is never `bob` of another.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Principal {
+    pub iss: String,
+    pub sub: String,
 }
 
 /// "Only if this token is not revoked": checked inside the commit, so a
@@ -42,7 +102,7 @@ pub enum Commit {
 pub struct RevocationGuard {
     pub jti: Option<String>,
     pub txn: Option<String>,
-    pub sub: String,
+    pub principal: Principal,
     pub iat: Option<i64>,
 }
 
@@ -51,7 +111,7 @@ impl RevocationGuard {
         TokenRef {
             jti: self.jti.as_deref(),
             txn: self.txn.as_deref(),
-            sub: &self.sub,
+            principal: &self.principal,
             iat: self.iat,
         }
     }
@@ -63,9 +123,10 @@ pub enum Revocation {
     Jti(String),
     /// Every token carrying this correlation id, including later ones.
     Txn(String),
-    /// Every token for `sub` issued at or before `before` (offboarding).
+    /// Every token for this principal issued at or before `before`
+    /// (offboarding), scoped by the issuer that vouched for the user.
     SubjectBefore {
-        sub: String,
+        principal: Principal,
         before: i64,
     },
 }
@@ -75,7 +136,7 @@ pub enum Revocation {
 pub struct TokenRef<'a> {
     pub jti: Option<&'a str>,
     pub txn: Option<&'a str>,
-    pub sub: &'a str,
+    pub principal: &'a Principal,
     pub iat: Option<i64>,
 }
 
@@ -85,17 +146,13 @@ pub struct StoreError(pub String);
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Atomically: if the guarded token is revoked, or any mark exists, write
-    /// nothing and say why; otherwise set all marks, seal and append the record.
-    async fn commit(
-        &self,
-        marks: &[ReplayMark],
-        guard: Option<&RevocationGuard>,
-        record: AuditRecord,
-    ) -> Result<Commit, StoreError>;
+    /// Atomically check and write what `plan` says (see [`Mode`]), sealing
+    /// and appending `record` when it is written.
+    async fn commit(&self, plan: CommitPlan<'_>, record: AuditRecord) -> Result<Commit, StoreError>;
 
-    /// Record a revocation, kept until `expires_at` (the longest a token it
-    /// could apply to may live).
+    /// Record a revocation outside a request (operators, tests), kept until
+    /// `expires_at`. Requests revoke through `commit` so that the effect
+    /// and its audit record are one write.
     async fn revoke(&self, revocation: Revocation, expires_at: i64) -> Result<(), StoreError>;
 
     async fn is_revoked(&self, token: TokenRef<'_>) -> Result<bool, StoreError>;
@@ -110,11 +167,41 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
-/// Revocation keys, shared by every store so their contents agree.
+/// Revocation keys, shared by every store so their contents agree. Values
+/// that may contain `:` are length-prefixed, so no two revocations can ever
+/// name the same key (an issuer URL is full of colons).
 pub fn revocation_key(r: &Revocation) -> String {
     match r {
         Revocation::Jti(j) => format!("jti:{j}"),
         Revocation::Txn(t) => format!("txn:{t}"),
-        Revocation::SubjectBefore { sub, .. } => format!("sub:{sub}"),
+        Revocation::SubjectBefore { principal, .. } => {
+            format!("sub:{}:{}:{}", principal.iss.len(), principal.iss, principal.sub)
+        }
+    }
+}
+
+/// The key of a subject cut-off for this principal.
+pub fn subject_key(principal: &Principal) -> String {
+    revocation_key(&Revocation::SubjectBefore {
+        principal: principal.clone(),
+        before: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_keys_of_different_issuers_never_collide() {
+        let p = |iss: &str, sub: &str| Principal {
+            iss: iss.into(),
+            sub: sub.into(),
+        };
+        assert_ne!(subject_key(&p("https://a", "b:c")), subject_key(&p("https://a:b", "c")));
+        assert_ne!(
+            subject_key(&p("https://idp-a", "bob")),
+            subject_key(&p("https://idp-b", "bob"))
+        );
     }
 }

@@ -37,7 +37,7 @@ use ::redis::{Client, RedisError, RedisResult, Script};
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
-use super::{Commit, ReplayMark, Revocation, RevocationGuard, Store, StoreError, TokenRef, revocation_key};
+use super::{Commit, CommitPlan, Mode, Revocation, Store, StoreError, TokenRef, revocation_key, subject_key};
 use crate::audit::{AuditRecord, GENESIS};
 
 /// Key prefix when the config names none.
@@ -63,33 +63,66 @@ const HEAD_CONFLICT_RETRIES: usize = 3;
 /// every other client.
 const CHAIN_PAGE: usize = 1000;
 
-/// The commit script.
+/// Recording a revocation, shared by both scripts so there is one rule: an
+/// existing expiry is never shortened, and a subject cut-off only moves
+/// forward (the larger one wins).
+const REVOKE_FN_LUA: &str = r#"
+local function revoke(key, at, value, is_cutoff, now)
+  local ttl = redis.call('PTTL', key)
+  if ttl > 0 then at = math.max(at, now + ttl) end
+  if at <= now then return 0 end
+  if is_cutoff == '1' then
+    local current = redis.call('GET', key)
+    if current and tonumber(current) and tonumber(current) > tonumber(value) then
+      value = current
+    end
+  end
+  redis.call('SET', key, value, 'PXAT', string.format('%.0f', at))
+  return 1
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"#;
+
+/// The commit script (after `REVOKE_FN_LUA`).
 ///
-/// KEYS: the n mark keys; when guarded (g = 1) the guard's jti, txn and
-/// subject revocation keys; then stream, head, and the txn list when the
-/// record has a txn. ARGV: n, g, the guard's iat (or ""), the n mark
-/// deadlines (Unix ms), expected head hash, seq, hash, record JSON,
-/// retention (ms).
+/// ARGV: mode (`grant`/`deny`), n marks, g guards, r effects; per mark its
+/// deadline (Unix ms) and `1` if it authenticates; per guard its iat (or
+/// ""); per effect keep-until (Unix ms), value and `1` for a subject
+/// cut-off; then the expected head hash, seq, hash, record JSON, retention
+/// (ms). KEYS: the n mark keys; per guard its jti, txn and subject
+/// revocation keys; the r effect keys; then stream, head, and the txn list
+/// when the record has a txn.
 ///
-/// Returns `-3` when the guarded token is revoked, `i ≥ 0` (0-based) when
-/// mark i is already set, `-2` when the head is not the one the record was
-/// sealed after, `-1` when done. Every check runs before the first write, so
-/// a refused commit writes nothing.
+/// Returns `-1` when done, `-2` when the head is not the one the record was
+/// sealed after, `i ≥ 0` (0-based) when mark i is already set, and
+/// `-(100 + j)` when guard j names a revoked token. Every check runs before
+/// the first write, so a refused commit writes nothing. In `deny` mode only
+/// authenticating marks are checked, and the others are set only if absent.
 const COMMIT_LUA: &str = r#"
-local n, g = tonumber(ARGV[1]), tonumber(ARGV[2])
-if g == 1 then
-  if redis.call('EXISTS', KEYS[n + 1]) == 1 or redis.call('EXISTS', KEYS[n + 2]) == 1 then return -3 end
-  local cut = redis.call('GET', KEYS[n + 3])
-  -- A token without iat cannot prove it came after the cut-off.
-  if cut and (ARGV[3] == '' or tonumber(ARGV[3]) <= tonumber(cut)) then return -3 end
+local mode, n, g, r = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local base = 4 + 2 * n + g + 3 * r
+if mode == 'grant' then
+  for j = 1, g do
+    local k = n + 3 * (j - 1)
+    if redis.call('EXISTS', KEYS[k + 1]) == 1 or redis.call('EXISTS', KEYS[k + 2]) == 1 then return -(99 + j) end
+    local cut = redis.call('GET', KEYS[k + 3])
+    local iat = ARGV[4 + 2 * n + j]
+    -- A token without iat cannot prove it came after the cut-off.
+    if cut and (iat == '' or tonumber(iat) <= tonumber(cut)) then return -(99 + j) end
+  end
+  for i = 1, n do
+    if redis.call('EXISTS', KEYS[i]) == 1 then return i - 1 end
+  end
+else
+  for i = 1, n do
+    if ARGV[4 + 2 * i] == '1' and redis.call('EXISTS', KEYS[i]) == 1 then return i - 1 end
+  end
 end
-for i = 1, n do
-  if redis.call('EXISTS', KEYS[i]) == 1 then return i - 1 end
-end
-local k = n + 3 * g
+local k = n + 3 * g + r
 local stream, head, txn = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
-local prev, seq, hash, json = ARGV[n + 4], ARGV[n + 5], ARGV[n + 6], ARGV[n + 7]
-local retention = tonumber(ARGV[n + 8])
+local prev, seq, hash, json = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
+local retention = tonumber(ARGV[base + 5])
 local current = redis.call('HGET', head, 'hash')
 if current and current ~= prev then return -2 end
 -- A key of the wrong type would fail mid-script after earlier writes.
@@ -100,12 +133,21 @@ end
 if not (is(stream, 'stream') and is(head, 'hash') and (not txn or is(txn, 'list'))) then
   return redis.error_reply('WRONGTYPE audit key holds another type')
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 1, n do
   -- A deadline already past is a mark that would be gone at once.
-  if tonumber(ARGV[i + 3]) > now then
-    redis.call('SET', KEYS[i], '1', 'PXAT', ARGV[i + 3])
+  local at = ARGV[4 + 2 * i - 1]
+  if tonumber(at) > now then
+    if mode == 'grant' then
+      redis.call('SET', KEYS[i], '1', 'PXAT', at)
+    else
+      redis.call('SET', KEYS[i], '1', 'PXAT', at, 'NX')
+    end
+  end
+end
+if mode == 'grant' then
+  for e = 1, r do
+    local a = 4 + 2 * n + g + 3 * (e - 1)
+    revoke(KEYS[n + 3 * g + e], tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3], now)
   end
 end
 local min_id = string.format('%.0f', math.max(0, now - retention))
@@ -123,28 +165,10 @@ end
 return -1
 "#;
 
-/// The revoke script.
-///
-/// KEYS[1]: the revocation key. ARGV: keep-until (Unix ms), value, `1` when
-/// the value is a subject cut-off (the larger one wins). An existing expiry
-/// is never shortened.
+/// The revoke script (after `REVOKE_FN_LUA`). KEYS[1]: the revocation key.
+/// ARGV: keep-until (Unix ms), value, `1` when the value is a subject cut-off.
 const REVOKE_LUA: &str = r#"
-local key = KEYS[1]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local at = tonumber(ARGV[1])
-local ttl = redis.call('PTTL', key)
-if ttl > 0 then at = math.max(at, now + ttl) end
-if at <= now then return 0 end
-local value = ARGV[2]
-if ARGV[3] == '1' then
-  local current = redis.call('GET', key)
-  if current and tonumber(current) and tonumber(current) > tonumber(value) then
-    value = current
-  end
-end
-redis.call('SET', key, value, 'PXAT', string.format('%.0f', at))
-return 1
+return revoke(KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3], now)
 "#;
 
 /// When a failed operation may be tried again.
@@ -220,8 +244,8 @@ impl RedisStore {
                 hash: GENESIS.to_owned(),
                 dirty: true,
             }),
-            commit_script: Script::new(COMMIT_LUA),
-            revoke_script: Script::new(REVOKE_LUA),
+            commit_script: Script::new(&format!("{REVOKE_FN_LUA}{COMMIT_LUA}")),
+            revoke_script: Script::new(&format!("{REVOKE_FN_LUA}{REVOKE_LUA}")),
         };
         store.load_head(&mut *store.head.lock().await).await?;
         Ok(store)
@@ -307,30 +331,31 @@ impl RedisStore {
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn commit(
-        &self,
-        marks: &[ReplayMark],
-        guard: Option<&RevocationGuard>,
-        record: AuditRecord,
-    ) -> Result<Commit, StoreError> {
+    async fn commit(&self, plan: CommitPlan<'_>, record: AuditRecord) -> Result<Commit, StoreError> {
+        let marks = plan.marks;
+        // A denial checks no guard and applies no effect.
+        let (guards, effects) = match plan.mode {
+            Mode::Grant => (plan.guards, plan.effects),
+            Mode::Deny => (&[][..], &[][..]),
+        };
         let mark_keys: Vec<String> = marks.iter().map(|m| self.mark_key(&m.key)).collect();
-        // The guard's revocation keys; an absent jti/txn names a key that is
-        // never set.
-        let guard_keys: Option<[String; 3]> = guard.map(|g| {
-            let or_none = |k: Option<Revocation>| match k {
-                Some(r) => self.revocation_key(&r),
-                None => format!("{}rev:none", self.prefix),
-            };
-            [
-                or_none(g.jti.clone().map(Revocation::Jti)),
-                or_none(g.txn.clone().map(Revocation::Txn)),
-                self.revocation_key(&Revocation::SubjectBefore {
-                    sub: g.sub.clone(),
-                    before: 0,
-                }),
-            ]
-        });
-        let guard_iat = guard.and_then(|g| g.iat).map(|i| i.to_string()).unwrap_or_default();
+        // Each guard's revocation keys; an absent jti/txn names a key that
+        // is never set.
+        let or_none = |k: Option<Revocation>| match k {
+            Some(r) => self.revocation_key(&r),
+            None => format!("{}rev:none", self.prefix),
+        };
+        let guard_keys: Vec<String> = guards
+            .iter()
+            .flat_map(|g| {
+                [
+                    or_none(g.jti.clone().map(Revocation::Jti)),
+                    or_none(g.txn.clone().map(Revocation::Txn)),
+                    format!("{}rev:{}", self.prefix, subject_key(&g.principal)),
+                ]
+            })
+            .collect();
+        let effect_keys: Vec<String> = effects.iter().map(|e| self.revocation_key(&e.revocation)).collect();
         let stream = self.stream_key(&self.instance);
         let head_key = self.head_key();
         let txn_key = record.txn.as_deref().map(|t| self.txn_key(t));
@@ -352,13 +377,29 @@ impl Store for RedisStore {
 
             let mut invocation = self.commit_script.prepare_invoke();
             invocation
+                .arg(match plan.mode {
+                    Mode::Grant => "grant",
+                    Mode::Deny => "deny",
+                })
                 .arg(marks.len())
-                .arg(u8::from(guard_keys.is_some()))
-                .arg(&guard_iat);
-            for (key, mark) in mark_keys.iter().zip(marks) {
-                invocation.key(key).arg(mark.expires_at.saturating_mul(1000));
+                .arg(guards.len())
+                .arg(effects.len());
+            for mark in marks {
+                invocation
+                    .arg(mark.expires_at.saturating_mul(1000))
+                    .arg(u8::from(mark.authenticates));
             }
-            for key in guard_keys.iter().flatten() {
+            for g in guards {
+                invocation.arg(g.iat.map(|i| i.to_string()).unwrap_or_default());
+            }
+            for e in effects {
+                let (value, is_cutoff) = revocation_value(&e.revocation);
+                invocation
+                    .arg(e.expires_at.saturating_mul(1000))
+                    .arg(value)
+                    .arg(if is_cutoff { "1" } else { "0" });
+            }
+            for key in mark_keys.iter().chain(&guard_keys).chain(&effect_keys) {
                 invocation.key(key);
             }
             invocation.key(&stream).key(&head_key);
@@ -387,10 +428,6 @@ impl Store for RedisStore {
                     head.dirty = false;
                     return Ok(Commit::Done(sealed));
                 }
-                -3 => {
-                    head.dirty = false;
-                    return Ok(Commit::Revoked);
-                }
                 -2 => {
                     // Someone else appended as this instance: reseal after theirs.
                     tracing::warn!(instance = %self.instance, "audit chain head moved in redis; is another process using this XAA_INSTANCE?");
@@ -398,6 +435,12 @@ impl Store for RedisStore {
                 i if i >= 0 && (i as usize) < marks.len() => {
                     head.dirty = false;
                     return Ok(Commit::Replayed { index: i as usize });
+                }
+                i if i <= -100 && ((-i - 100) as usize) < guards.len() => {
+                    head.dirty = false;
+                    return Ok(Commit::Revoked {
+                        index: (-i - 100) as usize,
+                    });
                 }
                 _ => return Err(StoreError("redis commit script returned an unexpected value".into())),
             }
@@ -409,10 +452,7 @@ impl Store for RedisStore {
 
     async fn revoke(&self, revocation: Revocation, expires_at: i64) -> Result<(), StoreError> {
         let key = self.revocation_key(&revocation);
-        let (value, is_cutoff) = match &revocation {
-            Revocation::SubjectBefore { before, .. } => (*before, true),
-            _ => (0, false),
-        };
+        let (value, is_cutoff) = revocation_value(&revocation);
         let mut invocation = self.revoke_script.prepare_invoke();
         invocation
             .key(&key)
@@ -430,10 +470,7 @@ impl Store for RedisStore {
     async fn is_revoked(&self, token: TokenRef<'_>) -> Result<bool, StoreError> {
         let jti = token.jti.map(|j| self.revocation_key(&Revocation::Jti(j.to_owned())));
         let txn = token.txn.map(|t| self.revocation_key(&Revocation::Txn(t.to_owned())));
-        let sub = self.revocation_key(&Revocation::SubjectBefore {
-            sub: token.sub.to_owned(),
-            before: 0,
-        });
+        let sub = format!("{}rev:{}", self.prefix, subject_key(token.principal));
         let keys: Vec<&String> = jti.iter().chain(txn.iter()).chain([&sub]).collect();
         let keys = &keys;
         let values: Vec<Option<String>> = self
@@ -514,6 +551,14 @@ impl Store for RedisStore {
         })
         .await
         .map(|_| ())
+    }
+}
+
+/// The value a revocation key holds: the subject cut-off, or `0`.
+fn revocation_value(r: &Revocation) -> (i64, bool) {
+    match r {
+        Revocation::SubjectBefore { before, .. } => (*before, true),
+        _ => (0, false),
     }
 }
 

@@ -290,8 +290,7 @@ impl JwksCache {
                     .get("jwks_uri")
                     .and_then(|v| v.as_str())
                     .ok_or("discovery document has no jwks_uri")?;
-                let parsed = url::Url::parse(uri).map_err(|e| format!("bad jwks_uri: {e}"))?;
-                if parsed.scheme() != "https" && !crate::config::is_loopback(&parsed) {
+                if !discovered_jwks_uri_allowed(issuer, uri) {
                     return Err("discovered jwks_uri is not https".into());
                 }
                 uri.to_owned()
@@ -325,5 +324,35 @@ impl JwksCache {
             body.extend_from_slice(&chunk);
         }
         serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not JSON: {e}"))
+    }
+}
+
+/// A `jwks_uri` learned from discovery must be https: the keys it serves
+/// decide every token of that issuer. Plain http only when the issuer itself
+/// is a loopback URL (a local development IdP), and then only on loopback —
+/// a discovery document cannot send us to plain http anywhere else.
+pub fn discovered_jwks_uri_allowed(issuer: &str, jwks_uri: &str) -> bool {
+    let Ok(uri) = url::Url::parse(jwks_uri) else {
+        return false;
+    };
+    let issuer_is_loopback = url::Url::parse(issuer).is_ok_and(|i| crate::config::is_loopback(&i));
+    uri.scheme() == "https" || (uri.scheme() == "http" && issuer_is_loopback && crate::config::is_loopback(&uri))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::discovered_jwks_uri_allowed as allowed;
+
+    #[test]
+    fn a_discovered_jwks_uri_must_be_https_unless_the_issuer_is_loopback() {
+        assert!(allowed("https://idp.example.com", "https://idp.example.com/keys"));
+        assert!(!allowed("https://idp.example.com", "http://idp.example.com/keys"));
+        assert!(
+            !allowed("https://idp.example.com", "http://127.0.0.1:9/keys"),
+            "a remote issuer cannot point us at plain http, even on loopback"
+        );
+        assert!(allowed("http://127.0.0.1:8080", "http://127.0.0.1:8080/keys"));
+        assert!(!allowed("http://127.0.0.1:8080", "http://keys.example.com/keys"));
+        assert!(!allowed("http://127.0.0.1:8080", "ftp://127.0.0.1/keys"));
     }
 }

@@ -51,6 +51,8 @@ pub struct Rejected {
     pub unavailable: bool,
 }
 
+const UNTRUSTED_ISSUER: &str = "issuer is not trusted";
+
 fn reject(reason: &'static str, detail: impl Into<String>) -> Rejected {
     Rejected {
         reason,
@@ -116,6 +118,11 @@ impl Validator<'_> {
                     .await
                     .map_err(|e| match e {
                         KeyLookupError::UnknownKey => {
+                            // A client's unknown key costs what a wrong key
+                            // costs: no enumeration of keys by timing.
+                            if matches!(expect, Expect::ClientAssertion { .. }) {
+                                jws.verify_decoy();
+                            }
                             reject("token.unknown_key", "no trusted key matches the token's kid and alg")
                         }
                         KeyLookupError::Unavailable(cause) => Rejected {
@@ -155,6 +162,22 @@ impl Validator<'_> {
         let needs_jti = matches!(expect, Expect::IdJag | Expect::ClientAssertion { .. }) || issuer.is_none();
         if needs_jti && claims.jti.as_deref().is_none_or(str::is_empty) {
             return Err(reject("token.no_jti", "token has no jti"));
+        }
+        // An upstream token that lives longer than we keep revocations could
+        // outlive a cut-off: refuse it (specs/decisions.md §17).
+        if issuer.is_some()
+            && matches!(
+                expect,
+                Expect::IdToken { .. } | Expect::AccessToken | Expect::ActorToken
+            )
+        {
+            let max = self.policy.tokens.max_upstream_token_lifetime_secs;
+            if exp > self.now + max + skew {
+                return Err(reject(
+                    "token.lifetime",
+                    format!("token exp is more than {max} s ahead"),
+                ));
+            }
         }
         if matches!(expect, Expect::IdJag) {
             let max = self.policy.tokens.max_id_jag_lifetime_secs;
@@ -224,11 +247,11 @@ impl Validator<'_> {
         };
         match self.policy.issuers.get(iss) {
             Some(t) if t.purposes.contains(&purpose) => Ok((Some(t.clone()), Keys::Source(&t.keys, &t.algs))),
-            Some(_) => Err(reject(
-                "token.issuer_purpose",
-                format!("issuer is not trusted for {purpose:?} tokens"),
-            )),
-            None => Err(reject("token.untrusted_issuer", "issuer is not trusted")),
+            // One description for both: which issuers are trusted for what
+            // is configuration and must not leak (ID-JAG §7.2); the audit
+            // reason tells them apart.
+            Some(_) => Err(reject("token.issuer_purpose", UNTRUSTED_ISSUER)),
+            None => Err(reject("token.untrusted_issuer", UNTRUSTED_ISSUER)),
         }
     }
 
@@ -239,9 +262,13 @@ impl Validator<'_> {
             .ok_or_else(|| reject("token.no_aud", "token has no aud"))?;
         let us = [self.policy.issuer.as_str(), self.policy.token_endpoint.as_str()];
         let ok = match expect {
-            // OIDC Core §2: aud contains the client; with several, azp names it.
+            // OIDC Core §2 and §3.1.3.7: aud contains the client; with
+            // several, azp names it; and an azp, when present, is this
+            // client whatever aud holds.
             Expect::IdToken { client_id } => {
-                aud.contains(client_id) && (aud.single().is_some() || claims.azp.as_deref() == Some(client_id))
+                aud.contains(client_id)
+                    && (aud.single().is_some() || claims.azp.is_some())
+                    && claims.azp.as_deref().is_none_or(|azp| azp == client_id)
             }
             Expect::AccessToken => true, // presenter binding is checked by the grant
             // ID-JAG §4.4 / protocols §2.3.3: exactly our issuer, as a string

@@ -92,48 +92,79 @@ async fn an_actor_that_is_the_subject_is_refused() {
         .assert_error(400, "invalid_request");
 }
 
+/// alice's ID token for chat-app naming who may act for her, and chat-app's
+/// first hop to the logs MCP with an actor token for `agent`.
+async fn first_hop_with_may_act(app: &TestApp, may_act: Value, agent: &str) -> Resp {
+    let mut claims = app.idp.id_token_claims("alice", "chat-app", &["developer", "sre"]);
+    claims["may_act"] = may_act;
+    let id_token = app.idp.sign(Some("JWT"), &claims);
+    let actor = app.agents.actor_token(agent, &app.issuer);
+    app.exchange_for_hop(
+        "chat-app",
+        &id_token,
+        ID_TOKEN,
+        LOGS,
+        &[("actor_token", &actor), ("actor_token_type", JWT)],
+    )
+    .await
+}
+
 #[tokio::test]
 async fn may_act_admits_the_actor_it_names() {
     let app = TestApp::spawn().await;
-    let subject = partner_token(&app, |c| c["may_act"] = json!({"sub": "agent:x"}));
-    let actor = app.agents.actor_token("agent:x", &app.issuer);
-    let r = app
-        .exchange_for_hop(
-            "mcp-logs",
-            &subject,
-            ACCESS_TOKEN,
-            COST,
-            &[("actor_token", &actor), ("actor_token_type", JWT)],
-        )
-        .await;
+    let r = first_hop_with_may_act(&app, json!({"sub": "agent:x", "iss": app.agents.issuer}), "agent:x").await;
     r.assert_ok();
     let claims = r.claims();
     assert_eq!(claims["sub"], "alice");
-    assert_eq!(claims["txn"], "partner-txn-actor");
     assert_eq!(
         claims["act"],
         json!({"sub": "agent:x", "iss": app.agents.issuer, "sub_profile": "ai_agent"})
     );
     assert_eq!(
-        claims["scope"], "cost.read",
-        "an agent actor never gets the human-only cost.approve"
+        claims["scope"], "logs.read logs.write",
+        "an agent actor never gets the destructive logs.purge"
     );
+}
+
+/// A service client is its own actor: `may_act` naming it admits it.
+#[tokio::test]
+async fn may_act_admits_a_service_client_acting_as_itself() {
+    let app = TestApp::spawn().await;
+    let subject = partner_token(&app, |c| c["may_act"] = json!({"sub": "mcp:logs"}));
+    let r = app
+        .exchange_for_hop("mcp-logs", &subject, ACCESS_TOKEN, COST, &[])
+        .await;
+    r.assert_ok();
+    let claims = r.claims();
+    assert_eq!(claims["txn"], "partner-txn-actor");
+    assert_eq!(claims["act"], json!({"sub": "mcp:logs", "sub_profile": "service"}));
 }
 
 #[tokio::test]
 async fn may_act_refuses_any_other_actor() {
+    let app = TestApp::spawn_with(|c| {
+        let hosts = &mut c.clients.get_mut("chat-app").unwrap().actor_identities;
+        let mut y = hosts[0].clone();
+        y.sub = "agent:y".into();
+        hosts.push(y);
+    })
+    .await;
+    let may_act = json!({"sub": "agent:x", "iss": app.agents.issuer});
+    refused_for(&app, first_hop_with_may_act(&app, may_act, "agent:y"), "chain.may_act")
+        .await
+        .assert_error(400, "invalid_request");
+}
+
+/// `may_act` without `iss` names a party in the subject token's own
+/// namespace: an actor vouched for by a third issuer does not match it,
+/// even with the same `sub`.
+#[tokio::test]
+async fn may_act_without_iss_never_matches_another_issuers_actor() {
     let app = TestApp::spawn().await;
-    let subject = partner_token(&app, |c| c["may_act"] = json!({"sub": "agent:x"}));
-    let other = app.agents.actor_token("agent:y", &app.issuer);
-    refused(
+    refused_for(
         &app,
-        app.exchange_for_hop(
-            "mcp-logs",
-            &subject,
-            ACCESS_TOKEN,
-            COST,
-            &[("actor_token", &other), ("actor_token_type", JWT)],
-        ),
+        first_hop_with_may_act(&app, json!({"sub": "agent:x"}), "agent:x"),
+        "chain.may_act",
     )
     .await
     .assert_error(400, "invalid_request");

@@ -19,9 +19,7 @@ async fn audit_of(app: &TestApp, txn: &str) -> Resp {
 }
 
 async fn introspect(app: &TestApp, token: &str) -> Value {
-    let r = app
-        .post_form("/introspect", Auth::Basic("cost-tool"), &[("token", token)])
-        .await;
+    let r = app.introspect_as_entitled(token, "cost-tool").await;
     r.assert_ok();
     r.body
 }
@@ -43,7 +41,8 @@ async fn a_client_not_listed_as_admin_is_an_unauthorized_client() {
     let hop = app.first_hop("triage-agent", LOGS).await;
     let txn = txn_of(&hop);
     for client in ["triage-agent", "mcp-logs", "chat-app"] {
-        for form in [[("txn", txn.as_str())], [("sub", "alice")]] {
+        let idp = app.idp.issuer.as_str();
+        for form in [vec![("txn", txn.as_str())], vec![("sub", "alice"), ("iss", idp)]] {
             app.post_form("/admin/revoke", Auth::Basic(client), &form)
                 .await
                 .assert_error(400, "unauthorized_client");
@@ -76,17 +75,18 @@ async fn a_client_not_listed_as_admin_is_an_unauthorized_client() {
 
 #[tokio::test]
 async fn the_resource_as_admin_api_is_for_its_own_admin_clients() {
-    let (_enterprise, ras) = TestApp::spawn_pair().await;
+    let (enterprise, ras) = TestApp::spawn_pair().await;
+    let alice = [("sub", "alice"), ("iss", enterprise.issuer.as_str())];
     for client in ["mcp-saas", "0oa-triage"] {
-        ras.post_form("/admin/revoke", Auth::Basic(client), &[("sub", "alice")])
+        ras.post_form("/admin/revoke", Auth::Basic(client), &alice)
             .await
             .assert_error(400, "unauthorized_client");
     }
     // The enterprise's admin is not a client there at all.
-    ras.post_form("/admin/revoke", Auth::Basic(ADMIN), &[("sub", "alice")])
+    ras.post_form("/admin/revoke", Auth::Basic(ADMIN), &alice)
         .await
         .assert_error(401, "invalid_client");
-    ras.post_form("/admin/revoke", Auth::Basic("saas-ops"), &[("sub", "alice")])
+    ras.post_form("/admin/revoke", Auth::Basic("saas-ops"), &alice)
         .await
         .assert_ok();
 }
@@ -115,7 +115,13 @@ async fn a_revocation_names_exactly_one_of_txn_or_sub() {
     let app = TestApp::spawn().await;
     let hop = app.first_hop("triage-agent", LOGS).await;
     let txn = txn_of(&hop);
-    for form in [vec![], vec![("txn", txn.as_str()), ("sub", "alice")]] {
+    // A subject is only unique within its issuer: `sub` needs a known `iss`.
+    for form in [
+        vec![],
+        vec![("txn", txn.as_str()), ("sub", "alice")],
+        vec![("sub", "alice")],
+        vec![("sub", "alice"), ("iss", "https://unknown.example.com")],
+    ] {
         app.post_form("/admin/revoke", Auth::Basic(ADMIN), &form)
             .await
             .assert_error(400, "invalid_request");
@@ -217,15 +223,21 @@ async fn a_revocation_by_txn_is_itself_audited() {
 async fn a_revocation_by_subject_is_itself_audited() {
     let app = TestApp::spawn().await;
     let r = app
-        .post_form("/admin/revoke", Auth::Basic(ADMIN), &[("sub", "alice")])
+        .post_form(
+            "/admin/revoke",
+            Auth::Basic(ADMIN),
+            &[("sub", "alice"), ("iss", &app.idp.issuer)],
+        )
         .await;
     r.assert_ok();
     assert_eq!(r.body["revoked"]["sub"], "alice");
+    assert_eq!(r.body["revoked"]["iss"], app.idp.issuer);
     let record = app.all_audit().await.pop().unwrap();
     assert_eq!(record.grant.as_deref(), Some("admin.revoke"));
     assert_eq!(record.client_id.as_deref(), Some(ADMIN));
     assert_eq!(record.decision, Decision::Granted);
     assert_eq!(record.sub.as_deref(), Some("alice"));
+    assert_eq!(record.sub_iss.as_deref(), Some(app.idp.issuer.as_str()));
     assert_eq!(record.reason.as_deref(), Some("revoked"));
 }
 

@@ -117,8 +117,15 @@ fn enc(s: &str) -> String {
 #[tokio::test]
 async fn a_body_over_64_kib_is_a_json_invalid_request_not_a_plain_413() {
     let app = TestApp::spawn().await;
-    let padded = |n: usize| format!("{}&padding={}", first_hop_body(&app), "x".repeat(n));
-    let r = post_raw(&app, "/token", "application/x-www-form-urlencoded", padded(65 * 1024)).await;
+    // Padding in 10 KiB parameters: each is under the per-value limit, so
+    // only the body's size decides.
+    let padded = |n: usize| {
+        let pads: String = (0..n / (10 * 1024))
+            .map(|i| format!("&pad{i}={}", "x".repeat(10 * 1024)))
+            .collect();
+        format!("{}{pads}", first_hop_body(&app))
+    };
+    let r = post_raw(&app, "/token", "application/x-www-form-urlencoded", padded(70 * 1024)).await;
     assert_json_error(&r, 400, "invalid_request");
     assert_eq!(app.issued_count().await, 0);
     // The same request under the limit is served: the size was the problem.

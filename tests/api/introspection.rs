@@ -315,7 +315,7 @@ async fn introspection_answers_are_not_cacheable() {
 async fn introspection_accepts_client_secret_post() {
     let app = TestApp::spawn().await;
     let hop = second_hop(&app).await;
-    let r = introspect(&app, Auth::Post("triage-agent"), hop.token()).await;
+    let r = introspect(&app, Auth::Post("cost-tool"), hop.token()).await;
     r.assert_ok();
     assert_eq!(r.body["active"], true);
 }

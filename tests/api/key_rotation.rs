@@ -36,9 +36,9 @@ async fn published_kids(app: &TestApp) -> Vec<String> {
 }
 
 async fn introspect(app: &TestApp, token: &str) -> Value {
-    app.post_form("/introspect", Auth::Basic("security-ops"), &[("token", token)])
-        .await
-        .body
+    let r = app.introspect_as_entitled(token, "cost-tool").await;
+    r.assert_ok();
+    r.body
 }
 
 #[tokio::test]

@@ -656,6 +656,11 @@ async fn the_same_jti_from_another_trusted_issuer_is_not_a_replay() {
         second.issuer = other_iss;
         second.jwks_uri = Some(other_jwks);
         c.issuers.insert("other-broker".into(), second);
+        c.clients
+            .get_mut("0oa-triage")
+            .unwrap()
+            .id_jag_issuers
+            .push("other-broker".into());
     })
     .await;
     let jti = uuid::Uuid::now_v7().to_string();
@@ -831,11 +836,9 @@ async fn a_broker_with_both_roles_never_redeems_its_own_id_jags() {
         trusted.jwks_uri = Some(other_jwks);
         trusted.trust = vec![xaa_broker::policy::Purpose::IdJag];
         c.issuers.insert("other-idp".into(), trusted);
-        c.clients
-            .get_mut("chat-app")
-            .unwrap()
-            .grants
-            .push(xaa_broker::types::GrantType::JwtBearer);
+        let chat = c.clients.get_mut("chat-app").unwrap();
+        chat.grants.push(xaa_broker::types::GrantType::JwtBearer);
+        chat.id_jag_issuers.push("other-idp".into());
     })
     .await;
     let id_token = app.idp.id_token("alice", "chat-app", &["developer", "sre"]);

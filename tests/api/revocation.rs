@@ -8,17 +8,15 @@ use xaa_broker::types::now_secs;
 
 use crate::support::*;
 
-/// Introspect at the enterprise (as the cost tool) or at the resource AS
-/// (as its MCP server).
+/// Introspect as the token's own resource server (or the client it was
+/// issued to): the callers introspection answers truthfully.
 async fn introspect(app: &TestApp, token: &str) -> Resp {
-    let client = if app.state.policy.load().clients.contains_key("cost-tool") {
+    let fallback = if app.config.clients.contains_key("cost-tool") {
         "cost-tool"
     } else {
         "mcp-saas"
     };
-    let r = app
-        .post_form("/introspect", Auth::Basic(client), &[("token", token)])
-        .await;
+    let r = app.introspect_as_entitled(token, fallback).await;
     r.assert_ok();
     r
 }
@@ -393,7 +391,7 @@ async fn revoking_a_subject_kills_their_earlier_tokens_and_identity_assertions()
     early["iat"] = json!(now_secs() - 30);
     let early = app.idp.sign(Some("JWT"), &early);
 
-    let r = admin_revoke(&app, "security-ops", &[("sub", "alice")]).await;
+    let r = admin_revoke(&app, "security-ops", &[("sub", "alice"), ("iss", &app.idp.issuer)]).await;
     assert_eq!(r.body["revoked"]["sub"], "alice");
     let cut = r.body["revoked"]["issued_before"].as_i64().unwrap();
 
@@ -457,7 +455,8 @@ async fn revoking_a_subject_at_the_resource_as_refuses_their_earlier_id_jags() {
     let alice_unused = id_jag("alice").await;
     let bob_unused = id_jag("bob").await;
 
-    admin_revoke(&ras, "saas-ops", &[("sub", "alice")]).await;
+    // alice as vouched for by the enterprise (the ID-JAGs' issuer).
+    admin_revoke(&ras, "saas-ops", &[("sub", "alice"), ("iss", &enterprise.issuer)]).await;
 
     assert_inactive(&introspect(&ras, alice_token.token()).await);
     refused(&ras, redeem(alice_unused))

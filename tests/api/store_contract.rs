@@ -10,7 +10,7 @@ use std::time::Duration;
 use xaa_broker::audit::{AuditRecord, Decision, GENESIS, verify_chain};
 use xaa_broker::config::StoreConfig;
 use xaa_broker::store::redis::RedisStore;
-use xaa_broker::store::{Commit, ReplayMark, Revocation, RevocationGuard, Store, TokenRef};
+use xaa_broker::store::{Commit, CommitPlan, Effect, Mode, Principal, ReplayMark, Revocation, RevocationGuard, Store};
 use xaa_broker::types::now_secs;
 
 use crate::support::redis::{dedicated_redis, redis_url, unique_prefix};
@@ -57,6 +57,11 @@ contracts!(
     revocations_expire_but_are_never_shortened,
     a_guarded_commit_of_a_revoked_token_writes_nothing,
     a_guard_honours_the_subject_cutoff,
+    guards_say_which_token_is_revoked,
+    subject_cutoffs_are_scoped_by_issuer,
+    an_effect_lands_only_with_its_commit,
+    a_denial_spends_fresh_marks_and_overwrites_none,
+    a_denial_after_a_replayed_authentication_spends_nothing,
     ping_answers,
 );
 
@@ -84,6 +89,7 @@ fn mark(key: &str, ttl: i64) -> ReplayMark {
     ReplayMark {
         key: key.to_owned(),
         expires_at: now_secs() + ttl,
+        authenticates: key.starts_with("client_assertion:"),
     }
 }
 
@@ -92,29 +98,45 @@ fn done(c: Commit) -> AuditRecord {
     match c {
         Commit::Done(r) => r,
         Commit::Replayed { index } => panic!("expected Done, got Replayed {{ index: {index} }}"),
-        Commit::Revoked => panic!("expected Done, got Revoked"),
+        Commit::Revoked { index } => panic!("expected Done, got Revoked {{ index: {index} }}"),
+    }
+}
+
+/// A plan that grants: these marks and guards, no effects.
+fn grant<'a>(marks: &'a [ReplayMark], guards: &'a [RevocationGuard]) -> CommitPlan<'a> {
+    CommitPlan {
+        mode: Mode::Grant,
+        marks,
+        guards,
+        effects: &[],
     }
 }
 
 async fn commit(store: &dyn Store, marks: &[ReplayMark], txn: Option<&str>) -> Commit {
-    store.commit(marks, None, record(txn)).await.expect("commit")
+    store.commit(grant(marks, &[]), record(txn)).await.expect("commit")
+}
+
+/// The issuer every contract user comes from, unless a test says otherwise.
+const IDP: &str = "https://idp.example.com";
+
+fn principal(sub: &str) -> Principal {
+    Principal {
+        iss: IDP.to_owned(),
+        sub: sub.to_owned(),
+    }
 }
 
 async fn chain_len(store: &dyn Store) -> usize {
     store.audit_chain(INSTANCE).await.expect("audit_chain").len()
 }
 
-fn token<'a>(jti: &'a str, txn: &'a str, sub: &'a str, iat: Option<i64>) -> TokenRef<'a> {
-    TokenRef {
-        jti: Some(jti),
-        txn: Some(txn),
-        sub,
-        iat,
-    }
+/// A token of `sub` (from `IDP`) to check revocation against.
+fn token(jti: &str, txn: &str, sub: &str, iat: Option<i64>) -> RevocationGuard {
+    guard(jti, txn, sub, iat)
 }
 
-async fn revoked(store: &dyn Store, t: TokenRef<'_>) -> bool {
-    store.is_revoked(t).await.expect("is_revoked")
+async fn revoked(store: &dyn Store, t: RevocationGuard) -> bool {
+    store.is_revoked(t.token()).await.expect("is_revoked")
 }
 
 async fn a_mark_can_be_committed_once(store: &dyn Store) {
@@ -200,10 +222,10 @@ async fn revoke_by_jti(store: &dyn Store) {
         !revoked(store, token("j2", "t1", "alice", Some(now))).await,
         "only that jti"
     );
-    let no_jti = TokenRef {
+    let no_jti = RevocationGuard {
         jti: None,
         txn: None,
-        sub: "alice",
+        principal: principal("alice"),
         iat: Some(now),
     };
     assert!(!revoked(store, no_jti).await);
@@ -227,7 +249,7 @@ async fn revoke_subject_before_keeps_the_latest_cutoff(store: &dyn Store) {
     let now = now_secs();
     let cut = now - 100;
     let sub_before = |before| Revocation::SubjectBefore {
-        sub: "alice".into(),
+        principal: principal("alice"),
         before,
     };
     store.revoke(sub_before(cut), now + 60).await.unwrap();
@@ -266,7 +288,7 @@ async fn revocations_expire_but_are_never_shortened(store: &dyn Store) {
     store
         .revoke(
             Revocation::SubjectBefore {
-                sub: "carol".into(),
+                principal: principal("carol"),
                 before: now,
             },
             now + 1,
@@ -348,13 +370,13 @@ async fn redis_a_dead_server_fails_closed_and_the_store_recovers() {
 
     server.kill().await;
     let err = store
-        .commit(&[mark("id_jag:during", 60)], None, record(Some("t-dead")))
+        .commit(grant(&[mark("id_jag:during", 60)], &[]), record(Some("t-dead")))
         .await
         .expect_err("no Redis, no commit");
     for leak in ["127.0.0.1", &server.port().to_string(), "id_jag", "t-dead"] {
         assert!(!err.0.contains(leak), "{err} mentions {leak}");
     }
-    assert!(store.is_revoked(token("j", "t", "alice", None)).await.is_err());
+    assert!(store.is_revoked(token("j", "t", "alice", None).token()).await.is_err());
     assert!(store.audit_by_txn("t-dead").await.is_err());
     assert!(store.ping().await.is_err());
     // Let the manager's reconnect attempts run out while the server is down,
@@ -448,7 +470,7 @@ fn guard(jti: &str, txn: &str, sub: &str, iat: Option<i64>) -> RevocationGuard {
     RevocationGuard {
         jti: Some(jti.to_owned()),
         txn: Some(txn.to_owned()),
-        sub: sub.to_owned(),
+        principal: principal(sub),
         iat,
     }
 }
@@ -458,7 +480,10 @@ fn guard(jti: &str, txn: &str, sub: &str, iat: Option<i64>) -> RevocationGuard {
 async fn a_guarded_commit_of_a_revoked_token_writes_nothing(store: &dyn Store) {
     let g = guard("j-guard", "t-guard", "alice", Some(now_secs() - 10));
     let ok = store
-        .commit(&[mark("m-guard-1", 60)], Some(&g), record(Some("t-guard")))
+        .commit(
+            grant(&[mark("m-guard-1", 60)], std::slice::from_ref(&g)),
+            record(Some("t-guard")),
+        )
         .await
         .unwrap();
     done(ok);
@@ -468,10 +493,13 @@ async fn a_guarded_commit_of_a_revoked_token_writes_nothing(store: &dyn Store) {
         .unwrap();
     let before = chain_len(store).await;
     let refused = store
-        .commit(&[mark("m-guard-2", 60)], Some(&g), record(Some("t-guard")))
+        .commit(
+            grant(&[mark("m-guard-2", 60)], std::slice::from_ref(&g)),
+            record(Some("t-guard")),
+        )
         .await
         .unwrap();
-    assert!(matches!(refused, Commit::Revoked), "{refused:?}");
+    assert!(matches!(refused, Commit::Revoked { index: 0 }), "{refused:?}");
     assert_eq!(chain_len(store).await, before, "nothing written");
     // The mark of the refused commit was not set either.
     done(commit(store, &[mark("m-guard-2", 60)], None).await);
@@ -481,8 +509,8 @@ async fn a_guarded_commit_of_a_revoked_token_writes_nothing(store: &dyn Store) {
         .await
         .unwrap();
     assert!(matches!(
-        store.commit(&[], Some(&by_jti), record(None)).await.unwrap(),
-        Commit::Revoked
+        store.commit(grant(&[], &[by_jti]), record(None)).await.unwrap(),
+        Commit::Revoked { index: 0 }
     ));
 }
 
@@ -493,7 +521,7 @@ async fn a_guard_honours_the_subject_cutoff(store: &dyn Store) {
     store
         .revoke(
             Revocation::SubjectBefore {
-                sub: "bob".into(),
+                principal: principal("bob"),
                 before: cut,
             },
             cut + 60,
@@ -504,14 +532,14 @@ async fn a_guard_honours_the_subject_cutoff(store: &dyn Store) {
         let g = guard("j-bob", "t-bob", "bob", iat);
         assert!(
             matches!(
-                store.commit(&[], Some(&g), record(None)).await.unwrap(),
-                Commit::Revoked
+                store.commit(grant(&[], &[g]), record(None)).await.unwrap(),
+                Commit::Revoked { index: 0 }
             ),
             "iat {iat:?}"
         );
     }
     let later = guard("j-bob-2", "t-bob-2", "bob", Some(cut + 1));
-    done(store.commit(&[], Some(&later), record(None)).await.unwrap());
+    done(store.commit(grant(&[], &[later]), record(None)).await.unwrap());
 }
 
 /// The stream and chain head of an instance that stops writing (a retired
@@ -536,4 +564,137 @@ async fn redis_an_instances_audit_keys_expire_after_retention() {
         let ttl: i64 = ::redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
         assert!(ttl > retention_ms - 60_000 && ttl <= retention_ms, "{key}: PTTL {ttl}");
     }
+}
+
+/// With a subject and an actor guard, the commit says which one is revoked.
+async fn guards_say_which_token_is_revoked(store: &dyn Store) {
+    let now = now_secs();
+    let subject = guard("j-subject", "t-two-guards", "alice", Some(now));
+    let actor = guard("j-actor", "t-none", "agent:x", Some(now));
+    store
+        .revoke(
+            Revocation::SubjectBefore {
+                principal: principal("agent:x"),
+                before: now,
+            },
+            now + 60,
+        )
+        .await
+        .unwrap();
+    let before = chain_len(store).await;
+    let refused = store
+        .commit(grant(&[mark("m-two-guards", 60)], &[subject, actor]), record(None))
+        .await
+        .unwrap();
+    assert!(matches!(refused, Commit::Revoked { index: 1 }), "{refused:?}");
+    assert_eq!(chain_len(store).await, before, "nothing written");
+}
+
+/// `bob` of one IdP is not `bob` of another: a cut-off names its issuer.
+async fn subject_cutoffs_are_scoped_by_issuer(store: &dyn Store) {
+    let now = now_secs();
+    let bob_of = |iss: &str| RevocationGuard {
+        jti: None,
+        txn: None,
+        principal: Principal {
+            iss: iss.to_owned(),
+            sub: "bob".to_owned(),
+        },
+        iat: Some(now - 1),
+    };
+    store
+        .revoke(
+            Revocation::SubjectBefore {
+                principal: bob_of("https://tenant-b.example.com").principal,
+                before: now,
+            },
+            now + 60,
+        )
+        .await
+        .unwrap();
+    assert!(revoked(store, bob_of("https://tenant-b.example.com")).await);
+    assert!(!revoked(store, bob_of("https://tenant-a.example.com")).await);
+}
+
+/// A revocation rides in a commit: applied when the commit is done, and not
+/// at all when the commit is refused.
+async fn an_effect_lands_only_with_its_commit(store: &dyn Store) {
+    let now = now_secs();
+    let effect = |jti: &str| Effect {
+        revocation: Revocation::Jti(jti.to_owned()),
+        expires_at: now + 60,
+    };
+    done(commit(store, &[mark("client_assertion:bot:spent", 60)], None).await);
+    let refused = store
+        .commit(
+            CommitPlan {
+                mode: Mode::Grant,
+                marks: &[mark("client_assertion:bot:spent", 60)],
+                guards: &[],
+                effects: &[effect("j-effect-refused")],
+            },
+            record(None),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(refused, Commit::Replayed { index: 0 }), "{refused:?}");
+    assert!(!revoked(store, token("j-effect-refused", "t", "alice", Some(now))).await);
+    done(
+        store
+            .commit(
+                CommitPlan {
+                    mode: Mode::Grant,
+                    marks: &[mark("client_assertion:bot:fresh-effect", 60)],
+                    guards: &[],
+                    effects: &[effect("j-effect-done")],
+                },
+                record(None),
+            )
+            .await
+            .unwrap(),
+    );
+    assert!(revoked(store, token("j-effect-done", "t", "alice", Some(now))).await);
+}
+
+fn deny<'a>(marks: &'a [ReplayMark]) -> CommitPlan<'a> {
+    CommitPlan {
+        mode: Mode::Deny,
+        marks,
+        guards: &[],
+        effects: &[],
+    }
+}
+
+/// A denial records itself and spends every fresh one-time value it saw,
+/// even beside one that was already used, without touching the used one.
+async fn a_denial_spends_fresh_marks_and_overwrites_none(store: &dyn Store) {
+    done(commit(store, &[mark("id_jag:deny-used", 60)], None).await);
+    let before = chain_len(store).await;
+    let marks = [
+        mark("client_assertion:bot:deny-fresh", 60),
+        mark("id_jag:deny-used", 60),
+    ];
+    let mut denied = record(None);
+    denied.decision = Decision::Denied;
+    done(store.commit(deny(&marks), denied).await.unwrap());
+    assert_eq!(chain_len(store).await, before + 1, "the denial is recorded");
+    let again = commit(store, &[mark("client_assertion:bot:deny-fresh", 60)], None).await;
+    assert!(
+        matches!(again, Commit::Replayed { index: 0 }),
+        "a fresh client assertion never authenticates twice: {again:?}"
+    );
+}
+
+/// If the client assertion of a denied request was itself a replay, the
+/// client never authenticated: nothing is written, nothing else is spent.
+async fn a_denial_after_a_replayed_authentication_spends_nothing(store: &dyn Store) {
+    done(commit(store, &[mark("client_assertion:bot:replayed", 60)], None).await);
+    let before = chain_len(store).await;
+    let marks = [mark("client_assertion:bot:replayed", 60), mark("id_jag:victim", 60)];
+    let mut denied = record(None);
+    denied.decision = Decision::Denied;
+    let outcome = store.commit(deny(&marks), denied).await.unwrap();
+    assert!(matches!(outcome, Commit::Replayed { index: 0 }), "{outcome:?}");
+    assert_eq!(chain_len(store).await, before, "nothing written");
+    done(commit(store, &[mark("id_jag:victim", 60)], None).await);
 }

@@ -130,11 +130,12 @@ async fn stale_keys_past_max_stale_are_not_served() {
 #[tokio::test]
 async fn actor_tokens_verify_through_oidc_discovery() {
     let app = TestApp::spawn().await;
-    let id_token = app.idp.id_token("alice", "triage-agent", &["developer", "sre"]);
+    // chat-app hosts agent:x (examples/broker.toml `actor_identities`).
+    let id_token = app.idp.id_token("alice", "chat-app", &["developer", "sre"]);
     let actor = app.agents.actor_token("agent:x", &app.issuer);
     let r = app
         .exchange_for_hop(
-            "triage-agent",
+            "chat-app",
             &id_token,
             ID_TOKEN,
             LOGS,

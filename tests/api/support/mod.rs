@@ -392,6 +392,32 @@ impl TestApp {
         )
     }
 
+    /// Introspect `token` as a client entitled to learn about it: the
+    /// resource server it was issued for (the client whose `resource` is its
+    /// `aud`), else the client it was issued to. Garbage is introspected by
+    /// `fallback`.
+    pub async fn introspect_as_entitled(&self, token: &str, fallback: &str) -> Resp {
+        let claims = token
+            .split('.')
+            .nth(1)
+            .and_then(|p| B64.decode(p).ok())
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .unwrap_or(Value::Null);
+        let aud = claims["aud"].as_str().unwrap_or_default();
+        let by_resource = self
+            .config
+            .clients
+            .iter()
+            .find(|(_, c)| c.resource.as_deref() == Some(aud))
+            .map(|(id, _)| id.clone());
+        let client = by_resource
+            .or_else(|| claims["client_id"].as_str().map(str::to_owned))
+            .filter(|id| self.config.clients.contains_key(id))
+            .unwrap_or_else(|| fallback.to_owned());
+        self.post_form("/introspect", Auth::Basic(&client), &[("token", token)])
+            .await
+    }
+
     /// Audit records of one correlation id.
     pub async fn audit(&self, txn: &str) -> Vec<AuditRecord> {
         self.state.store.audit_by_txn(txn).await.unwrap()
