@@ -23,6 +23,9 @@ mod introspection;
 mod resource_as;
 mod revocation;
 
+// Issue 7: hardening.
+mod hardening;
+
 // Issue 4: shared state.
 mod deploy;
 mod instances;
