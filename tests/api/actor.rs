@@ -9,14 +9,7 @@ use crate::support::*;
 /// chat-app takes alice's first hop to the logs MCP with `actor_token`.
 async fn first_hop_with_actor(app: &TestApp, actor_token: &str) -> Resp {
     let id_token = app.idp.id_token("alice", "chat-app", &["developer", "sre"]);
-    app.exchange_for_hop(
-        "chat-app",
-        &id_token,
-        ID_TOKEN,
-        LOGS,
-        &[("actor_token", actor_token), ("actor_token_type", JWT)],
-    )
-    .await
+    app.first_hop_with_actor("chat-app", &id_token, actor_token).await
 }
 
 /// A partner access token issued for the logs MCP (so mcp-logs may present
@@ -99,14 +92,7 @@ async fn first_hop_with_may_act(app: &TestApp, may_act: Value, agent: &str) -> R
     claims["may_act"] = may_act;
     let id_token = app.idp.sign(Some("JWT"), &claims);
     let actor = app.agents.actor_token(agent, &app.issuer);
-    app.exchange_for_hop(
-        "chat-app",
-        &id_token,
-        ID_TOKEN,
-        LOGS,
-        &[("actor_token", &actor), ("actor_token_type", JWT)],
-    )
-    .await
+    app.first_hop_with_actor("chat-app", &id_token, &actor).await
 }
 
 #[tokio::test]

@@ -37,14 +37,13 @@ fn assert_denied(record: &AuditRecord, error: &str, reason: &str) {
 /// triage-agent's first hop to the logs MCP for alice, with an actor token.
 async fn agent_first_hop_with_actor(app: &TestApp, actor_token: &str) -> Resp {
     let id_token = app.idp.id_token("alice", "triage-agent", &["developer", "sre"]);
-    app.exchange_for_hop(
-        "triage-agent",
-        &id_token,
-        ID_TOKEN,
-        LOGS,
-        &[("actor_token", actor_token), ("actor_token_type", JWT)],
-    )
-    .await
+    app.first_hop_with_actor("triage-agent", &id_token, actor_token).await
+}
+
+/// chat-app's first hop to the logs MCP for alice, with an actor token.
+async fn chat_first_hop_with_actor(app: &TestApp, actor_token: String) -> Resp {
+    let id_token = app.idp.id_token("alice", "chat-app", &["developer"]);
+    app.first_hop_with_actor("chat-app", &id_token, &actor_token).await
 }
 
 fn agent_identity_says_service(c: &mut xaa_broker::config::Config) {
@@ -188,27 +187,15 @@ async fn a_revoked_actor_is_refused() {
     )
     .await
     .assert_ok();
-    let id_token = app.idp.id_token("alice", "chat-app", &["developer"]);
-    let hop = |actor: String| {
-        let (app, id_token) = (&app, id_token.clone());
-        async move {
-            app.exchange_for_hop(
-                "chat-app",
-                &id_token,
-                ID_TOKEN,
-                LOGS,
-                &[("actor_token", &actor), ("actor_token_type", JWT)],
-            )
-            .await
-        }
-    };
-    refused_for(&app, hop(before), "actor_token.revoked")
+    refused_for(&app, chat_first_hop_with_actor(&app, before), "actor_token.revoked")
         .await
         .assert_error(400, "invalid_request");
     claims["iat"] = json!(now_secs() + 1);
     claims["jti"] = json!(uuid::Uuid::now_v7().to_string());
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    hop(app.agents.sign(None, &claims)).await.assert_ok();
+    chat_first_hop_with_actor(&app, app.agents.sign(None, &claims))
+        .await
+        .assert_ok();
 }
 
 /// Actor tokens get the same lifetime bound as every upstream token.
@@ -221,20 +208,9 @@ async fn an_actor_token_living_longer_than_the_upstream_bound_is_refused() {
         &json!({"iss": app.agents.issuer, "sub": "agent:x", "aud": app.issuer,
                 "iat": now, "exp": now + 2 * 86400, "jti": uuid::Uuid::now_v7().to_string()}),
     );
-    let id_token = app.idp.id_token("alice", "chat-app", &["developer"]);
-    refused_for(
-        &app,
-        app.exchange_for_hop(
-            "chat-app",
-            &id_token,
-            ID_TOKEN,
-            LOGS,
-            &[("actor_token", &long), ("actor_token_type", JWT)],
-        ),
-        "token.lifetime",
-    )
-    .await
-    .assert_error(400, "invalid_request");
+    refused_for(&app, chat_first_hop_with_actor(&app, long), "token.lifetime")
+        .await
+        .assert_error(400, "invalid_request");
 }
 
 // ---------------------------------------------------------------------------
@@ -587,29 +563,15 @@ async fn an_upstream_token_living_longer_than_the_bound_is_refused_and_cut_offs_
 async fn an_untrusted_issuer_and_a_wrong_purpose_get_the_same_description() {
     let app = TestApp::spawn().await;
     let stranger = FakeIdp::start().await;
-    let id_token = app.idp.id_token("alice", "chat-app", &["developer"]);
-    let with_actor = |actor: String| {
-        let (app, id_token) = (&app, id_token.clone());
-        async move {
-            app.exchange_for_hop(
-                "chat-app",
-                &id_token,
-                ID_TOKEN,
-                LOGS,
-                &[("actor_token", &actor), ("actor_token_type", JWT)],
-            )
-            .await
-        }
-    };
     let wrong_purpose = refused_for(
         &app,
-        with_actor(app.idp.actor_token("agent:x", &app.issuer)),
+        chat_first_hop_with_actor(&app, app.idp.actor_token("agent:x", &app.issuer)),
         "token.issuer_purpose",
     )
     .await;
     let untrusted = refused_for(
         &app,
-        with_actor(stranger.actor_token("agent:x", &app.issuer)),
+        chat_first_hop_with_actor(&app, stranger.actor_token("agent:x", &app.issuer)),
         "token.untrusted_issuer",
     )
     .await;

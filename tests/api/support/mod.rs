@@ -352,6 +352,19 @@ impl TestApp {
         self.token(Auth::Basic(client), &form).await
     }
 
+    /// `client` takes a first hop to the logs MCP with `id_token` as the
+    /// subject and `actor_token` naming the actor.
+    pub async fn first_hop_with_actor(&self, client: &str, id_token: &str, actor_token: &str) -> Resp {
+        self.exchange_for_hop(
+            client,
+            id_token,
+            ID_TOKEN,
+            LOGS,
+            &[("actor_token", actor_token), ("actor_token_type", JWT)],
+        )
+        .await
+    }
+
     /// alice (developer + sre) signs in for `client` and that client takes
     /// the first hop to `resource`.
     pub async fn first_hop(&self, client: &str, resource: &str) -> Resp {
