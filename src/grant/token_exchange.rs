@@ -397,7 +397,7 @@ async fn validate_subject(
         }
         // An offboarded user's identity assertions issued before the cut-off
         // start nothing (admin revoke by subject): checked at commit.
-        let guard = not_revoked(&v, &principal, None, "subject_token");
+        let guard = not_revoked(&v, &principal, None, Which::Subject);
         let roles = match &v.issuer {
             Some(i) => cx.policy.roles_from(i, v.claims.groups(&i.groups_claim)),
             None => Vec::new(),
@@ -433,7 +433,7 @@ async fn validate_subject(
             "subject_token is invalid: it was not issued to or for this client",
         ));
     }
-    let guard = not_revoked(&v, &principal, Some(&txn), "subject_token");
+    let guard = not_revoked(&v, &principal, Some(&txn), Which::Subject);
     let chain = v.claims.act_chain().map_err(|_| {
         OAuthError::invalid_request(
             "subject_token.act_malformed",
@@ -480,17 +480,19 @@ async fn validate_subject(
     })
 }
 
+/// Which presented token a guard protects, for its error.
+#[derive(Clone, Copy)]
+enum Which {
+    Subject,
+    Actor,
+}
+
 /// "Only if this token is not revoked" (by jti, by txn, or by its
 /// principal's cut-off), checked inside the commit: one store round trip.
-fn not_revoked(
-    v: &Verified,
-    principal: &Principal,
-    txn: Option<&str>,
-    which: &'static str,
-) -> (RevocationGuard, OAuthError) {
+fn not_revoked(v: &Verified, principal: &Principal, txn: Option<&str>, which: Which) -> (RevocationGuard, OAuthError) {
     let (reason, description) = match which {
-        "actor_token" => ("actor_token.revoked", "actor_token is invalid: it has been revoked"),
-        _ => ("subject_token.revoked", "subject_token is invalid: it has been revoked"),
+        Which::Actor => ("actor_token.revoked", "actor_token is invalid: it has been revoked"),
+        Which::Subject => ("subject_token.revoked", "subject_token is invalid: it has been revoked"),
     };
     (
         RevocationGuard {
@@ -546,7 +548,7 @@ async fn validate_actor(
         iss: v.claims.iss.clone(),
         sub: v.sub.clone(),
     };
-    let guard = not_revoked(&v, &principal, None, "actor_token");
+    let guard = not_revoked(&v, &principal, None, Which::Actor);
     Ok(Some((
         ActorClaim {
             sub: v.sub,

@@ -3,7 +3,8 @@
 //! Owns: one `ConnectionManager` (bounded connect and response timeouts, so a
 //! dead Redis fails a request in about two seconds instead of hanging it),
 //! the key layout under a prefix (default `xaa:`), the two Lua scripts that
-//! make `commit` and `revoke` atomic in one round trip, and this instance's
+//! make `commit` (marks, guards, effects and the record) and `revoke` atomic
+//! in one round trip each, sharing one revocation rule, and this instance's
 //! audit chain head (seq + last hash), kept in memory behind a
 //! `tokio::sync::Mutex` so this instance's appends are serialised, and loaded
 //! from Redis at connect so a restart with the same `XAA_INSTANCE` continues
@@ -11,8 +12,10 @@
 //!
 //! Key layout (`{p}` is the prefix):
 //! - `{p}mark:{key}`: a replay mark, expiring at its `expires_at`.
-//! - `{p}rev:{jti|txn|sub}:{value}`: a revocation (value: the subject cut-off,
-//!   or `0`), expiring at the latest `expires_at` it was given.
+//! - `{p}rev:jti:{jti}`, `{p}rev:txn:{txn}`, `{p}rev:sub:{len}:{iss}:{sub}`: a
+//!   revocation (value: the subject cut-off, or `0`), expiring at the latest
+//!   `expires_at` it was given. The subject key is scoped by issuer, whose
+//!   length prefixes it so no two keys can be confused.
 //! - `{p}audit:{instance}`: a Stream of sealed records (field `record`, the
 //!   record's JSON), trimmed by age (`AUDIT_RETENTION`).
 //! - `{p}audit:{instance}:head`: a hash `seq`, `hash`: the chain head.
