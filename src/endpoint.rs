@@ -3,8 +3,12 @@
 //! audit record together → respond.
 //!
 //! Owns: the rule that nothing leaves before its audit record and replay
-//! marks are stored (fail closed, design §4), and that every call writes
-//! exactly one audit record, granted or denied.
+//! marks are stored (fail closed, design §4), and that every call of an
+//! authenticated client writes exactly one audit record, granted or denied;
+//! a call refused before a client is authenticated, or rate limited, is
+//! counted in the noise summaries instead (decisions §13). Where the rate
+//! limits are checked (`limits`): the source before authentication, the
+//! client right after it.
 //! Must never: hold endpoint-specific rules.
 
 use std::net::IpAddr;
@@ -16,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use crate::app::AppState;
 use crate::audit::{AuditRecord, Decision};
 use crate::client_auth;
-use crate::error::{OAuthError, OAuthResult};
+use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::http::extract::{OAuthParams, user_agent};
 use crate::policy::{Client, Policy};
 use crate::store::{Commit, ReplayMark, RevocationGuard};
@@ -35,6 +39,11 @@ pub struct Call<'a> {
     /// Release only if this token is not revoked, checked inside the commit;
     /// with the error to answer if it is.
     pub guard: Option<(RevocationGuard, OAuthError)>,
+    /// The peer address: rate limits and noise summaries key on it.
+    pub source: Option<IpAddr>,
+    /// The configured client a request named but that did not authenticate
+    /// (or was rate limited), for the noise summary.
+    pub named_client: Option<String>,
 }
 
 impl<'a> Call<'a> {
@@ -48,6 +57,8 @@ impl<'a> Call<'a> {
             audit,
             marks: Vec::new(),
             guard: None,
+            source: source_ip,
+            named_client: None,
         }
     }
 
@@ -61,14 +72,32 @@ impl<'a> Call<'a> {
     }
 
     /// Authenticate the client (RFC 6749 §2.3) and note it in the record.
+    /// Rate limits (MCP EMA §7.5.1): a source with too many failed
+    /// authentications is refused before any authentication work, a failure
+    /// counts against its source, and a client over its rate is refused
+    /// before any grant work.
     pub async fn authenticate(&mut self, headers: &HeaderMap, params: &OAuthParams) -> OAuthResult<Arc<Client>> {
+        self.state.limits.check_source(&self.policy, self.source)?;
         let validator = Validator {
             policy: &self.policy,
             keys: &self.state.keys,
             jwks: &self.state.jwks,
             now: self.now,
         };
-        let (client, _method) = client_auth::authenticate(&validator, headers, params, &mut self.marks).await?;
+        let client = match client_auth::authenticate(&validator, headers, params, &mut self.marks).await {
+            Ok((client, _method)) => client,
+            Err(e) => {
+                if e.code == ErrorCode::InvalidClient {
+                    self.state.limits.note_failure(&self.policy, self.source);
+                }
+                self.named_client = client_auth::named_client(&self.policy, headers, params);
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.state.limits.check_client(&self.policy, &client) {
+            self.named_client = Some(client.id.clone());
+            return Err(e);
+        }
         self.audit.client_id = Some(client.id.clone());
         Ok(client)
     }
@@ -107,6 +136,15 @@ impl<'a> Call<'a> {
     /// failed audit write does not change the answer (nothing is released
     /// either way); it is logged.
     pub async fn deny(mut self, err: OAuthError) -> Response {
+        // No authenticated client (or one over its rate): noise, counted in
+        // the summaries rather than chained (decisions §13). No mark is
+        // burned: before authentication there is none, and a rate-limited
+        // client's assertion was not used (nothing was decided), so it stays
+        // good for the retry after `Retry-After`.
+        if self.audit.client_id.is_none() {
+            self.state.noise.note(self.source, &err, self.named_client.as_deref());
+            return err.into_response();
+        }
         self.audit.deny(&err);
         let store = &self.state.store;
         let mut outcome = store.commit(&self.marks, None, self.audit.clone()).await;

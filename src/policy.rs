@@ -8,7 +8,9 @@
 //! It is `(&Policy, &ExchangeContext) -> Result<Grant, OAuthError>`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -99,6 +101,31 @@ pub struct Client {
     pub categories: Option<BTreeSet<Category>>,
     pub resource: Option<String>,
     pub ras_client_ids: HashMap<String, String>,
+    /// Its token bucket: `clients.<id>.rate_limit`, else the `[limits]` default.
+    pub rate: ClientRate,
+}
+
+/// A token bucket for one client: `burst` requests at once, refilled at
+/// `per_second` (enforced by `limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientRate {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+/// `[limits]`, resolved (the per-client rates are on each `Client`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitSettings {
+    pub enabled: bool,
+    pub failed_auth_per_minute: NonZeroU32,
+    pub failed_auth_burst: NonZeroU32,
+}
+
+/// `[audit]`, resolved: how unauthenticated noise is summarised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditSettings {
+    pub unauthenticated_interval: Duration,
+    pub unauthenticated_retention: Duration,
 }
 
 #[derive(Debug)]
@@ -150,6 +177,8 @@ pub struct Policy {
     pub default_resource: Option<String>,
     /// Clients allowed to call the admin API.
     pub admin_clients: HashSet<String>,
+    pub limits: LimitSettings,
+    pub audit: AuditSettings,
 }
 
 impl Policy {

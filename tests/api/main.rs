@@ -27,5 +27,6 @@ mod revocation;
 mod deploy;
 mod instances;
 mod key_rotation;
+mod limits;
 mod redis_outage;
 mod store_contract;
