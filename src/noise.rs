@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use time::macros::format_description;
 
 use crate::error::OAuthError;
 use crate::limits::SourceKey;
@@ -50,7 +51,7 @@ pub struct NoiseSummary {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub client_id: Option<String>,
     pub count: u64,
-    /// RFC 3339 times of the first and last request counted.
+    /// RFC 3339 times (UTC, milliseconds) of the first and last request counted.
     pub first: String,
     pub last: String,
 }
@@ -143,9 +144,12 @@ impl Noise {
     /// Take the interval's counts as summaries, starting a new interval.
     pub fn take(&self) -> Vec<NoiseSummary> {
         let counts = std::mem::take(&mut *self.current.lock().unwrap_or_else(|e| e.into_inner()));
+        // Fixed width (UTC, milliseconds), so the strings sort as the times do.
         let rfc3339 = |t: OffsetDateTime| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default()
+            t.format(format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            ))
+            .unwrap_or_default()
         };
         let mut summaries: Vec<NoiseSummary> = counts
             .into_iter()
