@@ -1,12 +1,15 @@
 //! Building and serving one broker: state, router, graceful shutdown, and
 //! policy reload on SIGHUP.
 //!
-//! Owns: the wiring of config → policy, keys, upstream key cache, store.
+//! Owns: the wiring of config → policy, keys, upstream key cache, store,
+//! rate limiters; and the task that writes out the summaries of
+//! unauthenticated noise every `audit.unauthenticated_interval_secs` (and
+//! once more at shutdown).
 //! Must never: contain request logic.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -16,9 +19,11 @@ use tokio::net::TcpListener;
 use crate::config::{Config, StoreConfig};
 use crate::dev::idp::DevIdp;
 use crate::keys::KeyRing;
+use crate::limits::Limits;
+use crate::noise::Noise;
 use crate::policy::Policy;
-use crate::store::Store;
 use crate::store::memory::MemoryStore;
+use crate::store::{Store, StoreError};
 use crate::trust::jwks::JwksCache;
 
 pub struct AppState {
@@ -29,6 +34,10 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub instance: String,
     pub dev_idp: Option<Arc<DevIdp>>,
+    /// Per-client and per-source rate limits (this instance's).
+    pub limits: Limits,
+    /// This interval's counts of unauthenticated noise.
+    pub noise: Noise,
     /// The settings a reload cannot apply (keys, store, upstream, listen),
     /// as started: a reload that changes them says so.
     started_with: serde_json::Value,
@@ -71,10 +80,13 @@ impl App {
             keys,
             jwks: JwksCache::new(config.upstream.clone())?,
             store,
+            noise: Noise::new(instance.clone()),
             instance,
             dev_idp,
+            limits: Limits::new(),
             started_with: restart_only(config),
         });
+        tokio::spawn(flush_noise_every_interval(Arc::downgrade(&state)));
         let router = crate::http::router(state.clone(), &base);
         Ok(App { state, router })
     }
@@ -91,7 +103,39 @@ impl App {
         )
         .with_graceful_shutdown(shutdown)
         .await
-        .context("server error")
+        .context("server error")?;
+        // The last interval's counts, so a restart loses none.
+        if let Err(e) = self.state.flush_noise().await {
+            tracing::error!(error = %e, "summaries of unauthenticated requests could not be written at shutdown");
+        }
+        Ok(())
+    }
+}
+
+impl AppState {
+    /// Write this interval's noise summaries to the store now, kept for the
+    /// current `audit.unauthenticated_retention_secs`. Returns how many.
+    pub async fn flush_noise(&self) -> Result<usize, StoreError> {
+        let retention = self.policy.load().audit.unauthenticated_retention;
+        self.noise.flush(self.store.as_ref(), retention).await
+    }
+}
+
+/// Flush the noise summaries every `audit.unauthenticated_interval_secs` (as
+/// of each wait: a reload applies from the next interval), for as long as
+/// the app exists.
+async fn flush_noise_every_interval(state: Weak<AppState>) {
+    loop {
+        let Some(interval) = state.upgrade().map(|s| s.policy.load().audit.unauthenticated_interval) else {
+            return;
+        };
+        tokio::time::sleep(interval).await;
+        let Some(state) = state.upgrade() else {
+            return;
+        };
+        if let Err(e) = state.flush_noise().await {
+            tracing::error!(error = %e, "summaries of unauthenticated requests could not be written");
+        }
     }
 }
 

@@ -3,6 +3,8 @@
 //! Owns: `client_secret_basic` (percent-decoded, RFC 6749 §2.3.1),
 //! `client_secret_post`, `private_key_jwt` (OIDC Core §9) with single-use
 //! `jti`; refusing two methods in one request; constant-time secret checks.
+//! Also: which configured client a failed request named (`named_client`),
+//! for the noise summaries.
 //! Must never: log or echo a secret or an assertion; reveal whether a client
 //! id exists (unknown client and wrong secret get the same answer).
 
@@ -180,6 +182,24 @@ pub async fn authenticate(
             Ok((client, Method::PrivateKeyJwt))
         }
     }
+}
+
+/// The configured client a request named, whether or not it authenticated:
+/// the Basic user, the body's `client_id`, or a client assertion's
+/// (unverified) `sub`. Only for the noise summaries (who is being guessed
+/// at); only the id of a configured client, so no attacker-chosen text is
+/// kept. Reads no secret and verifies nothing.
+pub fn named_client(policy: &Policy, headers: &HeaderMap, params: &OAuthParams) -> Option<String> {
+    let id = match presented(headers, params) {
+        Ok(Presented::Basic { id, .. }) => Some(id),
+        Ok(Presented::Post { id, .. }) => Some(id.to_owned()),
+        Ok(Presented::Assertion { id: Some(id), .. }) => Some(id.to_owned()),
+        Ok(Presented::Assertion { id: None, assertion }) => UnverifiedJws::parse(assertion)
+            .ok()
+            .and_then(|j| j.payload.get("sub").and_then(|s| s.as_str()).map(str::to_owned)),
+        Ok(Presented::None) | Err(_) => params.get("client_id").map(str::to_owned),
+    }?;
+    policy.clients.contains_key(&id).then_some(id)
 }
 
 fn check_secret(policy: &Policy, id: &str, secret: &str, method: Method) -> OAuthResult<Arc<Client>> {

@@ -6,8 +6,11 @@
 //! audit record and replay marks are stored, in one atomic commit (fail
 //! closed, specs/decisions.md §10); that a replayed client assertion is
 //! recorded and answered as the authentication failure it is, whatever else
-//! went wrong; and that every call writes exactly one audit record, granted
-//! or denied.
+//! went wrong; and that every call of an authenticated client writes exactly
+//! one audit record, granted or denied. A call refused before a client is
+//! authenticated, or rate limited, is counted in the noise summaries instead
+//! (specs/decisions.md §13). Where the rate limits are checked (`limits`):
+//! the source before authentication, the client right after it.
 //! Must never: hold endpoint-specific rules.
 
 use std::net::IpAddr;
@@ -19,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use crate::app::AppState;
 use crate::audit::{AuditRecord, Decision};
 use crate::client_auth;
-use crate::error::{OAuthError, OAuthResult};
+use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::http::extract::{OAuthParams, user_agent};
 use crate::policy::{Client, Policy};
 use crate::store::{Commit, CommitPlan, Effect, Mode, ReplayMark, RevocationGuard};
@@ -42,6 +45,11 @@ pub struct Call<'a> {
     /// What this call changes (revocations): applied by the same commit
     /// that records it, so a call that is refused changes nothing.
     pub effects: Vec<Effect>,
+    /// The peer address: rate limits and noise summaries key on it.
+    pub source: Option<IpAddr>,
+    /// The configured client a request named but that did not authenticate
+    /// (or was rate limited), for the noise summary.
+    pub named_client: Option<String>,
 }
 
 impl<'a> Call<'a> {
@@ -56,6 +64,8 @@ impl<'a> Call<'a> {
             marks: Vec::new(),
             guards: Vec::new(),
             effects: Vec::new(),
+            source: source_ip,
+            named_client: None,
         }
     }
 
@@ -69,14 +79,32 @@ impl<'a> Call<'a> {
     }
 
     /// Authenticate the client (RFC 6749 §2.3) and note it in the record.
+    /// Rate limits (MCP EMA §7.5.1): a source with too many failed
+    /// authentications is refused before any authentication work, a failure
+    /// counts against its source, and a client over its rate is refused
+    /// before any grant work.
     pub async fn authenticate(&mut self, headers: &HeaderMap, params: &OAuthParams) -> OAuthResult<Arc<Client>> {
+        self.state.limits.check_source(&self.policy, self.source)?;
         let validator = Validator {
             policy: &self.policy,
             keys: &self.state.keys,
             jwks: &self.state.jwks,
             now: self.now,
         };
-        let (client, _method) = client_auth::authenticate(&validator, headers, params, &mut self.marks).await?;
+        let client = match client_auth::authenticate(&validator, headers, params, &mut self.marks).await {
+            Ok((client, _method)) => client,
+            Err(e) => {
+                if e.code == ErrorCode::InvalidClient {
+                    self.state.limits.note_failure(&self.policy, self.source);
+                }
+                self.named_client = client_auth::named_client(&self.policy, headers, params);
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.state.limits.check_client(&self.policy, &client) {
+            self.named_client = Some(client.id.clone());
+            return Err(e);
+        }
         self.audit.client_id = Some(client.id.clone());
         Ok(client)
     }
@@ -125,6 +153,15 @@ impl<'a> Call<'a> {
     /// answer (nothing is released either way); it is logged.
     pub async fn deny(mut self, err: OAuthError) -> Response {
         self.effects.clear();
+        // No authenticated client (or one over its rate): noise, counted in
+        // the summaries rather than chained (decisions §13). No mark is
+        // burned: before authentication there is none, and a rate-limited
+        // client's assertion was not used (nothing was decided), so it stays
+        // good for the retry after `Retry-After`.
+        if self.audit.client_id.is_none() {
+            self.state.noise.note(self.source, &err, self.named_client.as_deref());
+            return err.into_response();
+        }
         self.audit.deny(&err);
         let store = &self.state.store;
         let plan = CommitPlan {
@@ -136,6 +173,9 @@ impl<'a> Call<'a> {
         let mut answer = err;
         let mut outcome = store.commit(plan, self.audit.clone()).await;
         if let Ok(Commit::Replayed { index }) = outcome {
+            // A replayed client assertion is a failed authentication: it
+            // counts against its source like any other.
+            self.state.limits.note_failure(&self.policy, self.source);
             answer = replay_error(&self.marks[index]);
             self.audit.deny(&answer);
             outcome = store.commit(CommitPlan::record_only(Mode::Deny), self.audit).await;

@@ -25,6 +25,12 @@ pub enum ErrorCode {
     UnsupportedTokenType,
     UnsupportedResponseType,
     TemporarilyUnavailable,
+    /// Over a rate limit (MCP EMA §7.5.1). On the wire it is
+    /// `temporarily_unavailable` (RFC 6749 §4.1.2.1, "temporary overloading"):
+    /// no registry entry names rate limiting; the 429 status says which kind
+    /// of "later" it is (decisions §19).
+    #[serde(rename = "temporarily_unavailable")]
+    RateLimited,
     ServerError,
     NotFound,
 }
@@ -41,18 +47,21 @@ impl ErrorCode {
             Self::InvalidTarget => "invalid_target",
             Self::UnsupportedTokenType => "unsupported_token_type",
             Self::UnsupportedResponseType => "unsupported_response_type",
-            Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::TemporarilyUnavailable | Self::RateLimited => "temporarily_unavailable",
             Self::ServerError => "server_error",
             Self::NotFound => "not_found",
         }
     }
 
     /// RFC 6749 §5.2: 400 for everything except client authentication (401).
-    /// `temporarily_unavailable` is 503 so load balancers and clients retry.
+    /// `temporarily_unavailable` is 503 so load balancers and clients retry;
+    /// rate limited, it is 429 (RFC 6585 §4), which tells a client that it,
+    /// not the service, must slow down.
     pub fn status(self) -> StatusCode {
         match self {
             Self::InvalidClient => StatusCode::UNAUTHORIZED,
             Self::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NotFound => StatusCode::NOT_FOUND,
             _ => StatusCode::BAD_REQUEST,
@@ -72,6 +81,9 @@ pub struct OAuthError {
     /// Set when the client tried HTTP Basic: RFC 6749 §5.2 then requires
     /// `WWW-Authenticate` on the 401.
     pub basic_challenge: bool,
+    /// Whole seconds for `Retry-After` (RFC 9110 §10.2.3), when known: a rate
+    /// limit knows when its bucket refills.
+    pub retry_after: Option<u64>,
 }
 
 pub type OAuthResult<T> = Result<T, OAuthError>;
@@ -83,6 +95,17 @@ impl OAuthError {
             reason,
             description: description.into(),
             basic_challenge: false,
+            retry_after: None,
+        }
+    }
+
+    /// Over a rate limit: 429 with `Retry-After` = `wait` rounded up to
+    /// whole seconds, at least 1 (a 0 would invite an immediate retry).
+    pub fn rate_limited(reason: &'static str, d: impl Into<Cow<'static, str>>, wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Self {
+            retry_after: Some(secs.max(1)),
+            ..Self::new(ErrorCode::RateLimited, reason, d)
         }
     }
 
@@ -133,7 +156,10 @@ impl OAuthError {
     pub fn recode(mut self, code: ErrorCode) -> Self {
         if !matches!(
             self.code,
-            ErrorCode::TemporarilyUnavailable | ErrorCode::ServerError | ErrorCode::InvalidClient
+            ErrorCode::TemporarilyUnavailable
+                | ErrorCode::RateLimited
+                | ErrorCode::ServerError
+                | ErrorCode::InvalidClient
         ) {
             self.code = code;
         }
@@ -176,8 +202,14 @@ impl IntoResponse for OAuthError {
                 HeaderValue::from_static(r#"Basic realm="xaa-broker", charset="UTF-8""#),
             );
         }
-        if self.code == ErrorCode::TemporarilyUnavailable {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match (self.retry_after, self.code) {
+            (Some(secs), _) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            (None, ErrorCode::TemporarilyUnavailable | ErrorCode::RateLimited) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            (None, _) => {}
         }
         response
     }
@@ -202,6 +234,20 @@ mod tests {
         let r = OAuthError::invalid_request("x", "bad").into_response();
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
         assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+    }
+
+    #[test]
+    fn a_rate_limit_is_429_temporarily_unavailable_with_retry_after_in_whole_seconds() {
+        use std::time::Duration;
+        for (wait, header) in [(1500, "2"), (2000, "2"), (1, "1"), (0, "1")] {
+            let r = OAuthError::rate_limited("x", "slow down", Duration::from_millis(wait)).into_response();
+            assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(r.headers()[header::RETRY_AFTER], header, "wait {wait} ms");
+            assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+        }
+        assert_eq!(ErrorCode::RateLimited.as_str(), "temporarily_unavailable");
+        let e = OAuthError::rate_limited("x", "y", Duration::from_secs(3)).recode(ErrorCode::InvalidGrant);
+        assert_eq!(e.code, ErrorCode::RateLimited, "a rate limit is never recoded");
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub mod http;
 pub mod inspect;
 pub mod jose;
 pub mod keys;
+pub mod limits;
+pub mod noise;
 pub mod policy;
 pub mod store;
 pub mod telemetry;

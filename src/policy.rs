@@ -8,7 +8,9 @@
 //! It is `(&Policy, &ExchangeContext) -> Result<Grant, OAuthError>`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -105,6 +107,8 @@ pub struct Client {
     pub actor_identities: Vec<ActorIdentity>,
     /// Issuer identifiers whose ID-JAGs this client may redeem.
     pub id_jag_issuers: HashSet<String>,
+    /// Its token bucket: `clients.<id>.rate_limit`, else the `[limits]` default.
+    pub rate: ClientRate,
 }
 
 /// An actor identity: `sub` in the namespace of issuer `iss`.
@@ -119,6 +123,29 @@ impl Client {
     pub fn hosts_identity(&self, iss: &str, sub: &str) -> bool {
         self.actor_identities.iter().any(|i| i.iss == iss && i.sub == sub)
     }
+}
+
+/// A token bucket for one client: `burst` requests at once, refilled at
+/// `per_second` (enforced by `limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientRate {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+/// `[limits]`, resolved (the per-client rates are on each `Client`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitSettings {
+    pub enabled: bool,
+    pub failed_auth_per_minute: NonZeroU32,
+    pub failed_auth_burst: NonZeroU32,
+}
+
+/// `[audit]`, resolved: how unauthenticated noise is summarised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditSettings {
+    pub unauthenticated_interval: Duration,
+    pub unauthenticated_retention: Duration,
 }
 
 #[derive(Debug)]
@@ -175,6 +202,8 @@ pub struct Policy {
     pub default_resource: Option<String>,
     /// Clients allowed to call the admin API.
     pub admin_clients: HashSet<String>,
+    pub limits: LimitSettings,
+    pub audit: AuditSettings,
 }
 
 impl Policy {

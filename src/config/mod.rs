@@ -49,6 +49,70 @@ pub struct Config {
     pub resource_as: ResourceAsConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// Rate limits (MCP EMA §7.5.1: token endpoints SHOULD rate-limit). They
+/// hold per instance: N instances behind a load balancer allow about N times
+/// these (specs/operations.md "Rate limits").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Off: no 429 is ever answered (limit at a gateway instead).
+    pub enabled: bool,
+    /// Requests per second one authenticated client may sustain, at every
+    /// client-authenticated endpoint together.
+    pub client_per_second: u32,
+    /// Requests one client may make at once before the rate applies.
+    pub client_burst: u32,
+    /// Failed client authentications one source address (an IPv6 /64) may
+    /// sustain per minute; past its burst, its requests get 429 before any
+    /// authentication work until a token refills.
+    pub failed_auth_per_minute: u32,
+    pub failed_auth_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            client_per_second: 50,
+            client_burst: 100,
+            failed_auth_per_minute: 30,
+            failed_auth_burst: 10,
+        }
+    }
+}
+
+/// A client's own token bucket, replacing the `[limits]` default.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// How requests refused before a client is authenticated are recorded:
+/// aggregated summaries, apart from the hash-chained trail (decisions §13).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// How often the counts are written out as summary records.
+    pub unauthenticated_interval_secs: u64,
+    /// How long summary records are kept.
+    pub unauthenticated_retention_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            unauthenticated_interval_secs: 60,
+            unauthenticated_retention_secs: 86_400,
+        }
+    }
 }
 
 /// The resource authorization server role (ID-JAG redemption, RFC 7523).
@@ -252,6 +316,9 @@ pub struct ClientConfig {
     /// client.
     #[serde(default)]
     pub id_jag_issuers: Vec<String>,
+    /// This client's own rate limit instead of `[limits]`' default.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 /// One identity an actor token may name: `sub` as vouched for by `issuer`

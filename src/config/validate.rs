@@ -5,14 +5,17 @@
 //! or let an unvalidated value reach the request path.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{ClientConfig, Config, StoreConfig, is_loopback};
 use crate::jose::Alg;
 use crate::policy::{
-    ActorIdentity, AgentCap, Audience, AudienceKind, AuthMethod, Category, Client, ClientKind, KeySource, Policy,
-    Purpose, TokenSettings, TrustedIssuer,
+    ActorIdentity, AgentCap, Audience, AudienceKind, AuditSettings, AuthMethod, Category, Client, ClientKind,
+    ClientRate, KeySource, LimitSettings, Policy, Purpose, TokenSettings, TrustedIssuer,
 };
+use crate::store::redis::AUDIT_RETENTION;
 use crate::trust::jwks::KeySet;
 use crate::types::{GrantType, ScopeSet};
 
@@ -76,6 +79,59 @@ impl Validator {
                 self.problem(key, e);
                 None
             }
+        }
+    }
+
+    /// A count that must be at least 1 (a zero rate or burst would refuse
+    /// everything; `limits.enabled = false` is how limits are turned off).
+    fn at_least_one(&mut self, key: impl std::fmt::Display, v: u32) -> NonZeroU32 {
+        NonZeroU32::new(v).unwrap_or_else(|| {
+            self.problem(
+                key,
+                "must be at least 1 (set limits.enabled = false to turn rate limits off)",
+            );
+            NonZeroU32::MIN
+        })
+    }
+
+    fn limits(&mut self, c: &Config) -> (LimitSettings, ClientRate) {
+        let l = &c.limits;
+        let default_rate = ClientRate {
+            per_second: self.at_least_one("limits.client_per_second", l.client_per_second),
+            burst: self.at_least_one("limits.client_burst", l.client_burst),
+        };
+        let settings = LimitSettings {
+            enabled: l.enabled,
+            failed_auth_per_minute: self.at_least_one("limits.failed_auth_per_minute", l.failed_auth_per_minute),
+            failed_auth_burst: self.at_least_one("limits.failed_auth_burst", l.failed_auth_burst),
+        };
+        (settings, default_rate)
+    }
+
+    fn audit(&mut self, c: &Config) -> AuditSettings {
+        let a = &c.audit;
+        if !(1..=3600).contains(&a.unauthenticated_interval_secs) {
+            self.problem(
+                "audit.unauthenticated_interval_secs",
+                "must be between 1 and 3600 seconds",
+            );
+        }
+        // Summaries are noise, not evidence: never kept longer than the
+        // audit trail itself, and at least one interval so each is readable.
+        if a.unauthenticated_retention_secs < a.unauthenticated_interval_secs
+            || a.unauthenticated_retention_secs > AUDIT_RETENTION.as_secs()
+        {
+            self.problem(
+                "audit.unauthenticated_retention_secs",
+                format!(
+                    "must be at least audit.unauthenticated_interval_secs and at most {} (90 days, the audit trail's retention)",
+                    AUDIT_RETENTION.as_secs()
+                ),
+            );
+        }
+        AuditSettings {
+            unauthenticated_interval: Duration::from_secs(a.unauthenticated_interval_secs.clamp(1, 3600)),
+            unauthenticated_retention: Duration::from_secs(a.unauthenticated_retention_secs.max(1)),
         }
     }
 
@@ -270,6 +326,8 @@ impl Validator {
             }
         }
 
+        let (limits, default_rate) = self.limits(c);
+        let audit = self.audit(c);
         let mut clients = HashMap::new();
         let mut actor_subs: HashMap<String, String> = HashMap::new();
         for (id, cc) in &c.clients {
@@ -375,6 +433,13 @@ impl Validator {
                     "a jwt-bearer client must name the issuers whose ID-JAGs it may redeem",
                 );
             }
+            let rate = match cc.rate_limit {
+                Some(r) => ClientRate {
+                    per_second: self.at_least_one(format!("{key}.rate_limit.per_second"), r.per_second),
+                    burst: self.at_least_one(format!("{key}.rate_limit.burst"), r.burst),
+                },
+                None => default_rate,
+            };
             if let Some(auth) = auth {
                 clients.insert(
                     id.clone(),
@@ -391,6 +456,7 @@ impl Validator {
                         ras_client_ids,
                         actor_identities,
                         id_jag_issuers,
+                        rate,
                     }),
                 );
             }
@@ -464,6 +530,8 @@ impl Validator {
             issuer: issuer.clone(),
             default_resource: c.resource_as.default_resource.clone(),
             admin_clients: c.admin.clients.iter().cloned().collect(),
+            limits,
+            audit,
             token_endpoint: format!("{issuer}/token"),
             tokens: TokenSettings {
                 clock_skew_secs: t.clock_skew_secs,

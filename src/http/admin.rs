@@ -1,9 +1,10 @@
-//! The admin API: revoke by correlation id or by subject, and read the audit
-//! trail of a correlation id.
+//! The admin API: revoke by correlation id or by subject, read the audit
+//! trail of a correlation id, and read the summaries of unauthenticated noise.
 //!
 //! Owns: `POST /admin/revoke` (`txn=` or `sub=`) and `POST /admin/audit`
-//! (`txn=`). Callers authenticate like any client (Basic, post or
-//! private_key_jwt) and must be listed in `admin.clients`.
+//! (`txn=`, or `unauthenticated=true` with an optional `limit`). Callers
+//! authenticate like any client (Basic, post or private_key_jwt) and must be
+//! listed in `admin.clients`.
 //! Must never: answer a caller that is not an admin client (403-equivalent
 //! `unauthorized_client`), or return a token (records hold none).
 
@@ -106,7 +107,45 @@ pub async fn revoke(
     call.finish(result).await
 }
 
-/// The audit records of one correlation id, oldest first.
+/// Summaries returned when the query names no `limit`, and the most it may.
+const DEFAULT_NOISE_LIMIT: usize = 100;
+const MAX_NOISE_LIMIT: usize = 1000;
+
+/// What `/admin/audit` was asked for: exactly one of the two.
+enum AuditQuery {
+    Txn(String),
+    Unauthenticated { limit: usize },
+}
+
+fn audit_query(params: &OAuthParams) -> OAuthResult<AuditQuery> {
+    match (params.get("txn"), params.get("unauthenticated")) {
+        (Some(txn), None) => Ok(AuditQuery::Txn(txn.to_owned())),
+        (None, Some("true")) => {
+            let limit = match params.get("limit") {
+                None => DEFAULT_NOISE_LIMIT,
+                Some(l) => l
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=MAX_NOISE_LIMIT).contains(l))
+                    .ok_or_else(|| {
+                        OAuthError::invalid_request(
+                            "admin.audit_limit",
+                            format!("limit must be a number from 1 to {MAX_NOISE_LIMIT}"),
+                        )
+                    })?,
+            };
+            Ok(AuditQuery::Unauthenticated { limit })
+        }
+        _ => Err(OAuthError::invalid_request(
+            "admin.audit_target",
+            "send exactly one of txn or unauthenticated=true",
+        )),
+    }
+}
+
+/// The audit records of one correlation id, oldest first; or, with
+/// `unauthenticated=true`, the newest summaries of unauthenticated noise
+/// (decisions §13), newest first.
 pub async fn audit(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -116,14 +155,26 @@ pub async fn audit(
     let mut call = Call::begin(&state, &headers, Some(peer.ip()), "admin.audit");
     let result = async {
         admin_call(&mut call, &headers, &params).await?;
-        let txn = params.require("txn")?.to_owned();
-        let records = state
-            .store
-            .audit_by_txn(&txn)
-            .await
-            .map_err(|e| OAuthError::unavailable("store.audit_query_failed", &e))?;
-        call.audit.txn = Some(txn.clone());
-        Ok(move || json_no_store(json!({"txn": txn, "records": records})))
+        let body = match audit_query(&params)? {
+            AuditQuery::Txn(txn) => {
+                let records = state
+                    .store
+                    .audit_by_txn(&txn)
+                    .await
+                    .map_err(|e| OAuthError::unavailable("store.audit_query_failed", &e))?;
+                call.audit.txn = Some(txn.clone());
+                json!({"txn": txn, "records": records})
+            }
+            AuditQuery::Unauthenticated { limit } => {
+                let summaries = state
+                    .store
+                    .unauthenticated(limit)
+                    .await
+                    .map_err(|e| OAuthError::unavailable("store.audit_query_failed", &e))?;
+                json!({"unauthenticated": summaries})
+            }
+        };
+        Ok(move || json_no_store(body))
     }
     .await;
     call.finish(result).await

@@ -2,18 +2,25 @@
 //!
 //! Owns: expiring maps for replay marks and revocations (a `BTreeSet` of
 //! deadlines, as in mini-redis, purged as writes arrive, so memory is bounded
-//! by what is still live) and a bounded audit log with a per-txn index.
+//! by what is still live) and a bounded audit log with a per-txn index; and
+//! a ring of at most `MAX_NOISE_SUMMARIES` noise summaries, dropped when
+//! their retention ends or the ring is full.
 //! Must never: block the runtime for long: every operation holds one
 //! `std::sync::Mutex` for a few map operations and never across an await.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use super::{Commit, CommitPlan, Mode, Revocation, Store, StoreError, TokenRef, revocation_key, subject_key};
 use crate::audit::{AuditRecord, GENESIS};
+use crate::noise::NoiseSummary;
 use crate::types::now_secs;
+
+/// Most noise summaries kept: about 250 bytes each.
+pub const MAX_NOISE_SUMMARIES: usize = 50_000;
 
 /// An expiring set of keys with values.
 #[derive(Default)]
@@ -66,6 +73,9 @@ pub struct MemoryStore {
     instance: String,
     max_audit_records: usize,
     state: Mutex<State>,
+    /// Noise summaries, oldest first, each with the Unix second it is kept
+    /// until. A lock of its own: a flush never waits on commits.
+    noise: Mutex<VecDeque<(i64, NoiseSummary)>>,
 }
 
 impl MemoryStore {
@@ -89,6 +99,7 @@ impl MemoryStore {
                     last_hash: GENESIS.to_owned(),
                 },
             }),
+            noise: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -228,5 +239,28 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn append_unauthenticated(&self, summaries: &[NoiseSummary], retention: Duration) -> Result<(), StoreError> {
+        let now = now_secs();
+        let keep_until = now.saturating_add(i64::try_from(retention.as_secs()).unwrap_or(i64::MAX));
+        let mut ring = self.noise.lock().unwrap_or_else(|e| e.into_inner());
+        ring.retain(|(until, _)| *until > now);
+        ring.extend(summaries.iter().map(|s| (keep_until, s.clone())));
+        let excess = ring.len().saturating_sub(MAX_NOISE_SUMMARIES);
+        ring.drain(..excess);
+        Ok(())
+    }
+
+    async fn unauthenticated(&self, limit: usize) -> Result<Vec<NoiseSummary>, StoreError> {
+        let now = now_secs();
+        let ring = self.noise.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(ring
+            .iter()
+            .rev()
+            .filter(|(until, _)| *until > now)
+            .take(limit)
+            .map(|(_, s)| s.clone())
+            .collect())
     }
 }

@@ -4,15 +4,20 @@
 //! Redis for many instances). `commit` is the single write a request makes:
 //! its replay marks, its effects (revocations) and its audit record together,
 //! atomically, before anything leaves (fail closed: an error here means no
-//! token and no effect).
+//! token and no effect). Apart from the chain, a short-lived area of
+//! summaries of unauthenticated noise (`noise`), bounded in size and age,
+//! never hash-chained.
 //! Must never: decide policy, or hold a token (audit records hold jti/hashes).
 
 pub mod memory;
 pub mod redis;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use crate::audit::AuditRecord;
+use crate::noise::NoiseSummary;
 
 /// "This value may be used once until `expires_at`" (client assertion `jti`,
 /// ID-JAG `jti`: RFC 7523 §3 item 7, MCP EMA §7).
@@ -165,6 +170,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reachable and writable (`/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Append summaries of unauthenticated requests (`noise`), each kept for
+    /// `retention`, in an area of bounded size apart from the audit chain.
+    async fn append_unauthenticated(&self, summaries: &[NoiseSummary], retention: Duration) -> Result<(), StoreError>;
+
+    /// The newest `limit` summaries still kept, from every instance, newest
+    /// first.
+    async fn unauthenticated(&self, limit: usize) -> Result<Vec<NoiseSummary>, StoreError>;
 }
 
 /// Revocation keys, shared by every store so their contents agree. Values

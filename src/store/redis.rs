@@ -23,6 +23,11 @@
 //!   first, from every instance, expiring `AUDIT_RETENTION` after its last
 //!   append. Copies rather than stream ids, so `audit_by_txn` is one `LRANGE`
 //!   and needs no key it cannot name up front.
+//! - `{p}noise`: a Stream of unauthenticated-noise summaries from every
+//!   instance (fields `until`, the Unix ms it is kept until, and `summary`,
+//!   its JSON), trimmed on append by age (`MINID ~`) and size (`MAXLEN ~`
+//!   [`NOISE_MAX_ENTRIES`]), the key expiring one retention after the last
+//!   append. Never hash-chained.
 //!
 //! Needs Redis 6.2 or later (`SET … PXAT`, `XADD … MINID`, exclusive
 //! `XRANGE` bounds). The SHA-256 of the chain is computed in Rust
@@ -33,7 +38,7 @@
 //! report a commit as done unless the script said so.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, RedisError, RedisResult, Script};
@@ -42,6 +47,7 @@ use tokio::sync::Mutex;
 
 use super::{Commit, CommitPlan, Mode, Revocation, Store, StoreError, TokenRef, revocation_key, subject_key};
 use crate::audit::{AuditRecord, GENESIS};
+use crate::noise::NoiseSummary;
 
 /// Key prefix when the config names none.
 pub const DEFAULT_PREFIX: &str = "xaa:";
@@ -50,6 +56,13 @@ pub const DEFAULT_PREFIX: &str = "xaa:";
 /// expire). Longer than any token lives, so an investigation of a live token
 /// always finds its record.
 pub const AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// Most noise summaries kept in `{p}noise` (approximately: `MAXLEN ~`),
+/// about 300 bytes each.
+pub const NOISE_MAX_ENTRIES: usize = 100_000;
+
+/// Summaries per pipeline, so a large flush never stalls Redis in one batch.
+const NOISE_BATCH: usize = 1000;
 
 /// Each connection attempt and each reply gets this long.
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
@@ -264,6 +277,10 @@ impl RedisStore {
 
     fn txn_key(&self, txn: &str) -> String {
         format!("{}audit:txn:{txn}", self.prefix)
+    }
+
+    fn noise_key(&self) -> String {
+        format!("{}noise", self.prefix)
     }
 
     fn mark_key(&self, key: &str) -> String {
@@ -554,6 +571,85 @@ impl Store for RedisStore {
         })
         .await
         .map(|_| ())
+    }
+
+    async fn append_unauthenticated(&self, summaries: &[NoiseSummary], retention: Duration) -> Result<(), StoreError> {
+        let key = &self.noise_key();
+        let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX).max(1);
+        for batch in summaries.chunks(NOISE_BATCH) {
+            // The broker's clock, not Redis's: a few seconds of skew do not
+            // matter against a retention of hours.
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0);
+            let until = now_ms.saturating_add(retention_ms);
+            let mut pipe = ::redis::pipe();
+            for s in batch {
+                let json = serde_json::to_string(s).map_err(|_| StoreError("noise summary not serialisable".into()))?;
+                pipe.cmd("XADD")
+                    .arg(key)
+                    .arg("MINID")
+                    .arg("~")
+                    .arg(now_ms.saturating_sub(retention_ms))
+                    .arg("*")
+                    .arg("until")
+                    .arg(until)
+                    .arg("summary")
+                    .arg(json)
+                    .ignore();
+            }
+            pipe.cmd("XTRIM")
+                .arg(key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(NOISE_MAX_ENTRIES)
+                .ignore();
+            pipe.cmd("PEXPIRE").arg(key).arg(retention_ms).ignore();
+            let pipe = &pipe;
+            // Sent at most once: a repeated batch would double its counts.
+            self.run(Retry::IfUnsent, |mut c| async move { pipe.exec_async(&mut c).await })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn unauthenticated(&self, limit: usize) -> Result<Vec<NoiseSummary>, StoreError> {
+        let key = &self.noise_key();
+        let entries: Vec<(String, Vec<String>)> = self
+            .run(Retry::Idempotent, |mut c| async move {
+                ::redis::cmd("XREVRANGE")
+                    .arg(key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(limit)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let unreadable = || StoreError("a noise summary in redis is unreadable".into());
+        let mut out = Vec::with_capacity(entries.len());
+        for (_, fields) in entries {
+            let field = |name: &str| {
+                fields
+                    .chunks(2)
+                    .find(|kv| kv[0] == name)
+                    .and_then(|kv| kv.get(1))
+                    .ok_or_else(unreadable)
+            };
+            // `MINID ~` trims whole nodes: an entry past its retention may
+            // linger until the next append, but is never returned.
+            let until: u64 = field("until")?.parse().map_err(|_| unreadable())?;
+            if until > now_ms {
+                out.push(serde_json::from_str(field("summary")?).map_err(|_| unreadable())?);
+            }
+        }
+        Ok(out)
     }
 }
 

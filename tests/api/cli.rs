@@ -299,3 +299,33 @@ fn config_check_rejects_a_stray_key_under_the_memory_store() {
     );
     check_fails_naming("memory-store", &text, &[], "store");
 }
+
+#[test]
+fn config_check_rejects_a_zero_rate_limit_naming_it() {
+    let text = edit(&valid_config(), "client_burst = 100 ", "client_burst = 0 ");
+    check_fails_naming("zero-burst", &text, &[], "limits.client_burst");
+    let text = edit(
+        &valid_config(),
+        "rate_limit = { per_second = 200, burst = 400 }",
+        "rate_limit = { per_second = 0, burst = 400 }",
+    );
+    check_fails_naming("zero-client-rate", &text, &[], "clients.mcp-logs.rate_limit.per_second");
+    let text = edit(&valid_config(), "client_per_second = 50 ", "client_per_minute = 50 ");
+    check_fails_naming("limits-typo", &text, &[], "limits.client_per_minute");
+}
+
+#[test]
+fn config_check_rejects_a_summary_retention_shorter_than_its_interval() {
+    let text = edit(
+        &valid_config(),
+        "unauthenticated_retention_secs = 86400",
+        "unauthenticated_retention_secs = 30",
+    );
+    check_fails_naming("retention", &text, &[], "audit.unauthenticated_retention_secs");
+    let text = edit(
+        &valid_config(),
+        "unauthenticated_interval_secs = 60",
+        "unauthenticated_interval_secs = 0",
+    );
+    check_fails_naming("interval", &text, &[], "audit.unauthenticated_interval_secs");
+}

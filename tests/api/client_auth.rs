@@ -1,6 +1,9 @@
 //! Client authentication at the token endpoint (RFC 6749 §2.3, RFC 7523
 //! §2.2, design §6): `client_secret_basic` (percent-decoded),
 //! `client_secret_post` and `private_key_jwt`, exactly one per request.
+//! A request refused before its client authenticates leaves no audit record
+//! but is counted once in the noise summaries, with its reason (decisions
+//! §13); a replayed assertion is refused after authentication and audited.
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64};
@@ -128,7 +131,7 @@ async fn client_id_repeated_in_the_body_with_basic_is_accepted_when_equal() {
 #[tokio::test]
 async fn client_id_in_the_body_differing_from_basic_is_an_invalid_request() {
     let app = TestApp::spawn().await;
-    let r = refused_for(
+    let r = refused_before_auth(
         &app,
         first_hop_with(
             &app,
@@ -145,7 +148,7 @@ async fn client_id_in_the_body_differing_from_basic_is_an_invalid_request() {
 #[tokio::test]
 async fn a_wrong_basic_secret_is_invalid_client_with_a_basic_challenge() {
     let app = TestApp::spawn().await;
-    let r = refused_for(
+    let r = refused_before_auth(
         &app,
         first_hop_with(&app, "chat-app", Auth::BasicWith("chat-app", "not-the-secret"), &[]),
         "client_auth.bad_secret",
@@ -162,7 +165,7 @@ async fn a_wrong_basic_secret_is_invalid_client_with_a_basic_challenge() {
 #[tokio::test]
 async fn an_unknown_client_via_post_is_invalid_client_without_a_challenge() {
     let app = TestApp::spawn().await;
-    let r = refused_for(
+    let r = refused_before_auth(
         &app,
         first_hop_with(&app, "no-such-client", Auth::Post("no-such-client"), &[]),
         "client_auth.unknown_client",
@@ -178,7 +181,7 @@ async fn a_method_the_client_is_not_configured_for_is_refused() {
         c.clients.get_mut("chat-app").unwrap().auth_methods = Some(vec!["client_secret_basic".into()]);
     })
     .await;
-    let r = refused_for(
+    let r = refused_before_auth(
         &app,
         first_hop_with(&app, "chat-app", Auth::Post("chat-app"), &[]),
         "client_auth.method_not_allowed",
@@ -192,7 +195,7 @@ async fn a_method_the_client_is_not_configured_for_is_refused() {
 #[tokio::test]
 async fn basic_and_client_secret_together_are_an_invalid_request() {
     let app = TestApp::spawn().await;
-    let r = refused_for(
+    let r = refused_before_auth(
         &app,
         first_hop_with(
             &app,
@@ -210,7 +213,7 @@ async fn basic_and_client_secret_together_are_an_invalid_request() {
 async fn basic_and_a_client_assertion_together_are_an_invalid_request() {
     let app = TestApp::spawn().await;
     let assertion = app.bot_assertion(|_| {});
-    let r = refused_for(
+    let r = refused_before_auth(
         &app,
         first_hop_with(
             &app,
@@ -230,7 +233,7 @@ async fn basic_and_a_client_assertion_together_are_an_invalid_request() {
 #[tokio::test]
 async fn a_request_without_credentials_is_invalid_client() {
     let app = TestApp::spawn().await;
-    let r = refused_for(
+    let r = refused_before_auth(
         &app,
         first_hop_with(&app, "chat-app", Auth::None, &[]),
         "client_auth.missing",
@@ -281,7 +284,7 @@ async fn a_client_assertion_with_a_multi_valued_audience_is_refused() {
     let app = TestApp::spawn().await;
     let both = json!([app.issuer, app.url("/token")]);
     let assertion = app.bot_assertion(|c| c["aud"] = both);
-    let r = refused_for(&app, bot_first_hop(&app, &assertion, &[]), "token.audience").await;
+    let r = refused_before_auth(&app, bot_first_hop(&app, &assertion, &[]), "token.audience").await;
     r.assert_error(401, "invalid_client");
 }
 
@@ -289,7 +292,7 @@ async fn a_client_assertion_with_a_multi_valued_audience_is_refused() {
 async fn a_client_assertion_for_another_audience_is_refused() {
     let app = TestApp::spawn().await;
     let assertion = app.bot_assertion(|c| c["aud"] = json!("https://other-as.example.com"));
-    let r = refused_for(&app, bot_first_hop(&app, &assertion, &[]), "token.audience").await;
+    let r = refused_before_auth(&app, bot_first_hop(&app, &assertion, &[]), "token.audience").await;
     r.assert_error(401, "invalid_client");
 }
 
@@ -298,7 +301,7 @@ async fn a_client_assertion_expiring_more_than_an_hour_ahead_is_refused() {
     let app = TestApp::spawn().await;
     let exp = now_secs() + 3600 + 600;
     let assertion = app.bot_assertion(|c| c["exp"] = json!(exp));
-    let r = refused_for(&app, bot_first_hop(&app, &assertion, &[]), "client_assertion.lifetime").await;
+    let r = refused_before_auth(&app, bot_first_hop(&app, &assertion, &[]), "client_assertion.lifetime").await;
     r.assert_error(401, "invalid_client");
 }
 
@@ -310,7 +313,7 @@ async fn an_expired_client_assertion_is_refused() {
         c["iat"] = json!(now - 600);
         c["exp"] = json!(now - 300);
     });
-    let r = refused_for(&app, bot_first_hop(&app, &assertion, &[]), "token.expired").await;
+    let r = refused_before_auth(&app, bot_first_hop(&app, &assertion, &[]), "token.expired").await;
     r.assert_error(401, "invalid_client");
 }
 
@@ -320,7 +323,7 @@ async fn a_client_assertion_without_jti_is_refused() {
     let assertion = app.bot_assertion(|c| {
         c.as_object_mut().unwrap().remove("jti");
     });
-    let r = refused_for(&app, bot_first_hop(&app, &assertion, &[]), "token.no_jti").await;
+    let r = refused_before_auth(&app, bot_first_hop(&app, &assertion, &[]), "token.no_jti").await;
     r.assert_error(401, "invalid_client");
 }
 
@@ -341,7 +344,7 @@ async fn a_client_assertion_signed_with_another_key_is_refused() {
     other.set_key_id(bot_kid(&app));
     let header = json!({"alg": "ES256", "kid": bot_kid(&app), "typ": "JWT"});
     let assertion = sign_jws(&other, header, &bot_claims(&app, |_| {}));
-    let r = refused_for(&app, bot_first_hop(&app, &assertion, &[]), "token.signature").await;
+    let r = refused_before_auth(&app, bot_first_hop(&app, &assertion, &[]), "token.signature").await;
     r.assert_error(401, "invalid_client");
 }
 
@@ -349,7 +352,7 @@ async fn a_client_assertion_signed_with_another_key_is_refused() {
 async fn a_client_assertion_whose_iss_differs_from_sub_is_refused() {
     let app = TestApp::spawn().await;
     let assertion = app.bot_assertion(|c| c["iss"] = json!("chat-app"));
-    let r = refused_for(&app, bot_first_hop(&app, &assertion, &[]), "client_assertion.iss").await;
+    let r = refused_before_auth(&app, bot_first_hop(&app, &assertion, &[]), "client_assertion.iss").await;
     r.assert_error(401, "invalid_client");
 }
 
@@ -357,7 +360,7 @@ async fn a_client_assertion_whose_iss_differs_from_sub_is_refused() {
 async fn a_client_id_parameter_differing_from_the_assertion_sub_is_refused() {
     let app = TestApp::spawn().await;
     let assertion = app.bot_assertion(|_| {});
-    let r = refused_for(
+    let r = refused_before_auth(
         &app,
         bot_first_hop(&app, &assertion, &[("client_id", "triage-agent")]),
         "client_assertion.client_id_mismatch",
@@ -382,7 +385,7 @@ async fn a_client_assertion_for_a_secret_only_client_is_refused() {
     let mut form = first_hop_form(&id_token);
     form.push(("client_assertion_type", ASSERTION_TYPE));
     form.push(("client_assertion", &assertion));
-    let r = refused_for(&app, app.token(Auth::None, &form), "client_auth.method_not_allowed").await;
+    let r = refused_before_auth(&app, app.token(Auth::None, &form), "client_auth.method_not_allowed").await;
     r.assert_error(401, "invalid_client");
 }
 
@@ -397,7 +400,7 @@ async fn a_wrong_client_assertion_type_is_an_invalid_request() {
         "urn:ietf:params:oauth:client-assertion-type:saml2-bearer",
     ));
     form.push(("client_assertion", &assertion));
-    let r = refused_for(&app, app.token(Auth::None, &form), "client_auth.assertion_type").await;
+    let r = refused_before_auth(&app, app.token(Auth::None, &form), "client_auth.assertion_type").await;
     r.assert_error(400, "invalid_request");
 }
 
@@ -407,6 +410,6 @@ async fn an_unsigned_alg_none_client_assertion_is_refused() {
     let header = B64.encode(serde_json::to_vec(&json!({"alg": "none", "typ": "JWT"})).unwrap());
     let payload = B64.encode(serde_json::to_vec(&bot_claims(&app, |_| {})).unwrap());
     let assertion = format!("{header}.{payload}.");
-    let r = refused_for(&app, bot_first_hop(&app, &assertion, &[]), "token.alg_not_allowed").await;
+    let r = refused_before_auth(&app, bot_first_hop(&app, &assertion, &[]), "token.alg_not_allowed").await;
     r.assert_error(401, "invalid_client");
 }

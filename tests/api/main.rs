@@ -30,5 +30,6 @@ mod hardening;
 mod deploy;
 mod instances;
 mod key_rotation;
+mod limits;
 mod redis_outage;
 mod store_contract;

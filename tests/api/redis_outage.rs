@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xaa_broker::audit::Decision;
+use xaa_broker::config::RateLimitConfig;
 
 use crate::support::redis::{dedicated_durable_redis, dedicated_redis, unique_prefix};
 use crate::support::*;
@@ -66,7 +67,18 @@ async fn under_load_every_issued_token_has_exactly_one_audit_record() {
         return;
     };
     let (prefix, keys) = (unique_prefix("load"), shared_signing_key());
-    let one = Arc::new(TestApp::spawn_with(|c| with_redis(c, &redis.url(), &prefix, &keys)).await);
+    let one = Arc::new(
+        TestApp::spawn_with(|c| {
+            with_redis(c, &redis.url(), &prefix, &keys);
+            // The load is the point here, not the client's rate limit (which
+            // still runs, at a rate the workers cannot reach).
+            c.clients.get_mut("triage-agent").unwrap().rate_limit = Some(RateLimitConfig {
+                per_second: 1_000_000,
+                burst: 1_000_000,
+            });
+        })
+        .await,
+    );
     let two = Arc::new(one.spawn_sibling(|_| {}).await);
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

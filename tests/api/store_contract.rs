@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use xaa_broker::audit::{AuditRecord, Decision, GENESIS, verify_chain};
 use xaa_broker::config::StoreConfig;
+use xaa_broker::noise::NoiseSummary;
 use xaa_broker::store::redis::RedisStore;
 use xaa_broker::store::{Commit, CommitPlan, Effect, Mode, Principal, ReplayMark, Revocation, RevocationGuard, Store};
 use xaa_broker::types::now_secs;
@@ -63,6 +64,8 @@ contracts!(
     a_denial_spends_fresh_marks_and_overwrites_none,
     a_denial_after_a_replayed_authentication_spends_nothing,
     ping_answers,
+    noise_summaries_read_back_newest_first_apart_from_the_chain,
+    noise_summaries_expire_after_their_retention,
 );
 
 /// A Redis store as `INSTANCE` under a prefix no other test uses, or `None`
@@ -311,6 +314,107 @@ async fn revocations_expire_but_are_never_shortened(store: &dyn Store) {
 
 async fn ping_answers(store: &dyn Store) {
     store.ping().await.expect("ping");
+}
+
+fn summary(reason: &str, count: u64) -> NoiseSummary {
+    NoiseSummary {
+        id: uuid::Uuid::now_v7().to_string(),
+        instance: INSTANCE.into(),
+        source: "198.51.100.7".into(),
+        error: "invalid_client".into(),
+        reason: reason.into(),
+        client_id: Some("chat-app".into()),
+        count,
+        first: "2030-01-01T00:00:00Z".into(),
+        last: "2030-01-01T00:00:59Z".into(),
+    }
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// Summaries of unauthenticated noise read back whole, newest first, up to
+/// a limit, from a store area that is not the hash-chained trail.
+async fn noise_summaries_read_back_newest_first_apart_from_the_chain(store: &dyn Store) {
+    assert!(store.unauthenticated(10).await.unwrap().is_empty());
+    let first = [summary("client_auth.missing", 3), summary("client_auth.bad_secret", 1)];
+    store.append_unauthenticated(&first, DAY).await.unwrap();
+    let second = [summary("rate_limit.source", 40)];
+    store.append_unauthenticated(&second, DAY).await.unwrap();
+    store.append_unauthenticated(&[], DAY).await.unwrap();
+
+    let all = store.unauthenticated(10).await.unwrap();
+    assert_eq!(all, [second[0].clone(), first[1].clone(), first[0].clone()]);
+    assert_eq!(store.unauthenticated(2).await.unwrap(), all[..2]);
+    assert_eq!(chain_len(store).await, 0, "summaries are not audit records");
+    // And records are not summaries.
+    done(commit(store, &[], None).await);
+    assert_eq!(store.unauthenticated(10).await.unwrap(), all);
+}
+
+/// Each summary is kept for the retention it was appended with.
+async fn noise_summaries_expire_after_their_retention(store: &dyn Store) {
+    let short = summary("client_auth.missing", 1);
+    store
+        .append_unauthenticated(std::slice::from_ref(&short), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(store.unauthenticated(10).await.unwrap(), [short]);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(store.unauthenticated(10).await.unwrap().is_empty(), "expired");
+    let long = summary("client_auth.bad_secret", 2);
+    store
+        .append_unauthenticated(std::slice::from_ref(&long), DAY)
+        .await
+        .unwrap();
+    assert_eq!(store.unauthenticated(10).await.unwrap(), [long]);
+}
+
+/// The memory store keeps a bounded ring of summaries: the oldest go.
+#[tokio::test]
+async fn memory_noise_summaries_are_bounded() {
+    use xaa_broker::store::memory::{MAX_NOISE_SUMMARIES, MemoryStore};
+    let store = MemoryStore::new(INSTANCE);
+    let batch: Vec<NoiseSummary> = (0..1000).map(|i| summary("client_auth.missing", i)).collect();
+    for _ in 0..(MAX_NOISE_SUMMARIES / 1000 + 3) {
+        store.append_unauthenticated(&batch, DAY).await.unwrap();
+    }
+    let kept = store.unauthenticated(usize::MAX).await.unwrap();
+    assert_eq!(kept.len(), MAX_NOISE_SUMMARIES);
+    assert_eq!(kept[0], batch[999], "the newest is kept");
+}
+
+/// `{p}noise` is one stream for every instance, expiring one retention
+/// after its last append.
+#[tokio::test]
+async fn redis_the_noise_stream_is_shared_and_expires() {
+    let Some(url) = redis_url().await else { return };
+    let prefix = unique_prefix("noise");
+    let one = RedisStore::connect(&url, &prefix, INSTANCE).await.unwrap();
+    let two = RedisStore::connect(&url, &prefix, "contract-i2").await.unwrap();
+    one.append_unauthenticated(&[summary("client_auth.missing", 1)], DAY)
+        .await
+        .unwrap();
+    let mut theirs = summary("client_auth.missing", 2);
+    theirs.instance = "contract-i2".into();
+    two.append_unauthenticated(std::slice::from_ref(&theirs), DAY)
+        .await
+        .unwrap();
+    assert_eq!(
+        one.unauthenticated(10).await.unwrap()[0],
+        theirs,
+        "any instance reads all"
+    );
+    let mut conn = ::redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = format!("{prefix}noise");
+    let ttl: i64 = ::redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
+    let day_ms = DAY.as_millis() as i64;
+    assert!(ttl > day_ms - 60_000 && ttl <= day_ms, "PTTL {ttl}");
+    let len: usize = ::redis::cmd("XLEN").arg(&key).query_async(&mut conn).await.unwrap();
+    assert_eq!(len, 2);
 }
 
 // ---- Redis only ----

@@ -17,6 +17,7 @@ use xaa_broker::app::{App, AppState};
 use xaa_broker::audit::{AuditRecord, Decision};
 use xaa_broker::config::{Config, KeysConfig};
 use xaa_broker::jose::Alg;
+use xaa_broker::noise::NoiseSummary;
 use xaa_broker::types::now_secs;
 
 pub use fake_idp::{FakeIdp, sign_jws};
@@ -149,6 +150,43 @@ pub async fn refused_for(app: &TestApp, request: impl std::future::Future<Output
     assert_eq!(new.len(), 1, "one audit record per request: {new:?}");
     assert_eq!(new[0].decision, Decision::Denied, "record: {:?}", new[0]);
     assert_eq!(new[0].reason.as_deref(), Some(reason), "record: {:?}", new[0]);
+    r
+}
+
+/// As [`refused`], for a request refused before its client authenticated:
+/// it leaves no audit record (the hash-chained trail is for authenticated
+/// clients' decisions) but is counted in the noise summaries: after a flush,
+/// exactly one new summary, with this `reason`, a count of one, from this
+/// test's address.
+pub async fn refused_before_auth(
+    app: &TestApp,
+    request: impl std::future::Future<Output = Resp>,
+    reason: &str,
+) -> Resp {
+    app.flush_noise().await;
+    let records_before = app.all_audit().await.len();
+    let summaries_before = app.noise().await;
+    let r = refused(app, request).await;
+    assert_eq!(
+        app.all_audit().await.len(),
+        records_before,
+        "a request refused before authentication left an audit record"
+    );
+    app.flush_noise().await;
+    let new: Vec<NoiseSummary> = app
+        .noise()
+        .await
+        .into_iter()
+        .filter(|s| !summaries_before.contains(s))
+        .collect();
+    assert_eq!(new.len(), 1, "one noise summary for one request: {new:?}");
+    assert_eq!(
+        (new[0].reason.as_str(), new[0].count, new[0].source.as_str()),
+        (reason, 1, "127.0.0.1"),
+        "summary: {:?}",
+        new[0]
+    );
+    assert_eq!(new[0].error, r.error(), "summary: {:?}", new[0]);
     r
 }
 
@@ -372,6 +410,19 @@ impl TestApp {
         self.exchange_for_hop(client, &id_token, ID_TOKEN, resource, &[]).await
     }
 
+    /// As [`TestApp::first_hop`] to the logs MCP, authenticating `client`
+    /// with `secret` instead of its example secret.
+    pub async fn first_hop_with_secret(&self, client: &str, secret: &str) -> Resp {
+        let id_token = self.idp.id_token("alice", client, &["developer", "sre"]);
+        let form = [
+            ("grant_type", TOKEN_EXCHANGE),
+            ("resource", LOGS),
+            ("subject_token", id_token.as_str()),
+            ("subject_token_type", ID_TOKEN),
+        ];
+        self.token(Auth::BasicWith(client, secret), &form).await
+    }
+
     /// The chain most scenarios need: `sub` (developer + sre) signs in for
     /// triage-agent, which takes the first hop to the logs MCP; mcp-logs
     /// takes the second hop to the cost tool. Both hops must succeed.
@@ -439,6 +490,16 @@ impl TestApp {
     /// Every audit record this instance wrote.
     pub async fn all_audit(&self) -> Vec<AuditRecord> {
         self.state.store.audit_chain(&self.state.instance).await.unwrap()
+    }
+
+    /// Write this interval's noise summaries to the store now.
+    pub async fn flush_noise(&self) -> usize {
+        self.state.flush_noise().await.expect("noise summaries written")
+    }
+
+    /// Every noise summary in the store (of every instance), newest first.
+    pub async fn noise(&self) -> Vec<NoiseSummary> {
+        self.state.store.unauthenticated(100_000).await.unwrap()
     }
 
     /// How many tokens have been issued so far (granted decisions).
