@@ -1,10 +1,10 @@
-//! Building and serving one broker: state, router, graceful shutdown, and
-//! policy reload on SIGHUP.
+//! Building and serving one broker: state, router, and policy reload on
+//! SIGHUP. Serving connections (limits, graceful shutdown) is `crate::server`.
 //!
-//! Owns: the wiring of config → policy, keys, upstream key cache, store.
+//! Owns: the wiring of config → policy, keys, upstream key cache, store,
+//! server limits.
 //! Must never: contain request logic.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, StoreConfig};
+use crate::config::{Config, ServerConfig, StoreConfig};
 use crate::dev::idp::DevIdp;
 use crate::keys::KeyRing;
 use crate::policy::Policy;
@@ -38,6 +38,8 @@ pub struct AppState {
 pub struct App {
     pub state: Arc<AppState>,
     pub router: Router,
+    /// How `serve` accepts and bounds connections (`[server]`).
+    pub server: ServerConfig,
 }
 
 impl App {
@@ -76,22 +78,41 @@ impl App {
             started_with: restart_only(config),
         });
         let router = crate::http::router(state.clone(), &base);
-        Ok(App { state, router })
+        warn_if_deadline_undercuts(config);
+        Ok(App {
+            state,
+            router,
+            server: config.server.clone(),
+        })
     }
 
-    /// Serve until `shutdown` resolves, then drain in-flight requests.
+    /// Serve until `shutdown` resolves, then drain in-flight requests within
+    /// a bounded grace period (`crate::server::serve`).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(
-            listener,
-            self.router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("server error")
+        crate::server::serve(listener, self.router, &self.server, shutdown).await
+    }
+}
+
+/// The request deadline should outlast every inner timeout, so that a slow
+/// upstream or store fails with its own answer first. A shorter deadline is
+/// allowed (tests use one) but said at start.
+fn warn_if_deadline_undercuts(config: &Config) {
+    let store_ms = match config.store {
+        StoreConfig::Redis { .. } => crate::store::redis::OP_TIMEOUT.as_millis() as u64,
+        StoreConfig::Memory {} => 0,
+    };
+    let inner_ms = config.upstream.timeout_ms.max(store_ms);
+    if config.server.request_timeout_ms <= inner_ms {
+        tracing::warn!(
+            request_timeout_ms = config.server.request_timeout_ms,
+            inner_timeout_ms = inner_ms,
+            "server.request_timeout_ms is not longer than the upstream/store timeout: slow upstreams will be \
+             answered by the request deadline (503 request.deadline) rather than by their own error"
+        );
     }
 }
 
@@ -99,12 +120,13 @@ impl App {
 fn restart_only(config: &Config) -> serde_json::Value {
     serde_json::json!({
         "keys": config.keys, "store": config.store, "upstream": config.upstream, "listen": config.listen,
+        "server": config.server,
     })
 }
 
 /// Reload the policy from `path`, keeping the old one if the new file is bad.
 /// Issuer and keys are fixed for the life of the process; a file that
-/// changes keys, store, upstream or listen is applied for its policy, with a
+/// changes keys, store, upstream, listen or server is applied for its policy, with a
 /// warning naming what still needs a restart.
 pub fn reload(state: &AppState, path: &std::path::Path) -> Result<(), String> {
     let name = path.display().to_string();
@@ -114,7 +136,7 @@ pub fn reload(state: &AppState, path: &std::path::Path) -> Result<(), String> {
         return Err(format!("{name}: key `issuer`: cannot change without a restart"));
     }
     let now = restart_only(&config);
-    let pending: Vec<&str> = ["keys", "store", "upstream", "listen"]
+    let pending: Vec<&str> = ["keys", "store", "upstream", "listen", "server"]
         .into_iter()
         .filter(|k| now.get(k) != state.started_with.get(k))
         .collect();

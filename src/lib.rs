@@ -22,6 +22,7 @@ pub mod inspect;
 pub mod jose;
 pub mod keys;
 pub mod policy;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod trust;
