@@ -1,13 +1,12 @@
-//! Building and serving one broker: state, router, graceful shutdown, and
-//! policy reload on SIGHUP.
+//! Building and serving one broker: state, router, and policy reload on
+//! SIGHUP. Serving connections (limits, graceful shutdown) is `crate::server`.
 //!
 //! Owns: the wiring of config → policy, keys, upstream key cache, store,
-//! rate limiters; and the task that writes out the summaries of
-//! unauthenticated noise every `audit.unauthenticated_interval_secs` (and
+//! rate limiters, server limits; and the task that writes out the summaries
+//! of unauthenticated noise every `audit.unauthenticated_interval_secs` (and
 //! once more at shutdown).
 //! Must never: contain request logic.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 
@@ -16,7 +15,7 @@ use arc_swap::ArcSwap;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, StoreConfig};
+use crate::config::{Config, ServerConfig, StoreConfig};
 use crate::dev::idp::DevIdp;
 use crate::keys::KeyRing;
 use crate::limits::Limits;
@@ -47,6 +46,8 @@ pub struct AppState {
 pub struct App {
     pub state: Arc<AppState>,
     pub router: Router,
+    /// How `serve` accepts and bounds connections (`[server]`).
+    pub server: ServerConfig,
 }
 
 impl App {
@@ -88,22 +89,22 @@ impl App {
         });
         tokio::spawn(flush_noise_every_interval(Arc::downgrade(&state)));
         let router = crate::http::router(state.clone(), &base);
-        Ok(App { state, router })
+        warn_if_deadline_undercuts(config);
+        Ok(App {
+            state,
+            router,
+            server: config.server.clone(),
+        })
     }
 
-    /// Serve until `shutdown` resolves, then drain in-flight requests.
+    /// Serve until `shutdown` resolves, then drain in-flight requests within
+    /// a bounded grace period (`crate::server::serve`).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(
-            listener,
-            self.router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("server error")?;
+        crate::server::serve(listener, self.router, &self.server, shutdown).await?;
         // The last interval's counts, so a restart loses none.
         if let Err(e) = self.state.flush_noise().await {
             tracing::error!(error = %e, "summaries of unauthenticated requests could not be written at shutdown");
@@ -139,16 +140,36 @@ async fn flush_noise_every_interval(state: Weak<AppState>) {
     }
 }
 
+/// The request deadline should outlast every inner timeout, so that a slow
+/// upstream or store fails with its own answer first. A shorter deadline is
+/// allowed (tests use one) but said at start.
+fn warn_if_deadline_undercuts(config: &Config) {
+    let store_ms = match config.store {
+        StoreConfig::Redis { .. } => crate::store::redis::OP_TIMEOUT.as_millis() as u64,
+        StoreConfig::Memory {} => 0,
+    };
+    let inner_ms = config.upstream.timeout_ms.max(store_ms);
+    if config.server.request_timeout_ms <= inner_ms {
+        tracing::warn!(
+            request_timeout_ms = config.server.request_timeout_ms,
+            inner_timeout_ms = inner_ms,
+            "server.request_timeout_ms is not longer than the upstream/store timeout: slow upstreams will be \
+             answered by the request deadline (503 request.deadline) rather than by their own error"
+        );
+    }
+}
+
 /// The config sections only a restart applies.
 fn restart_only(config: &Config) -> serde_json::Value {
     serde_json::json!({
         "keys": config.keys, "store": config.store, "upstream": config.upstream, "listen": config.listen,
+        "server": config.server,
     })
 }
 
 /// Reload the policy from `path`, keeping the old one if the new file is bad.
 /// Issuer and keys are fixed for the life of the process; a file that
-/// changes keys, store, upstream or listen is applied for its policy, with a
+/// changes keys, store, upstream, listen or server is applied for its policy, with a
 /// warning naming what still needs a restart.
 pub fn reload(state: &AppState, path: &std::path::Path) -> Result<(), String> {
     let name = path.display().to_string();
@@ -158,7 +179,7 @@ pub fn reload(state: &AppState, path: &std::path::Path) -> Result<(), String> {
         return Err(format!("{name}: key `issuer`: cannot change without a restart"));
     }
     let now = restart_only(&config);
-    let pending: Vec<&str> = ["keys", "store", "upstream", "listen"]
+    let pending: Vec<&str> = ["keys", "store", "upstream", "listen", "server"]
         .into_iter()
         .filter(|k| now.get(k) != state.started_with.get(k))
         .collect();

@@ -24,6 +24,7 @@ pub mod keys;
 pub mod limits;
 pub mod noise;
 pub mod policy;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod trust;

@@ -53,6 +53,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
 }
 
 /// Rate limits (MCP EMA §7.5.1: token endpoints SHOULD rate-limit). They
@@ -225,6 +227,45 @@ impl Default for UpstreamConfig {
             cache_ttl_secs: 3600,
             min_refetch_interval_secs: 30,
             max_stale_secs: 24 * 3600,
+        }
+    }
+}
+
+/// How connections are served: the limits that keep one client from holding
+/// a connection, or the whole connection table, for ever (`crate::server`).
+/// Applied at start only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// A request head must be complete this long after the connection opened,
+    /// or after its first byte on a kept-alive connection (slowloris).
+    pub header_read_timeout_ms: u64,
+    /// A request body must be complete this long after its head: a slow body
+    /// is answered 400 `invalid_request`. Less than `request_timeout_ms`,
+    /// which includes the body, so that a slow body is the client's error.
+    pub body_read_timeout_ms: u64,
+    /// A kept-alive connection with no request in flight and no byte of a new
+    /// one is closed after this.
+    pub idle_timeout_ms: u64,
+    /// Deadline of one request, from its head to its response: past it the
+    /// caller gets 503 `temporarily_unavailable`. Longer than every inner
+    /// timeout (store operation 2 s, `upstream.timeout_ms`), so that those
+    /// fail first with their own answer.
+    pub request_timeout_ms: u64,
+    /// Concurrent connections. At the cap, the connection idle the longest
+    /// is closed for each new one. Clamped at start to the open-files limit
+    /// (RLIMIT_NOFILE) minus a reserve.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 5_000,
+            body_read_timeout_ms: 5_000,
+            idle_timeout_ms: 30_000,
+            request_timeout_ms: 10_000,
+            max_connections: 4096,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ClientConfig, Config, StoreConfig, is_loopback};
+use super::{ClientConfig, Config, ServerConfig, StoreConfig, is_loopback};
 use crate::jose::Alg;
 use crate::policy::{
     ActorIdentity, AgentCap, Audience, AudienceKind, AuditSettings, AuthMethod, Category, Client, ClientKind,
@@ -176,6 +176,7 @@ impl Validator {
         if t.max_delegation_depth == 0 {
             self.problem("tokens.max_delegation_depth", "must be at least 1");
         }
+        self.server(&c.server);
 
         // Audiences first: clients refer to them.
         let mut audiences: HashMap<String, Arc<Audience>> = HashMap::new();
@@ -553,6 +554,35 @@ impl Validator {
                 categories: agent_categories,
                 human_only: ScopeSet::from_iter(c.agents.human_only.iter().cloned()),
             },
+        }
+    }
+
+    /// `[server]`: every limit positive, timeouts at most a day (a longer one
+    /// is no limit, and deadlines are computed as instants), and the body
+    /// deadline inside the request deadline.
+    fn server(&mut self, s: &ServerConfig) {
+        const DAY_MS: u64 = 24 * 3600 * 1000;
+        for (k, v) in [
+            ("server.header_read_timeout_ms", s.header_read_timeout_ms),
+            ("server.body_read_timeout_ms", s.body_read_timeout_ms),
+            ("server.idle_timeout_ms", s.idle_timeout_ms),
+            ("server.request_timeout_ms", s.request_timeout_ms),
+        ] {
+            if v == 0 {
+                self.problem(k, "must be positive");
+            } else if v > DAY_MS {
+                self.problem(k, format!("must be at most {DAY_MS} (one day)"));
+            }
+        }
+        if s.max_connections == 0 {
+            self.problem("server.max_connections", "must be positive");
+        }
+        if s.body_read_timeout_ms >= s.request_timeout_ms && s.request_timeout_ms > 0 {
+            self.problem(
+                "server.body_read_timeout_ms",
+                "must be less than server.request_timeout_ms: the request deadline includes reading the body, \
+                 and a slow body is the client's error (400), not ours (503)",
+            );
         }
     }
 

@@ -136,7 +136,7 @@ impl<S: Send + Sync> FromRequest<S> for OAuthParams {
         let body = Bytes::from_request(req, state).await.map_err(|_| {
             OAuthError::invalid_request(
                 "request.body",
-                format!("the request body could not be read or exceeds {MAX_FORM_BYTES} bytes"),
+                format!("the request body was cut short, not sent in time, or exceeds {MAX_FORM_BYTES} bytes"),
             )
         })?;
         Self::parse(&body)

@@ -69,7 +69,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A whole store operation (a reconnect included) gets this long: past it the
 /// request fails closed (503) rather than wait on a dead Redis.
-const OP_TIMEOUT: Duration = Duration::from_secs(2);
+pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How many times `commit` reseals and retries when the chain head in Redis
 /// moved under it (another process appending as the same instance).

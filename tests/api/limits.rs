@@ -1,5 +1,5 @@
 //! Rate limits (MCP EMA §7.5.1) and unauthenticated noise (decisions §13,
-//! §17): a client over its rate and a source that keeps failing to
+//! §19): a client over its rate and a source that keeps failing to
 //! authenticate get `429 temporarily_unavailable` with `Retry-After`; and no
 //! flood of unauthenticated requests can grow or evict the hash-chained
 //! audit trail: such requests are only counted, in bounded summaries.

@@ -15,6 +15,7 @@ mod id_jag;
 mod quickstart;
 mod rejections;
 mod reload;
+mod server_limits;
 mod upstream_keys;
 
 // Issue 3: resource-AS side.
