@@ -83,3 +83,66 @@ fn policy_decide(bencher: divan::Bencher) {
         .unwrap()
     });
 }
+
+/// A refused `private_key_jwt` assertion, by why it is refused: an unknown
+/// client id must cost what a known client with a wrong key costs, so that
+/// timing cannot enumerate client ids (specs/decisions.md §9).
+#[divan::bench(args = ["unknown client", "known client, unknown kid", "known client, wrong key"])]
+fn refused_client_assertion(bencher: divan::Bencher, case: &str) {
+    use axum::http::HeaderMap;
+    use xaa_broker::config::{KeysConfig, UpstreamConfig};
+    use xaa_broker::http::extract::OAuthParams;
+    use xaa_broker::trust::jwks::JwksCache;
+    use xaa_broker::trust::validate::Validator;
+
+    let mut config = Config::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/broker.toml"
+    )))
+    .unwrap();
+    config.keys = KeysConfig {
+        ephemeral: true,
+        ..KeysConfig::default()
+    };
+    let policy = config.resolve("bench").unwrap();
+    let keys = KeyRing::from_config(&config.keys, None).unwrap();
+    let jwks = JwksCache::new(UpstreamConfig::default()).unwrap();
+    let (client, kid) = match case {
+        "unknown client" => ("no-such-client", "k"),
+        "known client, unknown kid" => ("reporting-bot", "no-such-kid"),
+        _ => ("reporting-bot", "reporting-bot-1"),
+    };
+    let attacker = Alg::ES256.generate().unwrap();
+    let signer = Alg::ES256.signer(&attacker).unwrap();
+    let now = xaa_broker::types::now_secs();
+    let assertion = xaa_broker::jose::sign_compact(
+        signer.as_ref(),
+        Alg::ES256,
+        kid,
+        "JWT",
+        &serde_json::json!({"iss": client, "sub": client, "aud": policy.issuer, "iat": now,
+                            "exp": now + 600, "jti": "j"}),
+    )
+    .unwrap();
+    let body = format!(
+        "client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={assertion}"
+    );
+    let params = OAuthParams::parse(body.as_bytes()).unwrap();
+    let validator = Validator {
+        policy: &policy,
+        keys: &keys,
+        jwks: &jwks,
+        now,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let headers = HeaderMap::new();
+    bencher.bench_local(|| {
+        rt.block_on(xaa_broker::client_auth::authenticate(
+            &validator,
+            &headers,
+            &params,
+            &mut Vec::new(),
+        ))
+        .unwrap_err()
+    });
+}

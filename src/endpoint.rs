@@ -40,8 +40,10 @@ pub struct Call<'a> {
     /// the client assertion's first.
     pub marks: Vec<ReplayMark>,
     /// Release only if these tokens (subject, actor) are not revoked,
-    /// checked inside the commit; each with the error to answer if it is.
-    pub guards: Vec<(RevocationGuard, OAuthError)>,
+    /// checked inside the commit ...
+    pub guards: Vec<RevocationGuard>,
+    /// ... each with the error to answer if it is (same index).
+    pub guard_errors: Vec<OAuthError>,
     /// What this call changes (revocations): applied by the same commit
     /// that records it, so a call that is refused changes nothing.
     pub effects: Vec<Effect>,
@@ -63,6 +65,7 @@ impl<'a> Call<'a> {
             audit,
             marks: Vec::new(),
             guards: Vec::new(),
+            guard_errors: Vec::new(),
             effects: Vec::new(),
             source: source_ip,
             named_client: None,
@@ -114,11 +117,10 @@ impl<'a> Call<'a> {
     /// nothing takes effect: 503.
     pub async fn commit(mut self, respond: impl FnOnce() -> Response) -> Response {
         self.audit.decision = Decision::Granted;
-        let guards: Vec<RevocationGuard> = self.guards.iter().map(|(g, _)| g.clone()).collect();
         let plan = CommitPlan {
             mode: Mode::Grant,
             marks: &self.marks,
-            guards: &guards,
+            guards: &self.guards,
             effects: &self.effects,
         };
         match self.state.store.commit(plan, self.audit.clone()).await {
@@ -131,8 +133,8 @@ impl<'a> Call<'a> {
                 self.deny(err).await
             }
             Ok(Commit::Revoked { index }) => {
-                let err = match self.guards.get(index) {
-                    Some((_, err)) => err.clone(),
+                let err = match self.guard_errors.get(index) {
+                    Some(err) => err.clone(),
                     None => OAuthError::internal(
                         "store.revoked_without_guard",
                         &"store reported a revocation no guard asked about",
@@ -188,6 +190,12 @@ impl<'a> Call<'a> {
             }
         }
         answer.into_response()
+    }
+
+    /// Release only if `guard` holds at commit, else answer with `err`.
+    pub fn guard(&mut self, guard: RevocationGuard, err: OAuthError) {
+        self.guards.push(guard);
+        self.guard_errors.push(err);
     }
 
     /// Finish with `result`: commit on success, deny on error.

@@ -75,7 +75,9 @@ pub async fn handle(state: &AppState, headers: &HeaderMap, source_ip: Option<IpA
                     .uri()
                     .to_owned(),
             );
-            call.guards.append(&mut issued.guards);
+            for (guard, err) in std::mem::take(&mut issued.guards) {
+                call.guard(guard, err);
+            }
             call.commit(move || token_response(&issued, now)).await
         }
         Err(err) => call.deny(err).await,
