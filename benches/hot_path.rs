@@ -7,7 +7,8 @@ use xaa_broker::chain::{self, Actor};
 use xaa_broker::config::Config;
 use xaa_broker::jose::{Alg, UnverifiedJws};
 use xaa_broker::keys::KeyRing;
-use xaa_broker::policy::{ClientKind, ExchangeContext, decide};
+use xaa_broker::policy::{ExchangeContext, decide};
+use xaa_broker::types::ClientKind;
 
 fn main() {
     divan::main();
@@ -91,7 +92,7 @@ fn policy_decide(bencher: divan::Bencher) {
 fn refused_client_assertion(bencher: divan::Bencher, case: &str) {
     use axum::http::HeaderMap;
     use xaa_broker::config::{KeysConfig, UpstreamConfig};
-    use xaa_broker::http::extract::OAuthParams;
+    use xaa_broker::params::OAuthParams;
     use xaa_broker::trust::jwks::JwksCache;
     use xaa_broker::trust::validate::Validator;
 

@@ -16,31 +16,13 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ServerConfig, StoreConfig};
-use crate::dev::idp::DevIdp;
 use crate::keys::KeyRing;
 use crate::limits::Limits;
 use crate::noise::Noise;
-use crate::policy::Policy;
+use crate::state::AppState;
+use crate::store::Store;
 use crate::store::memory::MemoryStore;
-use crate::store::{Store, StoreError};
 use crate::trust::jwks::JwksCache;
-
-pub struct AppState {
-    /// Swapped atomically on reload; each request loads one version.
-    pub policy: ArcSwap<Policy>,
-    pub keys: KeyRing,
-    pub jwks: JwksCache,
-    pub store: Arc<dyn Store>,
-    pub instance: String,
-    pub dev_idp: Option<Arc<DevIdp>>,
-    /// Per-client and per-source rate limits (this instance's).
-    pub limits: Limits,
-    /// This interval's counts of unauthenticated noise.
-    pub noise: Noise,
-    /// The settings a reload cannot apply (keys, store, upstream, listen),
-    /// as started: a reload that changes them says so.
-    started_with: serde_json::Value,
-}
 
 /// A built broker, ready to serve.
 pub struct App {
@@ -53,12 +35,7 @@ pub struct App {
 impl App {
     /// Build from a config. `name` names the config in errors; `base_dir`
     /// resolves relative key paths.
-    pub async fn build(
-        config: &Config,
-        name: &str,
-        base_dir: Option<PathBuf>,
-        dev_idp: Option<Arc<DevIdp>>,
-    ) -> anyhow::Result<App> {
+    pub async fn build(config: &Config, name: &str, base_dir: Option<PathBuf>) -> anyhow::Result<App> {
         let policy = config.resolve(name)?;
         let keys = KeyRing::from_config(&config.keys, base_dir.as_deref()).context("loading signing keys")?;
         let instance = std::env::var("XAA_INSTANCE").unwrap_or_else(|_| {
@@ -83,7 +60,6 @@ impl App {
             store,
             noise: Noise::new(instance.clone()),
             instance,
-            dev_idp,
             limits: Limits::new(),
             started_with: restart_only(config),
         });
@@ -110,15 +86,6 @@ impl App {
             tracing::error!(error = %e, "summaries of unauthenticated requests could not be written at shutdown");
         }
         Ok(())
-    }
-}
-
-impl AppState {
-    /// Write this interval's noise summaries to the store now, kept for the
-    /// current `audit.unauthenticated_retention_secs`. Returns how many.
-    pub async fn flush_noise(&self) -> Result<usize, StoreError> {
-        let retention = self.policy.load().audit.unauthenticated_retention;
-        self.noise.flush(self.store.as_ref(), retention).await
     }
 }
 

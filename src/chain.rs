@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Client, ClientKind};
+use crate::types::{ActorIdentity, ClientKind};
 
 /// One `act` entry. The outermost is the current actor; `act` inside it is the
 /// previous one (RFC 8693 §4.1). Only `sub`, `iss` and `sub_profile` are kept:
@@ -77,6 +77,23 @@ pub fn wrap(previous: Option<Act>, actor: Option<&Actor>) -> Option<Act> {
     }
 }
 
+/// The authenticated client, as the chain rules see it: what it is, the
+/// identity it acts as, and the identities it may present actor tokens for
+/// (`clients.*.actor_identities`).
+#[derive(Debug, Clone, Copy)]
+pub struct Presenter<'a> {
+    pub kind: ClientKind,
+    pub actor_sub: &'a str,
+    pub identities: &'a [ActorIdentity],
+}
+
+impl Presenter<'_> {
+    /// May this client present an actor token naming `sub` from `iss`?
+    pub fn hosts_identity(&self, iss: &str, sub: &str) -> bool {
+        self.identities.iter().any(|i| i.iss == iss && i.sub == sub)
+    }
+}
+
 /// What a valid actor token says: `sub` as vouched for by `iss`, whose
 /// configured `actor_profile` is `issuer_profile`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,12 +125,12 @@ fn stricter(a: ClientKind, b: ClientKind) -> ClientKind {
 /// for an agent it hosts (`actor_identities`), and that agent becomes the
 /// actor. Whoever is named, the entry is capped at least as the client's
 /// kind and at least as the issuer's profile: caps only ever tighten.
-pub fn new_actor(client: &Client, token: Option<&ActorClaim>) -> Result<Option<Actor>, NotThisClientsActor> {
+pub fn new_actor(client: Presenter<'_>, token: Option<&ActorClaim>) -> Result<Option<Actor>, NotThisClientsActor> {
     let Some(t) = token else {
         return Ok(match client.kind {
             ClientKind::App => None,
             kind => Some(Actor {
-                sub: client.actor_sub.clone(),
+                sub: client.actor_sub.to_owned(),
                 iss: None,
                 kind,
             }),
@@ -121,7 +138,7 @@ pub fn new_actor(client: &Client, token: Option<&ActorClaim>) -> Result<Option<A
     };
     match client.kind {
         ClientKind::Agent | ClientKind::Service if t.sub == client.actor_sub => Ok(Some(Actor {
-            sub: client.actor_sub.clone(),
+            sub: client.actor_sub.to_owned(),
             iss: None,
             kind: stricter(client.kind, t.issuer_profile),
         })),
@@ -216,40 +233,21 @@ mod tests {
         assert_eq!(second.entries().nth(1), Some(&first));
     }
 
-    fn client(kind: ClientKind, actor_sub: &str, identities: &[(&str, &str)]) -> Client {
-        let mut config = crate::config::Config::from_toml(
-            "test",
-            r#"
-issuer = "https://broker.example.com"
-[keys]
-ephemeral = true
-[audiences."https://r.example.com"]
-kind = "access_token"
-scopes = { "r.read" = "read" }
-[clients.c]
-kind = "agent"
-secret_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
-"#,
-        )
-        .unwrap();
-        let cc = config.clients.get_mut("c").unwrap();
-        cc.kind = kind;
-        cc.actor_sub = Some(actor_sub.into());
-        if kind == ClientKind::Service {
-            cc.resource = Some("https://svc.example.com".into());
-        }
-        let policy = config.resolve("test").unwrap();
-        let only = policy.clients["c"].clone();
-        drop(policy);
-        let mut c = std::sync::Arc::try_unwrap(only).unwrap();
-        c.actor_identities = identities
+    /// A client of `kind` acting as `actor_sub`, hosting `identities`
+    /// (leaked: a test's few bytes, so the view can be `'static`).
+    fn client(kind: ClientKind, actor_sub: &str, identities: &[(&str, &str)]) -> Presenter<'static> {
+        let identities: Vec<ActorIdentity> = identities
             .iter()
-            .map(|(iss, sub)| crate::policy::ActorIdentity {
+            .map(|(iss, sub)| ActorIdentity {
                 iss: (*iss).into(),
                 sub: (*sub).into(),
             })
             .collect();
-        c
+        Presenter {
+            kind,
+            actor_sub: Box::leak(actor_sub.to_owned().into_boxed_str()),
+            identities: Box::leak(identities.into_boxed_slice()),
+        }
     }
 
     fn claim(iss: &str, sub: &str, profile: ClientKind) -> ActorClaim {
@@ -263,19 +261,19 @@ secret_sha256 = "000000000000000000000000000000000000000000000000000000000000000
     #[test]
     fn an_app_client_adds_no_actor_and_agents_and_services_always_act() {
         let app = client(ClientKind::App, "web", &[]);
-        assert_eq!(new_actor(&app, None), Ok(None));
+        assert_eq!(new_actor(app, None), Ok(None));
         let agent = client(ClientKind::Agent, "agent:a", &[]);
-        assert_eq!(new_actor(&agent, None).unwrap().unwrap().sub, "agent:a");
+        assert_eq!(new_actor(agent, None).unwrap().unwrap().sub, "agent:a");
     }
 
     #[test]
     fn an_agent_cannot_launder_itself_out_of_the_chain_with_a_service_token() {
         let agent = client(ClientKind::Agent, "agent:a", &[]);
         let service = claim("https://wl", "svc:billing", ClientKind::Service);
-        assert_eq!(new_actor(&agent, Some(&service)), Err(NotThisClientsActor));
+        assert_eq!(new_actor(agent, Some(&service)), Err(NotThisClientsActor));
         // Its own identity from a service-profile issuer stays an agent.
         let own = claim("https://wl", "agent:a", ClientKind::Service);
-        let actor = new_actor(&agent, Some(&own)).unwrap().unwrap();
+        let actor = new_actor(agent, Some(&own)).unwrap().unwrap();
         assert_eq!(
             (actor.sub.as_str(), actor.iss, actor.kind),
             ("agent:a", None, ClientKind::Agent)
@@ -286,20 +284,20 @@ secret_sha256 = "000000000000000000000000000000000000000000000000000000000000000
     fn a_configured_identity_keeps_its_issuer_and_the_stricter_cap() {
         let svc = client(ClientKind::Service, "mcp:x", &[("https://wl", "spiffe://x")]);
         let as_agent = claim("https://wl", "spiffe://x", ClientKind::Agent);
-        let actor = new_actor(&svc, Some(&as_agent)).unwrap().unwrap();
+        let actor = new_actor(svc, Some(&as_agent)).unwrap().unwrap();
         assert_eq!(actor.iss.as_deref(), Some("https://wl"));
         assert_eq!(actor.kind, ClientKind::Agent, "the issuer's stricter profile wins");
         let other_issuer = claim("https://other", "spiffe://x", ClientKind::Service);
-        assert_eq!(new_actor(&svc, Some(&other_issuer)), Err(NotThisClientsActor));
+        assert_eq!(new_actor(svc, Some(&other_issuer)), Err(NotThisClientsActor));
     }
 
     #[test]
     fn an_app_presents_only_the_agents_it_hosts_and_they_are_agents() {
         let app = client(ClientKind::App, "web", &[("https://wl", "agent:x")]);
         let hosted = claim("https://wl", "agent:x", ClientKind::Service);
-        assert_eq!(new_actor(&app, Some(&hosted)).unwrap().unwrap().kind, ClientKind::Agent);
+        assert_eq!(new_actor(app, Some(&hosted)).unwrap().unwrap().kind, ClientKind::Agent);
         let stranger = claim("https://wl", "agent:y", ClientKind::Agent);
-        assert_eq!(new_actor(&app, Some(&stranger)), Err(NotThisClientsActor));
+        assert_eq!(new_actor(app, Some(&stranger)), Err(NotThisClientsActor));
     }
 
     #[test]

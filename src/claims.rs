@@ -58,7 +58,7 @@ pub struct SubjectId {
 impl SubjectId {
     pub const FORMAT: &'static str = "iss_sub";
 
-    pub fn new(principal: &crate::store::Principal) -> Self {
+    pub fn new(principal: &crate::types::Principal) -> Self {
         Self {
             format: Self::FORMAT.to_owned(),
             iss: principal.iss.clone(),

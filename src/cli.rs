@@ -139,7 +139,7 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Re
                         .with_context(|| format!("{}: key `listen`", path.display()))?,
                 };
                 let base = path.parent().map(Path::to_path_buf);
-                let app = App::build(&config, &path.display().to_string(), base, None).await?;
+                let app = App::build(&config, &path.display().to_string(), base).await?;
                 app::spawn_reload_on_sighup(app.state.clone(), path.clone());
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
@@ -164,9 +164,16 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Re
                 let issuer = crate::dev::issuer_for(bound);
                 let ras_issuer = crate::dev::issuer_for(ras_listener.local_addr()?);
                 let (config, idp) = crate::dev::embedded_config(&issuer, bound, &ras_issuer)?;
-                let app = App::build(&config, "embedded default", None, Some(Arc::clone(&idp))).await?;
+                let mut app = App::build(&config, "embedded default", None).await?;
+                // Dev mode only: the built-in IdP, mounted by this command and
+                // never part of a configured deployment.
+                let dev_base = crate::http::base_path(&issuer);
+                app.router = app.router.nest_service(
+                    &format!("{dev_base}/dev/idp"),
+                    crate::dev::idp::router(Arc::clone(&idp)),
+                );
                 let ras_config = crate::dev::embedded_ras_config(&ras_issuer, ras_listener.local_addr()?, &issuer)?;
-                let ras = App::build(&ras_config, "embedded resource AS", None, None).await?;
+                let ras = App::build(&ras_config, "embedded resource AS", None).await?;
                 tracing::warn!("DEVELOPMENT MODE: ephemeral keys, in-memory state, published demo secrets");
                 println!("{}", crate::dev::banner(&issuer, &ras_issuer));
                 let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

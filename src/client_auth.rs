@@ -17,8 +17,8 @@ use percent_encoding::percent_decode_str;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
-use crate::http::extract::OAuthParams;
 use crate::jose::UnverifiedJws;
+use crate::params::OAuthParams;
 use crate::policy::{AuthMethod, Client, Policy};
 use crate::store::ReplayMark;
 use crate::trust::validate::{Expect, Validator};

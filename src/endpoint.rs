@@ -19,12 +19,13 @@ use std::sync::Arc;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
 use crate::audit::{AuditRecord, Decision};
 use crate::client_auth;
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
-use crate::http::extract::{OAuthParams, user_agent};
+use crate::http::extract::user_agent;
+use crate::params::OAuthParams;
 use crate::policy::{Client, Policy};
+use crate::state::AppState;
 use crate::store::{Commit, CommitPlan, Effect, Mode, ReplayMark, RevocationGuard};
 use crate::trust::validate::Validator;
 use crate::types::now_secs;

@@ -1,14 +1,14 @@
-//! The one OAuth error type and its one mapping to HTTP.
+//! The one OAuth error type.
 //!
-//! Owns: the RFC 6749 §5.2 / RFC 8693 §2.2.2 / RFC 7009 error codes, their HTTP
-//! status, and the JSON body with `Cache-Control: no-store`.
+//! Owns: the RFC 6749 §5.2 / RFC 8693 §2.2.2 / RFC 7009 error codes and the
+//! HTTP status each one means. Rendering it (the JSON body, `no-store`,
+//! `WWW-Authenticate`, `Retry-After`) is `http::respond`'s, in one place.
 //! Must never: put internal detail (I/O errors, store errors, panics) or any
-//! credential into a response body. Internal causes are logged here, once.
+//! credential into a description; import an HTTP framework. Internal causes
+//! are logged here, once.
 
 use std::borrow::Cow;
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 /// The registered OAuth error codes the broker emits.
@@ -57,14 +57,14 @@ impl ErrorCode {
     /// `temporarily_unavailable` is 503 so load balancers and clients retry;
     /// rate limited, it is 429 (RFC 6585 §4), which tells a client that it,
     /// not the service, must slow down.
-    pub fn status(self) -> StatusCode {
+    pub fn status(self) -> u16 {
         match self {
-            Self::InvalidClient => StatusCode::UNAUTHORIZED,
-            Self::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::NotFound => StatusCode::NOT_FOUND,
-            _ => StatusCode::BAD_REQUEST,
+            Self::InvalidClient => 401,
+            Self::TemporarilyUnavailable => 503,
+            Self::RateLimited => 429,
+            Self::ServerError => 500,
+            Self::NotFound => 404,
+            _ => 400,
         }
     }
 }
@@ -175,78 +175,15 @@ impl std::fmt::Display for OAuthError {
 
 impl std::error::Error for OAuthError {}
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'static str,
-    error_description: &'a str,
-}
-
-/// Headers every token-endpoint style response carries (RFC 6749 §5.1).
-pub fn no_store_headers(headers: &mut axum::http::HeaderMap) {
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-}
-
-impl IntoResponse for OAuthError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: self.code.as_str(),
-            error_description: &self.description,
-        };
-        let mut response = (self.code.status(), axum::Json(body)).into_response();
-        let headers = response.headers_mut();
-        no_store_headers(headers);
-        if self.code == ErrorCode::InvalidClient && self.basic_challenge {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(r#"Basic realm="xaa-broker", charset="UTF-8""#),
-            );
-        }
-        match (self.retry_after, self.code) {
-            (Some(secs), _) => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-            }
-            (None, ErrorCode::TemporarilyUnavailable | ErrorCode::RateLimited) => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            (None, _) => {}
-        }
-        response
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn invalid_client_is_401_and_challenges_only_basic_callers() {
-        let e = OAuthError::invalid_client("x", "bad").with_basic_challenge(true);
-        let r = e.into_response();
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        assert!(r.headers().contains_key(header::WWW_AUTHENTICATE));
-        let r = OAuthError::invalid_client("x", "bad").into_response();
-        assert!(!r.headers().contains_key(header::WWW_AUTHENTICATE));
-    }
-
-    #[test]
-    fn every_error_is_no_store() {
-        let r = OAuthError::invalid_request("x", "bad").into_response();
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
-    }
-
-    #[test]
-    fn a_rate_limit_is_429_temporarily_unavailable_with_retry_after_in_whole_seconds() {
-        use std::time::Duration;
-        for (wait, header) in [(1500, "2"), (2000, "2"), (1, "1"), (0, "1")] {
-            let r = OAuthError::rate_limited("x", "slow down", Duration::from_millis(wait)).into_response();
-            assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-            assert_eq!(r.headers()[header::RETRY_AFTER], header, "wait {wait} ms");
-            assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
-        }
+    fn a_rate_limit_is_429_temporarily_unavailable_and_never_recoded() {
         assert_eq!(ErrorCode::RateLimited.as_str(), "temporarily_unavailable");
-        let e = OAuthError::rate_limited("x", "y", Duration::from_secs(3)).recode(ErrorCode::InvalidGrant);
+        assert_eq!(ErrorCode::RateLimited.status(), 429);
+        let e = OAuthError::rate_limited("x", "y", std::time::Duration::from_secs(3)).recode(ErrorCode::InvalidGrant);
         assert_eq!(e.code, ErrorCode::RateLimited, "a rate limit is never recoded");
     }
 

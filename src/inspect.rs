@@ -7,8 +7,9 @@
 //! inactive token is only `{"active": false}`).
 
 use crate::error::{OAuthError, OAuthResult};
-use crate::store::{Principal, Store, TokenRef};
+use crate::store::{Store, TokenRef};
 use crate::trust::validate::{Expect, Validator, Verified};
+use crate::types::Principal;
 
 /// One of our tokens, active now.
 pub struct OwnToken {

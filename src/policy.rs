@@ -17,18 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::chain::Act;
 use crate::error::OAuthError;
 use crate::jose::Alg;
-use crate::types::{GrantType, ScopeSet};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientKind {
-    /// An application acting directly for its signed-in user.
-    App,
-    /// An AI agent: capped by `[agents]` wherever it appears in a chain.
-    Agent,
-    /// A workload such as an MCP server calling downstream.
-    Service,
-}
+use crate::types::{ActorIdentity, ClientKind, GrantType, ScopeSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -61,7 +50,7 @@ pub enum Purpose {
 #[derive(Debug, Clone)]
 pub enum KeySource {
     /// Pinned keys from config, parsed once at load.
-    Inline(Arc<crate::trust::jwks::KeySet>),
+    Inline(Arc<crate::trust::keyset::KeySet>),
     /// Keys fetched over HTTPS and cached under `cache_key`.
     Remote {
         cache_key: String,
@@ -111,17 +100,14 @@ pub struct Client {
     pub rate: ClientRate,
 }
 
-/// An actor identity: `sub` in the namespace of issuer `iss`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ActorIdentity {
-    pub iss: String,
-    pub sub: String,
-}
-
 impl Client {
-    /// May this client present an actor token naming `sub` from `iss`?
-    pub fn hosts_identity(&self, iss: &str, sub: &str) -> bool {
-        self.actor_identities.iter().any(|i| i.iss == iss && i.sub == sub)
+    /// This client as the chain rules see it (`chain::new_actor`).
+    pub fn presenter(&self) -> crate::chain::Presenter<'_> {
+        crate::chain::Presenter {
+            kind: self.kind,
+            actor_sub: &self.actor_sub,
+            identities: &self.actor_identities,
+        }
     }
 }
 

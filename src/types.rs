@@ -175,6 +175,46 @@ impl GrantType {
     }
 }
 
+/// What a client is, which decides what it adds to `act`
+/// (specs/decisions.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    /// An application acting directly for its signed-in user.
+    App,
+    /// An AI agent: capped by `[agents]` wherever it appears in a chain.
+    Agent,
+    /// A workload such as an MCP server calling downstream.
+    Service,
+}
+
+/// An actor identity: `sub` in the namespace of issuer `iss`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ActorIdentity {
+    pub iss: String,
+    pub sub: String,
+}
+
+/// The principal a token speaks for: a subject is only meaningful within the
+/// issuer that vouched for it (RFC 9493 §3.2.2 `iss_sub`), so `bob` of one
+/// IdP is never `bob` of another.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Principal {
+    pub iss: String,
+    pub sub: String,
+}
+
+/// A loopback host (`localhost`, 127.0.0.0/8, `::1`): where plain http is
+/// acceptable (development, tests), and nowhere else.
+pub fn is_loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// Seconds since the Unix epoch, the unit of JWT `NumericDate` (RFC 7519 §2).
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now()

@@ -14,7 +14,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{AudienceKind, Category, ClientKind, Policy, Purpose};
+use crate::policy::{AudienceKind, Category, Policy, Purpose};
+use crate::types::ClientKind;
 use crate::types::GrantType;
 
 /// The whole file. `deny_unknown_fields` everywhere: a typo in a security
@@ -467,13 +468,4 @@ fn figment_problems(e: figment::Error) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-pub fn is_loopback(u: &url::Url) -> bool {
-    match u.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
 }

@@ -9,15 +9,15 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ClientConfig, Config, ServerConfig, StoreConfig, is_loopback};
+use super::{ClientConfig, Config, ServerConfig, StoreConfig};
 use crate::jose::Alg;
 use crate::policy::{
-    ActorIdentity, AgentCap, Audience, AudienceKind, AuditSettings, AuthMethod, Category, Client, ClientKind,
-    ClientRate, KeySource, LimitSettings, Policy, Purpose, TokenSettings, TrustedIssuer,
+    AgentCap, Audience, AudienceKind, AuditSettings, AuthMethod, Category, Client, ClientRate, KeySource,
+    LimitSettings, Policy, Purpose, TokenSettings, TrustedIssuer,
 };
 use crate::store::redis::AUDIT_RETENTION;
-use crate::trust::jwks::KeySet;
-use crate::types::{GrantType, ScopeSet};
+use crate::trust::keyset::KeySet;
+use crate::types::{ActorIdentity, ClientKind, GrantType, ScopeSet, is_loopback};
 
 /// Collects every problem, so one `config check` run shows them all.
 #[derive(Default)]

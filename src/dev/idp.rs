@@ -16,9 +16,9 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use crate::error::{OAuthError, OAuthResult};
-use crate::http::extract::OAuthParams;
 use crate::jose::Alg;
 use crate::keys::KeyRing;
+use crate::params::OAuthParams;
 use crate::types::now_secs;
 
 /// Demo users and their IdP groups (which the demo policy maps to roles).

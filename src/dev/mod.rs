@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::config::{Config, IssuerConfig};
-use crate::policy::{ClientKind, Purpose};
+use crate::policy::Purpose;
+use crate::types::ClientKind;
 use idp::DevIdp;
 
 pub const EMBEDDED_TOML: &str = include_str!("embedded.toml");

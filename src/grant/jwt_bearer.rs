@@ -15,11 +15,11 @@ use crate::audit::{AuditRecord, TokenFingerprint};
 use crate::claims::{AccessTokenClaims, SubjectId, TYP_ACCESS_TOKEN};
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::grant::{GrantContext, Issued};
-use crate::http::extract::OAuthParams;
+use crate::params::OAuthParams;
 use crate::policy::{Client, ExchangeContext, decide};
-use crate::store::{Principal, ReplayMark, RevocationGuard};
+use crate::store::{ReplayMark, RevocationGuard};
 use crate::trust::validate::Expect;
-use crate::types::{ScopeSet, TokenType};
+use crate::types::{Principal, ScopeSet, TokenType};
 
 pub async fn redeem(
     cx: &GrantContext<'_>,

@@ -12,16 +12,16 @@ pub mod token_exchange;
 
 use std::net::IpAddr;
 
-use axum::Json;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Serialize;
 
-use crate::app::AppState;
 use crate::endpoint::Call;
-use crate::error::{ErrorCode, OAuthError, OAuthResult, no_store_headers};
-use crate::http::extract::OAuthParams;
+use crate::error::{ErrorCode, OAuthError, OAuthResult};
+use crate::http::respond::json_no_store;
+use crate::params::OAuthParams;
 use crate::policy::Policy;
+use crate::state::AppState;
 use crate::store::RevocationGuard;
 use crate::trust::validate::Validator;
 use crate::types::{GrantType, ScopeSet, TokenType};
@@ -135,7 +135,5 @@ fn token_response(issued: &Issued, now: i64) -> Response {
         expires_in: issued.exp - now,
         scope: issued.scope.to_string(),
     };
-    let mut resp = Json(body).into_response();
-    no_store_headers(resp.headers_mut());
-    resp
+    json_no_store(body)
 }

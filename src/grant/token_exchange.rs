@@ -15,11 +15,11 @@ use crate::chain::{self, Act, ActorClaim};
 use crate::claims::{AccessTokenClaims, IdJagClaims, SubjectId, TYP_ACCESS_TOKEN, TYP_ID_JAG};
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::grant::{GrantContext, Issued};
-use crate::http::extract::OAuthParams;
+use crate::params::OAuthParams;
 use crate::policy::{Audience, AudienceKind, Client, ExchangeContext, decide};
-use crate::store::{Principal, RevocationGuard};
+use crate::store::RevocationGuard;
 use crate::trust::validate::{Expect, Rejected, Verified};
-use crate::types::{ScopeSet, TokenType};
+use crate::types::{Principal, ScopeSet, TokenType};
 
 /// The parsed request (RFC 8693 §2.1).
 struct Request<'a> {
@@ -60,7 +60,7 @@ pub async fn exchange(
     let subject = validate_subject(cx, client, &req, audit).await?;
     let actor_token = validate_actor(cx, &req, &subject, audit).await?;
 
-    let actor = chain::new_actor(client, actor_token.as_ref().map(|(claim, _)| claim)).map_err(|_| {
+    let actor = chain::new_actor(client.presenter(), actor_token.as_ref().map(|(claim, _)| claim)).map_err(|_| {
         OAuthError::invalid_request(
             "actor_token.not_this_client",
             "actor_token is invalid: this client may not act as the identity it names",
@@ -543,7 +543,7 @@ async fn validate_actor(
         .issuer
         .as_ref()
         .map(|i| i.actor_profile)
-        .unwrap_or(crate::policy::ClientKind::Agent);
+        .unwrap_or(crate::types::ClientKind::Agent);
     let principal = Principal {
         iss: v.claims.iss.clone(),
         sub: v.sub.clone(),

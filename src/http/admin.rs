@@ -11,17 +11,18 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::endpoint::Call;
-use crate::error::{OAuthError, OAuthResult, no_store_headers};
-use crate::http::extract::OAuthParams;
-use crate::store::{Effect, Principal, Revocation};
+use crate::error::{OAuthError, OAuthResult};
+use crate::http::respond::json_no_store;
+use crate::params::OAuthParams;
+use crate::state::AppState;
+use crate::store::{Effect, Revocation};
+use crate::types::Principal;
 
 async fn admin_call<'a>(call: &mut Call<'a>, headers: &HeaderMap, params: &OAuthParams) -> OAuthResult<()> {
     let client = call.authenticate(headers, params).await?;
@@ -32,12 +33,6 @@ async fn admin_call<'a>(call: &mut Call<'a>, headers: &HeaderMap, params: &OAuth
         ));
     }
     Ok(())
-}
-
-fn json_no_store(v: serde_json::Value) -> Response {
-    let mut r = Json(v).into_response();
-    no_store_headers(r.headers_mut());
-    r
 }
 
 /// Revoke every token of a correlation id (`txn=`), or every token of a user

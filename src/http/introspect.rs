@@ -14,17 +14,16 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Value, json};
 
-use crate::app::AppState;
 use crate::endpoint::Call;
-use crate::error::no_store_headers;
-use crate::http::extract::OAuthParams;
+use crate::http::respond::json_no_store;
 use crate::inspect::own_active_token;
+use crate::params::OAuthParams;
+use crate::state::AppState;
 
 pub async fn introspect(
     State(state): State<Arc<AppState>>,
@@ -77,11 +76,7 @@ pub async fn introspect(
                 body
             }
         };
-        Ok(move || {
-            let mut r = Json(body).into_response();
-            no_store_headers(r.headers_mut());
-            r
-        })
+        Ok(move || json_no_store(body))
     }
     .await;
     call.finish(result).await

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
     let mut r = state.keys.jwks_json().to_string().into_response();

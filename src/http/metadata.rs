@@ -15,10 +15,10 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::error::{ErrorCode, OAuthError};
 use crate::jose::Alg;
 use crate::policy::Policy;
+use crate::state::AppState;
 use crate::types::{GRANT_PROFILE_ID_JAG, GrantType, TokenType};
 
 pub fn document(policy: &Policy, keys_alg: Alg) -> serde_json::Value {

@@ -10,6 +10,7 @@ pub mod health;
 pub mod introspect;
 pub mod jwks;
 pub mod metadata;
+pub mod respond;
 pub mod revoke;
 pub mod token;
 
@@ -19,8 +20,8 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
-use crate::app::AppState;
 use crate::error::{ErrorCode, OAuthError};
+use crate::state::AppState;
 
 /// The issuer's path ("" or "/tenant"), under which endpoints live.
 pub fn base_path(issuer: &str) -> String {
@@ -75,12 +76,9 @@ pub fn router(state: Arc<AppState>, base: &str) -> Router {
             get(metadata::metadata),
         );
     }
-    if let Some(dev) = &state.dev_idp {
-        r = r.nest_service(&format!("{base}/dev/idp"), crate::dev::idp::router(dev.clone()));
-    }
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(extract::MAX_FORM_BYTES))
+        .layer(DefaultBodyLimit::max(crate::params::MAX_FORM_BYTES))
         .with_state(state)
 }
 

@@ -10,14 +10,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 
-use crate::app::AppState;
 use crate::endpoint::Call;
-use crate::error::no_store_headers;
-use crate::http::extract::OAuthParams;
+use crate::http::respond::empty_no_store;
 use crate::inspect::own_active_token;
+use crate::params::OAuthParams;
+use crate::state::AppState;
 use crate::store::{Effect, Revocation};
 
 pub async fn revoke(
@@ -48,11 +48,7 @@ pub async fn revoke(
             call.audit.sub_iss = Some(own.principal.iss.clone());
             call.audit.reason = Some("revoked".into());
         }
-        Ok(|| {
-            let mut r = StatusCode::OK.into_response();
-            no_store_headers(r.headers_mut());
-            r
-        })
+        Ok(empty_no_store)
     }
     .await;
     call.finish(result).await

@@ -7,8 +7,8 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
-use crate::app::AppState;
-use crate::http::extract::OAuthParams;
+use crate::params::OAuthParams;
+use crate::state::AppState;
 
 pub async fn token(
     State(state): State<Arc<AppState>>,

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 
 use crate::audit::AuditRecord;
 use crate::noise::NoiseSummary;
+use crate::types::Principal;
 
 /// "This value may be used once until `expires_at`" (client assertion `jti`,
 /// ID-JAG `jti`: RFC 7523 §3 item 7, MCP EMA §7).
@@ -89,15 +90,6 @@ pub enum Commit {
     Replayed { index: usize },
     /// `guards[index]` names a revoked token: nothing was written.
     Revoked { index: usize },
-}
-
-/// The principal a token speaks for: a subject is only meaningful within the
-/// issuer that vouched for it (RFC 9493 §3.2.2 `iss_sub`), so `bob` of one
-/// IdP is never `bob` of another.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Principal {
-    pub iss: String,
-    pub sub: String,
 }
 
 /// "Only if this token is not revoked": checked inside the commit, so a

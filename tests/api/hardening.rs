@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use xaa_broker::audit::{AuditRecord, Decision};
 use xaa_broker::config::ActorIdentityConfig;
 use xaa_broker::jose::Alg;
-use xaa_broker::policy::ClientKind;
+use xaa_broker::types::ClientKind;
 use xaa_broker::types::now_secs;
 
 use crate::support::*;

@@ -11,7 +11,8 @@ use xaa_broker::audit::{AuditRecord, Decision, GENESIS, verify_chain};
 use xaa_broker::config::StoreConfig;
 use xaa_broker::noise::NoiseSummary;
 use xaa_broker::store::redis::RedisStore;
-use xaa_broker::store::{Commit, CommitPlan, Effect, Mode, Principal, ReplayMark, Revocation, RevocationGuard, Store};
+use xaa_broker::store::{Commit, CommitPlan, Effect, Mode, ReplayMark, Revocation, RevocationGuard, Store};
+use xaa_broker::types::Principal;
 use xaa_broker::types::now_secs;
 
 use crate::support::redis::{dedicated_redis, redis_url, unique_prefix};

@@ -13,11 +13,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use josekit::jwk::Jwk;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
-use xaa_broker::app::{App, AppState};
+use xaa_broker::app::App;
 use xaa_broker::audit::{AuditRecord, Decision};
 use xaa_broker::config::{Config, KeysConfig};
 use xaa_broker::jose::Alg;
 use xaa_broker::noise::NoiseSummary;
+use xaa_broker::state::AppState;
 use xaa_broker::types::now_secs;
 
 pub use fake_idp::{FakeIdp, sign_jws};
@@ -290,9 +291,7 @@ impl TestApp {
         bot_key: Jwk,
     ) -> TestApp {
         let addr = listener.local_addr().unwrap();
-        let app = App::build(&config, "test", None, None)
-            .await
-            .expect("test config builds");
+        let app = App::build(&config, "test", None).await.expect("test config builds");
         let state = app.state.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.serve(listener, async move {

@@ -1,0 +1,44 @@
+//! The state every request shares: the current policy, keys, upstream key
+//! cache, store, rate limiters and noise counters.
+//!
+//! Owns: what a request may read (and the noise flush, which only writes
+//! through the store). Built by the composition root (`app`); read by the
+//! protocol code and the HTTP edge, neither of which imports `app`.
+//! Must never: hold request logic, or anything only development needs (the
+//! dev IdP is mounted by the command that serves dev mode).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::keys::KeyRing;
+use crate::limits::Limits;
+use crate::noise::Noise;
+use crate::policy::Policy;
+use crate::store::{Store, StoreError};
+use crate::trust::jwks::JwksCache;
+
+pub struct AppState {
+    /// Swapped atomically on reload; each request loads one version.
+    pub policy: ArcSwap<Policy>,
+    pub keys: KeyRing,
+    pub jwks: JwksCache,
+    pub store: Arc<dyn Store>,
+    pub instance: String,
+    /// Per-client and per-source rate limits (this instance's).
+    pub limits: Limits,
+    /// This interval's counts of unauthenticated noise.
+    pub noise: Noise,
+    /// The settings a reload cannot apply (keys, store, upstream, listen),
+    /// as started: a reload that changes them says so.
+    pub(crate) started_with: serde_json::Value,
+}
+
+impl AppState {
+    /// Write this interval's noise summaries to the store now, kept for the
+    /// current `audit.unauthenticated_retention_secs`. Returns how many.
+    pub async fn flush_noise(&self) -> Result<usize, StoreError> {
+        let retention = self.policy.load().audit.unauthenticated_retention;
+        self.noise.flush(self.store.as_ref(), retention).await
+    }
+}
