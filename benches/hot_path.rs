@@ -90,7 +90,6 @@ fn policy_decide(bencher: divan::Bencher) {
 /// timing cannot enumerate client ids (specs/decisions.md §9).
 #[divan::bench(args = ["unknown client", "known client, unknown kid", "known client, wrong key"])]
 fn refused_client_assertion(bencher: divan::Bencher, case: &str) {
-    use axum::http::HeaderMap;
     use xaa_broker::config::{KeysConfig, UpstreamConfig};
     use xaa_broker::params::OAuthParams;
     use xaa_broker::trust::jwks::JwksCache;
@@ -136,11 +135,10 @@ fn refused_client_assertion(bencher: divan::Bencher, case: &str) {
         now,
     };
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let headers = HeaderMap::new();
     bencher.bench_local(|| {
         rt.block_on(xaa_broker::client_auth::authenticate(
             &validator,
-            &headers,
+            None,
             &params,
             &mut Vec::new(),
         ))

@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use percent_encoding::percent_decode_str;
@@ -44,11 +43,10 @@ fn fail(reason: &'static str, basic: bool) -> OAuthError {
     OAuthError::invalid_client(reason, "client authentication failed").with_basic_challenge(basic)
 }
 
-fn presented<'a>(headers: &HeaderMap, params: &'a OAuthParams) -> OAuthResult<Presented<'a>> {
-    let basic = match headers.get(header::AUTHORIZATION) {
+fn presented<'a>(authorization: Option<&str>, params: &'a OAuthParams) -> OAuthResult<Presented<'a>> {
+    let basic = match authorization {
         None => None,
         Some(v) => {
-            let v = v.to_str().map_err(|_| fail("client_auth.malformed_header", true))?;
             let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
             if !scheme.eq_ignore_ascii_case("basic") {
                 return Err(OAuthError::invalid_request(
@@ -120,12 +118,12 @@ fn presented<'a>(headers: &HeaderMap, params: &'a OAuthParams) -> OAuthResult<Pr
 /// to `marks`, to be consumed atomically with the request's audit record.
 pub async fn authenticate(
     validator: &Validator<'_>,
-    headers: &HeaderMap,
+    authorization: Option<&str>,
     params: &OAuthParams,
     marks: &mut Vec<ReplayMark>,
 ) -> OAuthResult<(Arc<Client>, Method)> {
     let policy: &Policy = validator.policy;
-    match presented(headers, params)? {
+    match presented(authorization, params)? {
         Presented::None => Err(OAuthError::invalid_client(
             "client_auth.missing",
             "client authentication is required (client_secret_basic, client_secret_post or private_key_jwt)",
@@ -189,8 +187,8 @@ pub async fn authenticate(
 /// (unverified) `sub`. Only for the noise summaries (who is being guessed
 /// at); only the id of a configured client, so no attacker-chosen text is
 /// kept. Reads no secret and verifies nothing.
-pub fn named_client(policy: &Policy, headers: &HeaderMap, params: &OAuthParams) -> Option<String> {
-    let id = match presented(headers, params) {
+pub fn named_client(policy: &Policy, authorization: Option<&str>, params: &OAuthParams) -> Option<String> {
+    let id = match presented(authorization, params) {
         Ok(Presented::Basic { id, .. }) => Some(id),
         Ok(Presented::Post { id, .. }) => Some(id.to_owned()),
         Ok(Presented::Assertion { id: Some(id), .. }) => Some(id.to_owned()),
@@ -252,7 +250,7 @@ mod tests {
         let body = format!("client_assertion_type={CLIENT_ASSERTION_TYPE_JWT_BEARER}&client_assertion={assertion}");
         let params = OAuthParams::parse(body.as_bytes()).unwrap();
         VERIFICATIONS.with(|n| n.set(0));
-        let err = authenticate(validator, &HeaderMap::new(), &params, &mut Vec::new())
+        let err = authenticate(validator, None, &params, &mut Vec::new())
             .await
             .err()
             .unwrap();

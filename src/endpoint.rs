@@ -1,6 +1,7 @@
 //! The path every client-authenticated endpoint takes (token, introspection,
-//! revocation, admin): authenticate → decide → commit replay marks and the
-//! audit record together → respond.
+//! revocation, admin): authenticate → decide → commit replay marks, effects
+//! and the audit record together → release the answer (or the error), which
+//! `http` renders. Plain types in and out: no HTTP here.
 //!
 //! Owns: the rule that nothing leaves and nothing takes effect before its
 //! audit record and replay marks are stored, in one atomic commit (fail
@@ -16,14 +17,10 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
-
 use crate::audit::{AuditRecord, Decision};
 use crate::client_auth;
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
-use crate::http::extract::user_agent;
-use crate::params::OAuthParams;
+use crate::params::{Caller, OAuthRequest};
 use crate::policy::{Client, Policy};
 use crate::state::AppState;
 use crate::store::{Commit, CommitPlan, Effect, Mode, ReplayMark, RevocationGuard};
@@ -56,8 +53,9 @@ pub struct Call<'a> {
 }
 
 impl<'a> Call<'a> {
-    pub fn begin(state: &'a AppState, headers: &HeaderMap, source_ip: Option<IpAddr>, what: &str) -> Self {
-        let mut audit = AuditRecord::begin(source_ip.map(|ip| ip.to_string()), user_agent(headers));
+    pub fn begin(state: &'a AppState, caller: &Caller, what: &str) -> Self {
+        let source_ip = caller.source;
+        let mut audit = AuditRecord::begin(source_ip.map(|ip| ip.to_string()), caller.user_agent.as_deref());
         audit.grant = Some(what.to_owned());
         Self {
             state,
@@ -87,7 +85,8 @@ impl<'a> Call<'a> {
     /// authentications is refused before any authentication work, a failure
     /// counts against its source, and a client over its rate is refused
     /// before any grant work.
-    pub async fn authenticate(&mut self, headers: &HeaderMap, params: &OAuthParams) -> OAuthResult<Arc<Client>> {
+    pub async fn authenticate(&mut self, req: &OAuthRequest) -> OAuthResult<Arc<Client>> {
+        let (authorization, params) = (req.authorization.as_deref(), &req.params);
         self.state.limits.check_source(&self.policy, self.source)?;
         let validator = Validator {
             policy: &self.policy,
@@ -95,13 +94,13 @@ impl<'a> Call<'a> {
             jwks: &self.state.jwks,
             now: self.now,
         };
-        let client = match client_auth::authenticate(&validator, headers, params, &mut self.marks).await {
+        let client = match client_auth::authenticate(&validator, authorization, params, &mut self.marks).await {
             Ok((client, _method)) => client,
             Err(e) => {
                 if e.code == ErrorCode::InvalidClient {
                     self.state.limits.note_failure(&self.policy, self.source);
                 }
-                self.named_client = client_auth::named_client(&self.policy, headers, params);
+                self.named_client = client_auth::named_client(&self.policy, authorization, params);
                 return Err(e);
             }
         };
@@ -113,10 +112,10 @@ impl<'a> Call<'a> {
         Ok(client)
     }
 
-    /// Store marks, effects and the granted record, then answer with
-    /// `respond()`. If the store cannot be written, nothing is released and
-    /// nothing takes effect: 503.
-    pub async fn commit(mut self, respond: impl FnOnce() -> Response) -> Response {
+    /// Store marks, effects and the granted record, then release `value`.
+    /// If the store cannot be written, nothing is released and nothing takes
+    /// effect: 503.
+    pub async fn commit<T>(mut self, value: T) -> OAuthResult<T> {
         self.audit.decision = Decision::Granted;
         let plan = CommitPlan {
             mode: Mode::Grant,
@@ -127,11 +126,11 @@ impl<'a> Call<'a> {
         match self.state.store.commit(plan, self.audit.clone()).await {
             Ok(Commit::Done(record)) => {
                 record.emit();
-                respond()
+                Ok(value)
             }
             Ok(Commit::Replayed { index }) => {
                 let err = replay_error(&self.marks[index]);
-                self.deny(err).await
+                Err(self.deny(err).await)
             }
             Ok(Commit::Revoked { index }) => {
                 let err = match self.guard_errors.get(index) {
@@ -141,9 +140,9 @@ impl<'a> Call<'a> {
                         &"store reported a revocation no guard asked about",
                     ),
                 };
-                self.deny(err).await
+                Err(self.deny(err).await)
             }
-            Err(e) => OAuthError::unavailable("store.commit_failed", &e).into_response(),
+            Err(e) => Err(OAuthError::unavailable("store.commit_failed", &e)),
         }
     }
 
@@ -154,7 +153,8 @@ impl<'a> Call<'a> {
     /// and the record and the answer say so (`client_assertion.replayed`),
     /// whatever else was wrong. A failed audit write does not change the
     /// answer (nothing is released either way); it is logged.
-    pub async fn deny(mut self, err: OAuthError) -> Response {
+    /// Returns the error to answer with.
+    pub async fn deny(mut self, err: OAuthError) -> OAuthError {
         self.effects.clear();
         // No authenticated client (or one over its rate): noise, counted in
         // the summaries rather than chained (decisions §13). No mark is
@@ -163,7 +163,7 @@ impl<'a> Call<'a> {
         // good for the retry after `Retry-After`.
         if self.audit.client_id.is_none() {
             self.state.noise.note(self.source, &err, self.named_client.as_deref());
-            return err.into_response();
+            return err;
         }
         self.audit.deny(&err);
         let store = &self.state.store;
@@ -190,7 +190,7 @@ impl<'a> Call<'a> {
                 tracing::error!(error = %e, reason = answer.reason, "audit record of a denial could not be written")
             }
         }
-        answer.into_response()
+        answer
     }
 
     /// Release only if `guard` holds at commit, else answer with `err`.
@@ -200,10 +200,10 @@ impl<'a> Call<'a> {
     }
 
     /// Finish with `result`: commit on success, deny on error.
-    pub async fn finish(self, result: OAuthResult<impl FnOnce() -> Response>) -> Response {
+    pub async fn finish<T>(self, result: OAuthResult<T>) -> OAuthResult<T> {
         match result {
-            Ok(respond) => self.commit(respond).await,
-            Err(e) => self.deny(e).await,
+            Ok(value) => self.commit(value).await,
+            Err(e) => Err(self.deny(e).await),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! decision in a hash-chained audit trail. See `../shared/design.md` for the
 //! map of modules; each module's `//!` says what it owns.
 
+pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod chain;
@@ -19,12 +20,14 @@ pub mod error;
 pub mod grant;
 pub mod http;
 pub mod inspect;
+pub mod introspection;
 pub mod jose;
 pub mod keys;
 pub mod limits;
 pub mod noise;
 pub mod params;
 pub mod policy;
+pub mod revocation;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -7,7 +7,27 @@
 //! counts and lengths.
 //! Must never: know HTTP (headers, status codes, the framework).
 
+use std::net::IpAddr;
+
 use crate::error::{OAuthError, OAuthResult};
+
+/// Who is calling, as the audit record keeps it: the peer address and the
+/// (attacker-controlled, so capped by the record) user agent.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub source: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// One request to a client-authenticated endpoint (`/token`, `/introspect`,
+/// `/revoke`, `/admin/*`), in plain types: the caller, the `Authorization`
+/// header (RFC 6749 §2.3.1 Basic, if any) and the form.
+#[derive(Debug, Default)]
+pub struct OAuthRequest {
+    pub caller: Caller,
+    pub authorization: Option<String>,
+    pub params: OAuthParams,
+}
 
 /// Largest form we read. Tokens are capped at 16 KiB each; a token request
 /// carries at most three of them plus short parameters.

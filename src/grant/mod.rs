@@ -1,25 +1,22 @@
 //! The token endpoint's grants, and the one path every grant takes:
 //! parse `grant_type` → authenticate the client → run the grant → commit the
-//! replay marks and the audit record → respond.
+//! replay marks and the audit record → the token response, which `http`
+//! renders.
 //!
-//! Owns: dispatch on `grant_type` and the token response (RFC 6749 §5.1,
-//! RFC 8693 §2.2.1). Committing before release is `endpoint::Call`'s job.
+//! Owns: dispatch on `grant_type` and the token response body (RFC 6749
+//! §5.1, RFC 8693 §2.2.1). Committing before release is `endpoint::Call`'s
+//! job.
 //! Must never: hold grant-specific rules; those live in the grant modules,
 //! the shared chain rules in `chain` and `policy`.
 
 pub mod jwt_bearer;
 pub mod token_exchange;
 
-use std::net::IpAddr;
-
-use axum::http::HeaderMap;
-use axum::response::Response;
 use serde::Serialize;
 
 use crate::endpoint::Call;
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
-use crate::http::respond::json_no_store;
-use crate::params::OAuthParams;
+use crate::params::{OAuthParams, OAuthRequest};
 use crate::policy::Policy;
 use crate::state::AppState;
 use crate::store::RevocationGuard;
@@ -41,15 +38,15 @@ pub struct Issued {
 }
 
 /// RFC 6749 §5.1 / RFC 8693 §2.2.1 success body.
-#[derive(Serialize)]
-struct TokenResponse<'a> {
-    access_token: &'a str,
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    issued_token_type: Option<&'static str>,
-    token_type: &'static str,
-    /// A JSON number: the MCP SDKs reject a string (design §6).
-    expires_in: i64,
-    scope: String,
+    pub issued_token_type: Option<&'static str>,
+    pub token_type: &'static str,
+    /// A JSON number: the MCP SDKs reject a string.
+    pub expires_in: i64,
+    pub scope: String,
 }
 
 /// Everything a grant needs for one request.
@@ -60,10 +57,11 @@ pub struct GrantContext<'a> {
     pub now: i64,
 }
 
-/// Handle one token request end to end. Always answers; never panics.
-pub async fn handle(state: &AppState, headers: &HeaderMap, source_ip: Option<IpAddr>, params: OAuthParams) -> Response {
-    let mut call = Call::begin(state, headers, source_ip, "unknown");
-    match run(&mut call, headers, &params).await {
+/// Handle one token request end to end: the response to release, or the
+/// error to answer. Never panics.
+pub async fn handle(state: &AppState, req: &OAuthRequest) -> OAuthResult<TokenResponse> {
+    let mut call = Call::begin(state, &req.caller, "unknown");
+    match run(&mut call, req).await {
         Ok(mut issued) => {
             let now = call.now;
             call.audit.scope_granted = Some(issued.scope.to_string());
@@ -78,13 +76,14 @@ pub async fn handle(state: &AppState, headers: &HeaderMap, source_ip: Option<IpA
             for (guard, err) in std::mem::take(&mut issued.guards) {
                 call.guard(guard, err);
             }
-            call.commit(move || token_response(&issued, now)).await
+            call.commit(token_response(issued, now)).await
         }
-        Err(err) => call.deny(err).await,
+        Err(err) => Err(call.deny(err).await),
     }
 }
 
-async fn run(call: &mut Call<'_>, headers: &HeaderMap, params: &OAuthParams) -> OAuthResult<Issued> {
+async fn run(call: &mut Call<'_>, req: &OAuthRequest) -> OAuthResult<Issued> {
+    let params: &OAuthParams = &req.params;
     let raw = params.require("grant_type")?;
     call.audit.grant = Some(raw.chars().take(128).collect());
     let grant = GrantType::parse(raw).ok_or_else(|| {
@@ -95,7 +94,7 @@ async fn run(call: &mut Call<'_>, headers: &HeaderMap, params: &OAuthParams) -> 
         )
     })?;
     call.audit.grant = Some(grant.short().to_owned());
-    let client = call.authenticate(headers, params).await?;
+    let client = call.authenticate(req).await?;
     if !client.grants.contains(&grant) {
         return Err(OAuthError::unauthorized_client(
             "grant.not_allowed_for_client",
@@ -127,13 +126,12 @@ async fn run(call: &mut Call<'_>, headers: &HeaderMap, params: &OAuthParams) -> 
     }
 }
 
-fn token_response(issued: &Issued, now: i64) -> Response {
-    let body = TokenResponse {
-        access_token: &issued.token,
+fn token_response(issued: Issued, now: i64) -> TokenResponse {
+    TokenResponse {
         issued_token_type: issued.issued_token_type.map(TokenType::uri),
         token_type: issued.token_type,
         expires_in: issued.exp - now,
         scope: issued.scope.to_string(),
-    };
-    json_no_store(body)
+        access_token: issued.token,
+    }
 }

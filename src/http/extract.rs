@@ -7,11 +7,13 @@
 //! failure here is a 400 `invalid_request` JSON body.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequest, Request};
 use axum::http::{HeaderMap, header};
 
 use crate::error::OAuthError;
-use crate::params::{MAX_FORM_BYTES, OAuthParams};
+use crate::params::{Caller, MAX_FORM_BYTES, OAuthParams, OAuthRequest};
 
 impl<S: Send + Sync> FromRequest<S> for OAuthParams {
     type Rejection = OAuthError;
@@ -36,6 +38,35 @@ impl<S: Send + Sync> FromRequest<S> for OAuthParams {
             )
         })?;
         Self::parse(&body)
+    }
+}
+
+/// A client-authenticated endpoint's request in plain types: the caller's
+/// address and user agent, the `Authorization` header (undecodable bytes are
+/// replaced, so a malformed header still fails Basic decoding as one), and
+/// the form.
+impl<S: Send + Sync> FromRequest<S> for OAuthRequest {
+    type Rejection = OAuthError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let source = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip());
+        let headers = req.headers();
+        let caller = Caller {
+            source,
+            user_agent: user_agent(headers).map(str::to_owned),
+        };
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let params = OAuthParams::from_request(req, state).await?;
+        Ok(OAuthRequest {
+            caller,
+            authorization,
+            params,
+        })
     }
 }
 

@@ -4,15 +4,12 @@
 //! Must never: contain protocol logic; handlers extract, call one function,
 //! and map the result.
 
-pub mod admin;
 pub mod extract;
 pub mod health;
-pub mod introspect;
 pub mod jwks;
 pub mod metadata;
+pub mod oauth;
 pub mod respond;
-pub mod revoke;
-pub mod token;
 
 use std::sync::Arc;
 
@@ -42,23 +39,23 @@ pub fn router(state: Arc<AppState>, base: &str) -> Router {
     let mut r = Router::new()
         .route(
             &format!("{base}/token"),
-            post(token::token).fallback(method_not_allowed),
+            post(oauth::token).fallback(method_not_allowed),
         )
         .route(
             &format!("{base}/introspect"),
-            post(introspect::introspect).fallback(method_not_allowed),
+            post(oauth::introspect).fallback(method_not_allowed),
         )
         .route(
             &format!("{base}/revoke"),
-            post(revoke::revoke).fallback(method_not_allowed),
+            post(oauth::revoke).fallback(method_not_allowed),
         )
         .route(
             &format!("{base}/admin/revoke"),
-            post(admin::revoke).fallback(method_not_allowed),
+            post(oauth::admin_revoke).fallback(method_not_allowed),
         )
         .route(
             &format!("{base}/admin/audit"),
-            post(admin::audit).fallback(method_not_allowed),
+            post(oauth::admin_audit).fallback(method_not_allowed),
         )
         .route(&format!("{base}/jwks"), get(jwks::jwks))
         .route(

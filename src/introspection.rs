@@ -11,29 +11,19 @@
 //! Must never: say why a token is inactive, or answer for an unauthenticated
 //! caller (401).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use axum::extract::{ConnectInfo, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
 use serde_json::{Value, json};
 
 use crate::endpoint::Call;
-use crate::http::respond::json_no_store;
+use crate::error::OAuthResult;
 use crate::inspect::own_active_token;
-use crate::params::OAuthParams;
+use crate::params::OAuthRequest;
 use crate::state::AppState;
 
-pub async fn introspect(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    params: OAuthParams,
-) -> Response {
-    let mut call = Call::begin(&state, &headers, Some(peer.ip()), "introspection");
+pub async fn introspect(state: &AppState, req: &OAuthRequest) -> OAuthResult<serde_json::Value> {
+    let params = &req.params;
+    let mut call = Call::begin(state, &req.caller, "introspection");
     let result = async {
-        let client = call.authenticate(&headers, &params).await?;
+        let client = call.authenticate(req).await?;
         let token = params.require("token")?;
         let own = own_active_token(&call.validator(), state.store.as_ref(), token).await?;
         let may_know = |v: &crate::trust::validate::Verified| {
@@ -76,7 +66,7 @@ pub async fn introspect(
                 body
             }
         };
-        Ok(move || json_no_store(body))
+        Ok(body)
     }
     .await;
     call.finish(result).await

@@ -8,24 +8,17 @@
 //! Must never: answer a caller that is not an admin client (403-equivalent
 //! `unauthorized_client`), or return a token (records hold none).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use axum::extract::{ConnectInfo, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
 use serde_json::json;
 
 use crate::endpoint::Call;
 use crate::error::{OAuthError, OAuthResult};
-use crate::http::respond::json_no_store;
-use crate::params::OAuthParams;
+use crate::params::{OAuthParams, OAuthRequest};
 use crate::state::AppState;
 use crate::store::{Effect, Revocation};
 use crate::types::Principal;
 
-async fn admin_call<'a>(call: &mut Call<'a>, headers: &HeaderMap, params: &OAuthParams) -> OAuthResult<()> {
-    let client = call.authenticate(headers, params).await?;
+async fn admin_call(call: &mut Call<'_>, req: &OAuthRequest) -> OAuthResult<()> {
+    let client = call.authenticate(req).await?;
     if !call.policy.admin_clients.contains(&client.id) {
         return Err(OAuthError::unauthorized_client(
             "admin.not_admin",
@@ -38,15 +31,11 @@ async fn admin_call<'a>(call: &mut Call<'a>, headers: &HeaderMap, params: &OAuth
 /// Revoke every token of a correlation id (`txn=`), or every token of a user
 /// (`sub=` with `iss=`, the issuer that vouched for them) issued until now.
 /// Kept for the revocation horizon.
-pub async fn revoke(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    params: OAuthParams,
-) -> Response {
-    let mut call = Call::begin(&state, &headers, Some(peer.ip()), "admin.revoke");
+pub async fn revoke(state: &AppState, req: &OAuthRequest) -> OAuthResult<serde_json::Value> {
+    let params = &req.params;
+    let mut call = Call::begin(state, &req.caller, "admin.revoke");
     let result = async {
-        admin_call(&mut call, &headers, &params).await?;
+        admin_call(&mut call, req).await?;
         let until = call.now + call.policy.revocation_horizon_secs();
         let (revocation, what) = match (params.get("txn"), params.get("sub")) {
             (Some(txn), None) => {
@@ -96,7 +85,7 @@ pub async fn revoke(
             expires_at: until,
         });
         call.audit.reason = Some("revoked".into());
-        Ok(move || json_no_store(json!({"revoked": what, "until": until})))
+        Ok(json!({"revoked": what, "until": until}))
     }
     .await;
     call.finish(result).await
@@ -141,15 +130,11 @@ fn audit_query(params: &OAuthParams) -> OAuthResult<AuditQuery> {
 /// The audit records of one correlation id, oldest first; or, with
 /// `unauthenticated=true`, the newest summaries of unauthenticated noise
 /// (decisions §13), newest first.
-pub async fn audit(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    params: OAuthParams,
-) -> Response {
-    let mut call = Call::begin(&state, &headers, Some(peer.ip()), "admin.audit");
+pub async fn audit(state: &AppState, req: &OAuthRequest) -> OAuthResult<serde_json::Value> {
+    let params = &req.params;
+    let mut call = Call::begin(state, &req.caller, "admin.audit");
     let result = async {
-        admin_call(&mut call, &headers, &params).await?;
+        admin_call(&mut call, req).await?;
         let body = match audit_query(&params)? {
             AuditQuery::Txn(txn) => {
                 let records = state
@@ -169,7 +154,7 @@ pub async fn audit(
                 json!({"unauthenticated": summaries})
             }
         };
-        Ok(move || json_no_store(body))
+        Ok(body)
     }
     .await;
     call.finish(result).await

@@ -6,29 +6,18 @@
 //! caller's, so the endpoint reveals nothing.
 //! Must never: revoke another client's token.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use axum::extract::{ConnectInfo, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
-
 use crate::endpoint::Call;
-use crate::http::respond::empty_no_store;
+use crate::error::OAuthResult;
 use crate::inspect::own_active_token;
-use crate::params::OAuthParams;
+use crate::params::OAuthRequest;
 use crate::state::AppState;
 use crate::store::{Effect, Revocation};
 
-pub async fn revoke(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    params: OAuthParams,
-) -> Response {
-    let mut call = Call::begin(&state, &headers, Some(peer.ip()), "revocation");
+pub async fn revoke(state: &AppState, req: &OAuthRequest) -> OAuthResult<()> {
+    let params = &req.params;
+    let mut call = Call::begin(state, &req.caller, "revocation");
     let result = async {
-        let client = call.authenticate(&headers, &params).await?;
+        let client = call.authenticate(req).await?;
         let token = params.require("token")?;
         // `token_type_hint` is only a hint (RFC 7009 §2.1): we look anyway.
         // The revocation is an effect of the commit: if the commit refuses
@@ -48,7 +37,7 @@ pub async fn revoke(
             call.audit.sub_iss = Some(own.principal.iss.clone());
             call.audit.reason = Some("revoked".into());
         }
-        Ok(empty_no_store)
+        Ok(())
     }
     .await;
     call.finish(result).await
