@@ -135,7 +135,7 @@ pub async fn audit(state: &AppState, req: &OAuthRequest) -> OAuthResult<serde_js
     let mut call = Call::begin(state, &req.caller, "admin.audit");
     let result = async {
         admin_call(&mut call, req).await?;
-        let body = match audit_query(&params)? {
+        let body = match audit_query(params)? {
             AuditQuery::Txn(txn) => {
                 let records = state
                     .store
