@@ -1,5 +1,5 @@
 //! Building and serving one broker: state, router, and policy reload on
-//! SIGHUP. Serving connections (limits, graceful shutdown) is `crate::server`.
+//! SIGHUP. Serving connections (limits, graceful shutdown) is `crate::http::server`.
 //!
 //! Owns: the wiring of config → policy, keys, upstream key cache, store,
 //! rate limiters, server limits; and the task that writes out the summaries
@@ -74,13 +74,13 @@ impl App {
     }
 
     /// Serve until `shutdown` resolves, then drain in-flight requests within
-    /// a bounded grace period (`crate::server::serve`).
+    /// a bounded grace period (`crate::http::server::serve`).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        crate::server::serve(listener, self.router, &self.server, shutdown).await?;
+        crate::http::server::serve(listener, self.router, &self.server, shutdown).await?;
         // The last interval's counts, so a restart loses none.
         if let Err(e) = self.state.flush_noise().await {
             tracing::error!(error = %e, "summaries of unauthenticated requests could not be written at shutdown");

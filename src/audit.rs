@@ -164,6 +164,40 @@ impl AuditRecord {
     }
 }
 
+/// A summary of unauthenticated noise (`noise`): one (source, reason,
+/// named client) key's count over one interval. Kept by the store apart from
+/// the hash chain, for a short retention (specs/decisions.md §13).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoiseSummary {
+    /// UUIDv7.
+    pub id: String,
+    pub instance: String,
+    /// An IPv4 address, an IPv6 `/64`, `unknown`, or `*` for the sources
+    /// folded together once the interval had `MAX_KEYS` keys.
+    pub source: String,
+    /// The OAuth `error` answered.
+    pub error: String,
+    /// The machine reason, as in a denied audit record.
+    pub reason: String,
+    /// The configured client the requests named (never an unknown id).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub client_id: Option<String>,
+    pub count: u64,
+    /// RFC 3339 times (UTC, milliseconds) of the first and last request counted.
+    pub first: String,
+    pub last: String,
+}
+
+impl NoiseSummary {
+    /// Emit as one JSON line on target `audit` (field `summary`), like records.
+    pub fn emit(&self) {
+        match serde_json::to_string(self) {
+            Ok(line) => tracing::info!(target: "audit", summary = %line),
+            Err(e) => tracing::error!(target: "audit", error = %e, "noise summary not serialisable"),
+        }
+    }
+}
+
 /// The genesis `prev_hash` of every instance's chain.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 

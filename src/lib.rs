@@ -28,7 +28,6 @@ pub mod noise;
 pub mod params;
 pub mod policy;
 pub mod revocation;
-pub mod server;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -20,10 +20,10 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
+use crate::audit::NoiseSummary;
 use crate::error::OAuthError;
 use crate::limits::SourceKey;
 use crate::store::{Store, StoreError};
@@ -33,38 +33,6 @@ pub const MAX_KEYS: usize = 10_000;
 
 /// `source` of the summary that folds every source beyond `MAX_KEYS`.
 pub const OVERFLOW_SOURCE: &str = "*";
-
-/// One key's count over one interval.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NoiseSummary {
-    /// UUIDv7.
-    pub id: String,
-    pub instance: String,
-    /// An IPv4 address, an IPv6 `/64`, `unknown`, or `*` for the sources
-    /// folded together once the interval had `MAX_KEYS` keys.
-    pub source: String,
-    /// The OAuth `error` answered.
-    pub error: String,
-    /// The machine reason, as in a denied audit record.
-    pub reason: String,
-    /// The configured client the requests named (never an unknown id).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub client_id: Option<String>,
-    pub count: u64,
-    /// RFC 3339 times (UTC, milliseconds) of the first and last request counted.
-    pub first: String,
-    pub last: String,
-}
-
-impl NoiseSummary {
-    /// Emit as one JSON line on target `audit` (field `summary`), like records.
-    pub fn emit(&self) {
-        match serde_json::to_string(self) {
-            Ok(line) => tracing::info!(target: "audit", summary = %line),
-            Err(e) => tracing::error!(target: "audit", error = %e, "noise summary not serialisable"),
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Source {

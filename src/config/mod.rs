@@ -233,7 +233,7 @@ impl Default for UpstreamConfig {
 }
 
 /// How connections are served: the limits that keep one client from holding
-/// a connection, or the whole connection table, for ever (`crate::server`).
+/// a connection, or the whole connection table, for ever (`crate::http::server`).
 /// Applied at start only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

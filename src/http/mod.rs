@@ -10,6 +10,7 @@ pub mod jwks;
 pub mod metadata;
 pub mod oauth;
 pub mod respond;
+pub mod server;
 
 use std::sync::Arc;
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{Commit, CommitPlan, Mode, Revocation, Store, StoreError, TokenRef, revocation_key, subject_key};
+use crate::audit::NoiseSummary;
 use crate::audit::{AuditRecord, GENESIS};
-use crate::noise::NoiseSummary;
 use crate::types::now_secs;
 
 /// Most noise summaries kept: about 250 bytes each.

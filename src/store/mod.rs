@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::audit::AuditRecord;
-use crate::noise::NoiseSummary;
+use crate::audit::NoiseSummary;
 use crate::types::Principal;
 
 /// "This value may be used once until `expires_at`" (client assertion `jti`,

@@ -46,8 +46,8 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 
 use super::{Commit, CommitPlan, Mode, Revocation, Store, StoreError, TokenRef, revocation_key, subject_key};
+use crate::audit::NoiseSummary;
 use crate::audit::{AuditRecord, GENESIS};
-use crate::noise::NoiseSummary;
 
 /// Key prefix when the config names none.
 pub const DEFAULT_PREFIX: &str = "xaa:";

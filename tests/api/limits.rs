@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use xaa_broker::audit::Decision;
+use xaa_broker::audit::NoiseSummary;
 use xaa_broker::config::{Config, RateLimitConfig, StoreConfig};
-use xaa_broker::noise::NoiseSummary;
 use xaa_broker::types::now_secs;
 
 use crate::support::redis::{redis_url, unique_prefix};

@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
+use xaa_broker::audit::NoiseSummary;
 use xaa_broker::audit::{AuditRecord, Decision, GENESIS, verify_chain};
 use xaa_broker::config::StoreConfig;
-use xaa_broker::noise::NoiseSummary;
 use xaa_broker::store::redis::RedisStore;
 use xaa_broker::store::{Commit, CommitPlan, Effect, Mode, ReplayMark, Revocation, RevocationGuard, Store};
 use xaa_broker::types::Principal;

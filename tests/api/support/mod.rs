@@ -14,10 +14,10 @@ use josekit::jwk::Jwk;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use xaa_broker::app::App;
+use xaa_broker::audit::NoiseSummary;
 use xaa_broker::audit::{AuditRecord, Decision};
 use xaa_broker::config::{Config, KeysConfig};
 use xaa_broker::jose::Alg;
-use xaa_broker::noise::NoiseSummary;
 use xaa_broker::state::AppState;
 use xaa_broker::types::now_secs;
 
