@@ -27,6 +27,9 @@ mod revocation;
 // Issue 7: hardening.
 mod hardening;
 
+// Issue 8: architecture.
+mod architecture;
+
 // Issue 4: shared state.
 mod deploy;
 mod instances;
