@@ -164,12 +164,10 @@ pub async fn authenticate(
                 .validate(assertion, Expect::ClientAssertion { client: &client })
                 .await
                 .map_err(|r| {
-                    if r.unavailable {
-                        OAuthError::unavailable(r.reason, &r.detail)
-                    } else {
+                    if !r.unavailable {
                         tracing::info!(client_id = %client.id, reason = r.reason, detail = %r.detail, "client assertion refused");
-                        OAuthError::new(ErrorCode::InvalidClient, r.reason, "client authentication failed")
                     }
+                    r.into_opaque_error(ErrorCode::InvalidClient, "client authentication failed")
                 })?;
             let jti = verified.claims.jti.unwrap_or_default();
             marks.push(ReplayMark {

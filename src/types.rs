@@ -215,6 +215,18 @@ pub fn is_loopback(u: &url::Url) -> bool {
     }
 }
 
+/// RFC 8707 §2 (and RFC 3986 §4.3): a resource indicator is an absolute
+/// URI without a fragment.
+pub fn is_resource_indicator(raw: &str) -> bool {
+    url::Url::parse(raw).is_ok_and(|u| u.fragment().is_none())
+}
+
+/// Where keys, metadata and issuers may live: https, or plain http on a
+/// loopback host (development, tests) and nowhere else.
+pub fn is_https_or_loopback(u: &url::Url) -> bool {
+    u.scheme() == "https" || (u.scheme() == "http" && is_loopback(u))
+}
+
 /// Seconds since the Unix epoch, the unit of JWT `NumericDate` (RFC 7519 §2).
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now()

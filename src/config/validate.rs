@@ -17,7 +17,7 @@ use crate::policy::{
 };
 use crate::store::redis::AUDIT_RETENTION;
 use crate::trust::keyset::KeySet;
-use crate::types::{ActorIdentity, ClientKind, GrantType, ScopeSet, is_loopback};
+use crate::types::{ActorIdentity, ClientKind, GrantType, ScopeSet, is_https_or_loopback, is_resource_indicator};
 
 /// Collects every problem, so one `config check` run shows them all.
 #[derive(Default)]
@@ -36,8 +36,7 @@ impl Validator {
                 self.problem(key, "must not have a fragment");
                 None
             }
-            Ok(u) if u.scheme() == "https" => Some(u),
-            Ok(u) if u.scheme() == "http" && is_loopback(&u) => Some(u),
+            Ok(u) if is_https_or_loopback(&u) => Some(u),
             Ok(_) => {
                 self.problem(
                     key,
@@ -197,12 +196,11 @@ impl Validator {
                 );
             }
             for (i, r) in a.resources.iter().enumerate() {
-                match url::Url::parse(r) {
-                    Ok(u) if u.fragment().is_none() => {}
-                    _ => self.problem(
+                if !is_resource_indicator(r) {
+                    self.problem(
                         format!("{key}.resources[{i}]"),
                         format!("{r:?} must be an absolute URI without fragment"),
-                    ),
+                    );
                 }
             }
             if a.kind == AudienceKind::AccessToken && !a.resources.is_empty() {

@@ -56,13 +56,11 @@ async fn run(
     audit.scope_requested = requested_scope.as_ref().map(ToString::to_string);
 
     // Steps 1–4: typ, trusted issuer, alg, signature, aud, exp/iat/nbf, jti.
-    let v = cx.validator.validate(assertion, Expect::IdJag).await.map_err(|r| {
-        if r.unavailable {
-            OAuthError::unavailable(r.reason, &r.detail)
-        } else {
-            OAuthError::invalid_grant(r.reason, format!("assertion is invalid: {}", r.detail))
-        }
-    })?;
+    let v = cx
+        .validator
+        .validate(assertion, Expect::IdJag)
+        .await
+        .map_err(|r| r.into_error(ErrorCode::InvalidGrant, "assertion"))?;
     if let Some(f) = &mut audit.subject_token {
         f.identify(&v.claims.iss, v.claims.jti.as_deref());
     }

@@ -188,17 +188,11 @@ fn parse<'a>(cx: &GrantContext<'_>, params: &'a OAuthParams, audit: &mut AuditRe
 
     let audiences = params.all("audience");
     let resources = params.all("resource");
-    for r in &resources {
-        // RFC 8707 §2: an absolute URI without a fragment.
-        match url::Url::parse(r) {
-            Ok(u) if u.fragment().is_none() => {}
-            _ => {
-                return Err(OAuthError::invalid_target(
-                    "target.bad_resource",
-                    "resource must be an absolute URI without a fragment (RFC 8707 §2)",
-                ));
-            }
-        }
+    if !resources.iter().all(|r| crate::types::is_resource_indicator(r)) {
+        return Err(OAuthError::invalid_target(
+            "target.bad_resource",
+            "resource must be an absolute URI without a fragment (RFC 8707 §2)",
+        ));
     }
     let requested = match params.get("requested_token_type") {
         Some(t) => token_type(t, "requested_token_type")?,
@@ -330,16 +324,9 @@ fn resolve_resource_target(
 }
 
 /// A subject/actor token failure: `invalid_request` as RFC 8693 §2.2.2 says
-/// (specs/decisions.md), or 503 when keys could not be obtained.
+/// (specs/decisions.md §1), or 503 when keys could not be obtained.
 fn token_error(which: &'static str, r: Rejected) -> OAuthError {
-    if r.unavailable {
-        return OAuthError::unavailable(r.reason, &r.detail);
-    }
-    OAuthError::new(
-        ErrorCode::InvalidRequest,
-        r.reason,
-        format!("{which} is invalid: {}", r.detail),
-    )
+    r.into_error(ErrorCode::InvalidRequest, which)
 }
 
 async fn validate_subject(

@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Commit, CommitPlan, Mode, Revocation, Store, StoreError, TokenRef, revocation_key, subject_key};
+use super::{
+    Commit, CommitPlan, Mode, Revocation, Store, StoreError, TokenRef, issued_before_cutoff, revocation_key,
+    subject_key,
+};
 use crate::audit::NoiseSummary;
 use crate::audit::{AuditRecord, GENESIS};
 use crate::types::now_secs;
@@ -121,11 +124,7 @@ fn revoked(st: &State, token: TokenRef<'_>, now: i64) -> bool {
     {
         return true;
     }
-    match (hit(subject_key(token.principal)), token.iat) {
-        (Some(cut), Some(iat)) => iat <= cut,
-        (Some(_), None) => true,
-        (None, _) => false,
-    }
+    hit(subject_key(token.principal)).is_some_and(|cut| issued_before_cutoff(cut, token.iat))
 }
 
 /// Record a revocation: an expiry is never shortened and a subject cut-off

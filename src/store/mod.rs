@@ -185,6 +185,14 @@ pub fn revocation_key(r: &Revocation) -> String {
     }
 }
 
+/// The cut-off rule, in one place: a token of a revoked principal is
+/// revoked if it was issued at or before the cut-off, or if it has no `iat`
+/// (it cannot prove it came after). The Lua commit script applies the same
+/// rule (`store::redis`, "A token without iat").
+pub fn issued_before_cutoff(cutoff: i64, iat: Option<i64>) -> bool {
+    iat.is_none_or(|iat| iat <= cutoff)
+}
+
 /// The key of a subject cut-off for this principal.
 pub fn subject_key(principal: &Principal) -> String {
     revocation_key(&Revocation::SubjectBefore {

@@ -45,7 +45,10 @@ use ::redis::{Client, RedisError, RedisResult, Script};
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
-use super::{Commit, CommitPlan, Mode, Revocation, Store, StoreError, TokenRef, revocation_key, subject_key};
+use super::{
+    Commit, CommitPlan, Mode, Revocation, Store, StoreError, TokenRef, issued_before_cutoff, revocation_key,
+    subject_key,
+};
 use crate::audit::NoiseSummary;
 use crate::audit::{AuditRecord, GENESIS};
 
@@ -124,7 +127,8 @@ if mode == 'grant' then
     if redis.call('EXISTS', KEYS[k + 1]) == 1 or redis.call('EXISTS', KEYS[k + 2]) == 1 then return -(99 + j) end
     local cut = redis.call('GET', KEYS[k + 3])
     local iat = ARGV[4 + 2 * n + j]
-    -- A token without iat cannot prove it came after the cut-off.
+    -- store::issued_before_cutoff: a token without iat cannot prove it
+    -- came after the cut-off.
     if cut and (iat == '' or tonumber(iat) <= tonumber(cut)) then return -(99 + j) end
   end
   for i = 1, n do
@@ -504,16 +508,15 @@ impl Store for RedisStore {
         if by_id.iter().any(Option::is_some) {
             return Ok(true);
         }
-        Ok(match (cutoff, token.iat) {
-            (Some(cut), Some(iat)) => {
+        match cutoff {
+            None => Ok(false),
+            Some(cut) => {
                 let cut: i64 = cut
                     .parse()
                     .map_err(|_| StoreError("a subject revocation in redis is malformed".into()))?;
-                iat <= cut
+                Ok(issued_before_cutoff(cut, token.iat))
             }
-            (Some(_), None) => true,
-            (None, _) => false,
-        })
+        }
     }
 
     async fn audit_by_txn(&self, txn: &str) -> Result<Vec<AuditRecord>, StoreError> {

@@ -270,7 +270,7 @@ pub fn discovered_jwks_uri_allowed(issuer: &str, jwks_uri: &str) -> bool {
         return false;
     };
     let issuer_is_loopback = url::Url::parse(issuer).is_ok_and(|i| crate::types::is_loopback(&i));
-    uri.scheme() == "https" || (uri.scheme() == "http" && issuer_is_loopback && crate::types::is_loopback(&uri))
+    uri.scheme() == "https" || (issuer_is_loopback && crate::types::is_https_or_loopback(&uri))
 }
 
 #[cfg(test)]

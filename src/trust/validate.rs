@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use crate::claims::{InboundClaims, TYP_ACCESS_TOKEN, TYP_ID_JAG};
+use crate::error::{ErrorCode, OAuthError};
 use crate::jose::{Alg, UnverifiedJws};
 use crate::keys::KeyRing;
 use crate::policy::{AuthMethod, Client, KeySource, Policy, Purpose, TrustedIssuer};
@@ -52,6 +53,28 @@ pub struct Rejected {
 }
 
 const UNTRUSTED_ISSUER: &str = "issuer is not trusted";
+
+impl Rejected {
+    /// The one mapping of a refused token to an OAuth error. A check that
+    /// could not be made is 503 `temporarily_unavailable` (fail closed,
+    /// specs/decisions.md §10), whatever the grant; otherwise `code`, with a
+    /// description that names which token was refused and why.
+    pub fn into_error(self, code: ErrorCode, which: &str) -> OAuthError {
+        if self.unavailable {
+            return OAuthError::unavailable(self.reason, &self.detail);
+        }
+        OAuthError::new(code, self.reason, format!("{which} is invalid: {}", self.detail))
+    }
+
+    /// As [`Rejected::into_error`], but with a fixed description that says
+    /// nothing of the cause (client authentication, RFC 6749 §5.2).
+    pub fn into_opaque_error(self, code: ErrorCode, description: &'static str) -> OAuthError {
+        if self.unavailable {
+            return OAuthError::unavailable(self.reason, &self.detail);
+        }
+        OAuthError::new(code, self.reason, description)
+    }
+}
 
 fn reject(reason: &'static str, detail: impl Into<String>) -> Rejected {
     Rejected {
