@@ -72,6 +72,10 @@ pub struct AuditRecord {
     pub txn: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// How the client authenticated (`client_secret_basic`,
+    /// `client_secret_post`, `private_key_jwt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_auth_method: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
     /// The issuer that vouched for `sub` (RFC 9493 `iss_sub`): a subject is

@@ -39,6 +39,17 @@ pub enum Method {
     PrivateKeyJwt,
 }
 
+impl Method {
+    /// Its name in RFC 8414 / RFC 7591 (`token_endpoint_auth_method`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Basic => "client_secret_basic",
+            Method::Post => "client_secret_post",
+            Method::PrivateKeyJwt => "private_key_jwt",
+        }
+    }
+}
+
 fn fail(reason: &'static str, basic: bool) -> OAuthError {
     OAuthError::invalid_client(reason, "client authentication failed").with_basic_challenge(basic)
 }

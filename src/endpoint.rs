@@ -95,7 +95,10 @@ impl<'a> Call<'a> {
             now: self.now,
         };
         let client = match client_auth::authenticate(&validator, authorization, params, &mut self.marks).await {
-            Ok((client, _method)) => client,
+            Ok((client, method)) => {
+                self.audit.client_auth_method = Some(method.name().to_owned());
+                client
+            }
             Err(e) => {
                 if e.code == ErrorCode::InvalidClient {
                     self.state.limits.note_failure(&self.policy, self.source);

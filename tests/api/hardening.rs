@@ -262,6 +262,7 @@ async fn a_replayed_assertion_on_admin_revoke_revokes_nothing() {
     let record = last_record(&app).await;
     assert_denied(&record, "invalid_client", "client_assertion.replayed");
     assert_eq!(record.grant.as_deref(), Some("admin.revoke"));
+    assert_eq!(record.client_auth_method.as_deref(), Some("private_key_jwt"));
     app.exchange_for_hop("mcp-logs", hop.token(), ACCESS_TOKEN, COST, &[])
         .await
         .assert_ok();
@@ -602,6 +603,7 @@ async fn introspection_tells_only_the_token_holder_or_its_resource() {
     let record = last_record(&app).await;
     assert_eq!(record.decision, Decision::Granted);
     assert_eq!(record.reason.as_deref(), Some("introspection.not_for_caller"));
+    assert_eq!(record.client_auth_method.as_deref(), Some("client_secret_basic"));
 }
 
 /// Store keys are never ambiguous: a client id with `:` is a config error.
