@@ -18,32 +18,6 @@ fn is_empty_scope(s: &ScopeSet) -> bool {
     s.is_empty()
 }
 
-/// The ID-JAG (§3.1). `aud` is the resolved resource-AS issuer, a plain
-/// string (protocols §9.3); `client_id` is the client's id *at that AS*.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct IdJagClaims {
-    pub iss: String,
-    pub sub: String,
-    /// Who vouched for `sub` (RFC 9493).
-    pub sub_id: SubjectId,
-    pub aud: String,
-    pub client_id: String,
-    pub jti: String,
-    pub iat: i64,
-    pub exp: i64,
-    #[serde(default, skip_serializing_if = "is_empty_scope")]
-    pub scope: ScopeSet,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource: Option<String>,
-    pub txn: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub act: Option<Act>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub roles: Vec<String>,
-    #[serde(flatten)]
-    pub identity: IdentityClaims,
-}
-
 /// RFC 9493 §3.2.2 "Issuer and Subject" identifier, carried as the `sub_id`
 /// claim (RFC 9493 §4.1): the issuer that vouched for the user beside their
 /// `sub`. A subject is only unique within its issuer, so a resource server
@@ -81,15 +55,23 @@ pub struct IdentityClaims {
     pub email: Option<String>,
 }
 
-/// RFC 9068 §2.2 access token, plus `act` (RFC 8693 §4.1), `txn`, and
-/// `roles` (RFC 9068 §2.2.3.1) carrying the user's entitlements down the chain.
+/// The claims of every token we issue. An ID-JAG
+/// (draft-ietf-oauth-identity-assertion-authz-grant §3.1) and an RFC 9068
+/// §2.2 access token share every member; they differ in `typ`
+/// ([`TYP_ID_JAG`], [`TYP_ACCESS_TOKEN`]), in what `aud` and `client_id`
+/// name (for an ID-JAG: the resource AS's issuer, and the client's id *at
+/// that AS*), and in `resource`, which only an ID-JAG that names one
+/// carries. Beyond the registered claims: `act` (RFC 8693 §4.1), `txn`,
+/// `roles` (RFC 9068 §2.2.3.1) carrying the user's entitlements down the
+/// chain, `sub_id` (RFC 9493) and the identity facts of the sign-in.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AccessTokenClaims {
+pub struct IssuedClaims {
     pub iss: String,
     pub sub: String,
     /// Who vouched for `sub` (RFC 9493), so that `bob` of one IdP is never
     /// `bob` of another.
     pub sub_id: SubjectId,
+    /// Exactly one audience, a plain string (specs/decisions.md §2).
     pub aud: String,
     pub client_id: String,
     pub jti: String,
@@ -97,6 +79,8 @@ pub struct AccessTokenClaims {
     pub exp: i64,
     #[serde(default, skip_serializing_if = "is_empty_scope")]
     pub scope: ScopeSet,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
     pub txn: String,
@@ -282,7 +266,7 @@ mod tests {
 
     #[test]
     fn optional_claims_are_omitted_not_null() {
-        let c = AccessTokenClaims {
+        let c = IssuedClaims {
             iss: "i".into(),
             sub: "s".into(),
             sub_id: SubjectId {
@@ -296,6 +280,7 @@ mod tests {
             iat: 1,
             exp: 2,
             scope: ScopeSet::default(),
+            resource: None,
             roles: vec![],
             txn: "t".into(),
             act: None,
@@ -303,5 +288,6 @@ mod tests {
         };
         let v = serde_json::to_value(&c).unwrap();
         assert!(v.get("act").is_none() && v.get("scope").is_none() && v.get("auth_time").is_none());
+        assert!(v.get("resource").is_none(), "an access token names no resource");
     }
 }

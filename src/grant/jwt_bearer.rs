@@ -12,9 +12,8 @@
 use std::sync::Arc;
 
 use crate::audit::{AuditRecord, TokenFingerprint};
-use crate::claims::{AccessTokenClaims, SubjectId, TYP_ACCESS_TOKEN};
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
-use crate::grant::{GrantContext, Issued};
+use crate::grant::{Draft, GrantContext, Issued, mint};
 use crate::params::OAuthParams;
 use crate::policy::{Client, ExchangeContext, decide};
 use crate::store::{ReplayMark, RevocationGuard};
@@ -202,8 +201,6 @@ async fn run(
         },
     )?;
 
-    let jti = uuid::Uuid::now_v7().to_string();
-    audit.issued_jti = Some(jti.clone());
     // Only the roles this issuer is trusted to assert (`issuers.*.roles`).
     let roles = match &v.issuer {
         Some(i) => cx
@@ -211,38 +208,27 @@ async fn run(
             .roles_from(i, v.claims.roles.iter().flatten().map(String::as_str)),
         None => Vec::new(),
     };
-    let token = cx
-        .state
-        .keys
-        .sign(
-            TYP_ACCESS_TOKEN,
-            &AccessTokenClaims {
-                iss: cx.policy.issuer.clone(),
-                sub,
-                sub_id: SubjectId::new(&principal),
-                aud: audience.id.clone(),
-                client_id: client.id.clone(),
-                jti,
-                iat: cx.now,
-                exp: grant.exp,
-                scope: grant.scope.clone(),
-                roles,
-                txn,
-                act: chain,
-                identity: v.claims.identity(),
-            },
-        )
-        .map_err(|e| OAuthError::internal("mint.sign_failed", &e))?;
-    Ok(Issued {
-        token,
-        // RFC 7523 responses are plain RFC 6749 §5.1 responses.
-        issued_token_type: None,
-        token_type: "Bearer",
-        exp: grant.exp,
-        scope: grant.scope,
-        guards: vec![(
-            guard,
-            OAuthError::invalid_grant("id_jag.revoked", "the assertion has been revoked"),
-        )],
-    })
+    mint(
+        cx,
+        audit,
+        Draft {
+            output: TokenType::AccessToken,
+            // RFC 7523 responses are plain RFC 6749 §5.1 responses.
+            names_issued_type: false,
+            principal,
+            aud: audience.id.clone(),
+            client_id: client.id.clone(),
+            exp: grant.exp,
+            scope: grant.scope,
+            resource: None,
+            roles,
+            txn,
+            act: chain,
+            identity: v.claims.identity(),
+            guards: vec![(
+                guard,
+                OAuthError::invalid_grant("id_jag.revoked", "the assertion has been revoked"),
+            )],
+        },
+    )
 }

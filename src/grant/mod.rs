@@ -14,6 +14,9 @@ pub mod token_exchange;
 
 use serde::Serialize;
 
+use crate::audit::AuditRecord;
+use crate::chain::Act;
+use crate::claims::{IdentityClaims, IssuedClaims, SubjectId, TYP_ACCESS_TOKEN, TYP_ID_JAG};
 use crate::endpoint::Call;
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::params::{OAuthParams, OAuthRequest};
@@ -21,7 +24,7 @@ use crate::policy::Policy;
 use crate::state::AppState;
 use crate::store::RevocationGuard;
 use crate::trust::validate::Validator;
-use crate::types::{GrantType, ScopeSet, TokenType};
+use crate::types::{GrantType, Principal, ScopeSet, TokenType};
 
 /// What a grant produced, not yet released.
 pub struct Issued {
@@ -35,6 +38,68 @@ pub struct Issued {
     /// Release only if the subject (and actor) tokens are still not revoked
     /// (checked atomically with the audit write), else answer with the error.
     pub guards: Vec<(RevocationGuard, OAuthError)>,
+}
+
+/// What a grant decided to issue: everything but `iss`, `jti` and `iat`,
+/// which minting adds. One shape for both grants and both outputs.
+pub struct Draft {
+    /// `IdJag` or `AccessToken`: which `typ` and `token_type`.
+    pub output: TokenType,
+    /// RFC 8693 responses name `issued_token_type`; RFC 7523 ones do not.
+    pub names_issued_type: bool,
+    pub principal: Principal,
+    pub aud: String,
+    pub client_id: String,
+    pub exp: i64,
+    pub scope: ScopeSet,
+    pub resource: Option<String>,
+    pub roles: Vec<String>,
+    pub txn: String,
+    pub act: Option<Act>,
+    pub identity: IdentityClaims,
+    pub guards: Vec<(RevocationGuard, OAuthError)>,
+}
+
+/// Sign what a grant decided, the one way every token is minted: a new
+/// UUIDv7 `jti` (noted in the record), `iat` = now, our `iss`, the `typ` of
+/// the output (RFC 8725 §3.11). Nothing is released here: `endpoint::Call`
+/// commits first.
+pub fn mint(cx: &GrantContext<'_>, audit: &mut AuditRecord, d: Draft) -> OAuthResult<Issued> {
+    let jti = uuid::Uuid::now_v7().to_string();
+    audit.issued_jti = Some(jti.clone());
+    let (typ, token_type) = match d.output {
+        TokenType::IdJag => (TYP_ID_JAG, "N_A"),
+        _ => (TYP_ACCESS_TOKEN, "Bearer"),
+    };
+    let claims = IssuedClaims {
+        iss: cx.policy.issuer.clone(),
+        sub: d.principal.sub.clone(),
+        sub_id: SubjectId::new(&d.principal),
+        aud: d.aud,
+        client_id: d.client_id,
+        jti,
+        iat: cx.now,
+        exp: d.exp,
+        scope: d.scope,
+        resource: d.resource,
+        roles: d.roles,
+        txn: d.txn,
+        act: d.act,
+        identity: d.identity,
+    };
+    let token = cx
+        .state
+        .keys
+        .sign(typ, &claims)
+        .map_err(|e| OAuthError::internal("mint.sign_failed", &e))?;
+    Ok(Issued {
+        token,
+        issued_token_type: d.names_issued_type.then_some(d.output),
+        token_type,
+        exp: claims.exp,
+        scope: claims.scope,
+        guards: d.guards,
+    })
 }
 
 /// RFC 6749 §5.1 / RFC 8693 §2.2.1 success body.

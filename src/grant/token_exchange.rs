@@ -12,9 +12,8 @@ use std::sync::Arc;
 
 use crate::audit::{AuditRecord, TokenFingerprint};
 use crate::chain::{self, Act, ActorClaim};
-use crate::claims::{AccessTokenClaims, IdJagClaims, SubjectId, TYP_ACCESS_TOKEN, TYP_ID_JAG};
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
-use crate::grant::{GrantContext, Issued};
+use crate::grant::{Draft, GrantContext, Issued, mint};
 use crate::params::OAuthParams;
 use crate::policy::{Audience, AudienceKind, Client, ExchangeContext, decide};
 use crate::store::RevocationGuard;
@@ -102,68 +101,36 @@ pub async fn exchange(
         },
     )?;
 
-    let jti = uuid::Uuid::now_v7().to_string();
-    audit.issued_jti = Some(jti.clone());
-    let sub_id = SubjectId::new(&subject.principal);
-    let signed = match req.requested {
-        TokenType::IdJag => cx.state.keys.sign(
-            TYP_ID_JAG,
-            &IdJagClaims {
-                iss: cx.policy.issuer.clone(),
-                sub: subject.principal.sub,
-                sub_id,
-                aud: req.audience.id.clone(),
-                client_id: client
-                    .ras_client_ids
-                    .get(&req.audience.id)
-                    .cloned()
-                    .unwrap_or_else(|| client.id.clone()),
-                jti,
-                iat: cx.now,
-                exp: grant.exp,
-                scope: grant.scope.clone(),
-                resource: req.resource.clone(),
-                txn: subject.txn,
-                act: chain,
-                roles: subject.roles,
-                identity: subject.identity,
-            },
-        ),
-        _ => cx.state.keys.sign(
-            TYP_ACCESS_TOKEN,
-            &AccessTokenClaims {
-                iss: cx.policy.issuer.clone(),
-                sub: subject.principal.sub,
-                sub_id,
-                aud: req.audience.id.clone(),
-                client_id: client.id.clone(),
-                jti,
-                iat: cx.now,
-                exp: grant.exp,
-                scope: grant.scope.clone(),
-                roles: subject.roles,
-                txn: subject.txn,
-                act: chain,
-                identity: subject.identity,
-            },
-        ),
-    }
-    .map_err(|e| OAuthError::internal("mint.sign_failed", &e))?;
-
-    Ok(Issued {
-        token: signed,
-        issued_token_type: Some(req.requested),
-        token_type: if req.requested == TokenType::IdJag {
-            "N_A"
-        } else {
-            "Bearer"
+    let client_id = match req.requested {
+        // ID-JAG §4.3.3 step 5: the client's id at the resource AS.
+        TokenType::IdJag => client
+            .ras_client_ids
+            .get(&req.audience.id)
+            .cloned()
+            .unwrap_or_else(|| client.id.clone()),
+        _ => client.id.clone(),
+    };
+    mint(
+        cx,
+        audit,
+        Draft {
+            output: req.requested,
+            names_issued_type: true,
+            principal: subject.principal,
+            aud: req.audience.id.clone(),
+            client_id,
+            exp: grant.exp,
+            scope: grant.scope,
+            resource: req.resource.clone(),
+            roles: subject.roles,
+            txn: subject.txn,
+            act: chain,
+            identity: subject.identity,
+            guards: std::iter::once(subject.guard)
+                .chain(actor_token.map(|(_, guard)| guard))
+                .collect(),
         },
-        exp: grant.exp,
-        scope: grant.scope,
-        guards: std::iter::once(subject.guard)
-            .chain(actor_token.map(|(_, guard)| guard))
-            .collect(),
-    })
+    )
 }
 
 fn parse<'a>(cx: &GrantContext<'_>, params: &'a OAuthParams, audit: &mut AuditRecord) -> OAuthResult<Request<'a>> {
