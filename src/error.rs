@@ -36,6 +36,22 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: [ErrorCode; 13] = [
+        Self::InvalidRequest,
+        Self::InvalidClient,
+        Self::InvalidGrant,
+        Self::UnauthorizedClient,
+        Self::UnsupportedGrantType,
+        Self::InvalidScope,
+        Self::InvalidTarget,
+        Self::UnsupportedTokenType,
+        Self::UnsupportedResponseType,
+        Self::TemporarilyUnavailable,
+        Self::RateLimited,
+        Self::ServerError,
+        Self::NotFound,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidRequest => "invalid_request",

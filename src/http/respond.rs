@@ -106,22 +106,7 @@ mod tests {
 
     #[test]
     fn every_status_is_a_valid_http_status() {
-        use ErrorCode::*;
-        for code in [
-            InvalidRequest,
-            InvalidClient,
-            InvalidGrant,
-            UnauthorizedClient,
-            UnsupportedGrantType,
-            InvalidScope,
-            InvalidTarget,
-            UnsupportedTokenType,
-            UnsupportedResponseType,
-            TemporarilyUnavailable,
-            RateLimited,
-            ServerError,
-            NotFound,
-        ] {
+        for code in ErrorCode::ALL {
             assert!(StatusCode::from_u16(code.status()).is_ok(), "{code:?}");
         }
     }
