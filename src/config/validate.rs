@@ -19,6 +19,10 @@ use crate::store::redis::AUDIT_RETENTION;
 use crate::trust::keyset::KeySet;
 use crate::types::{ActorIdentity, ClientKind, GrantType, ScopeSet, is_https_or_loopback, is_resource_indicator};
 
+/// Trusted issuers by identifier, and by their name in the config.
+type Issuers = HashMap<String, Arc<TrustedIssuer>>;
+type IssuersByName<'c> = HashMap<&'c str, Arc<TrustedIssuer>>;
+
 /// Collects every problem, so one `config check` run shows them all.
 #[derive(Default)]
 pub(super) struct Validator {
@@ -134,6 +138,8 @@ impl Validator {
         }
     }
 
+    /// Validate everything and build the policy, section by section; each
+    /// section's rules live in the method named for it.
     pub(super) fn resolve(&mut self, c: &Config) -> Policy {
         let issuer = c.issuer.trim_end_matches('/').to_owned();
         if let Some(u) = self.url("issuer", &issuer)
@@ -147,6 +153,102 @@ impl Validator {
                 format!("{:?} is not an address like 127.0.0.1:8080", c.listen),
             );
         }
+        self.tokens(c);
+        let (audiences, all_scopes) = self.audiences(c);
+        let roles = self.roles(c, &all_scopes);
+        let (issuers, issuers_by_name) = self.issuers(c, &issuer, &roles);
+        let (limits, default_rate) = self.limits(c);
+        let audit = self.audit(c);
+        let clients = self.clients(
+            c,
+            &issuer,
+            &audiences,
+            &all_scopes,
+            &issuers,
+            &issuers_by_name,
+            default_rate,
+        );
+        let clients_by_identity = self.clients_by_identity(&clients);
+        for (i, s) in c.agents.human_only.iter().enumerate() {
+            if !all_scopes.contains(s) {
+                self.problem(
+                    format!("agents.human_only[{i}]"),
+                    format!("scope {s:?} is in no audience's catalog"),
+                );
+            }
+        }
+        let agent_categories: BTreeSet<Category> = if c.agents.categories.is_empty() {
+            [Category::Read].into()
+        } else {
+            c.agents.categories.iter().copied().collect()
+        };
+
+        if let StoreConfig::Redis { url, .. } = &c.store
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            self.problem("store.url", "must be a redis:// or rediss:// URL");
+        }
+        match (c.keys.ephemeral, c.keys.files.is_empty()) {
+            (false, true) => self.problem(
+                "keys",
+                "set keys.files (see `xaa-broker keys generate`) or keys.ephemeral = true for development",
+            ),
+            (true, false) => self.problem("keys", "set either keys.ephemeral = true or keys.files, not both"),
+            _ => {}
+        }
+        if let Some(a) = &c.keys.ephemeral_alg
+            && Alg::parse(a).is_none()
+        {
+            self.problem("keys.ephemeral_alg", format!("{a:?} is not an allowed algorithm"));
+        }
+
+        if let Some(r) = &c.resource_as.default_resource
+            && !audiences
+                .get(r)
+                .is_some_and(|a| a.kind == AudienceKind::AccessToken && &a.id == r)
+        {
+            self.problem(
+                "resource_as.default_resource",
+                format!("{r:?} is not an access_token audience"),
+            );
+        }
+        for (i, id) in c.admin.clients.iter().enumerate() {
+            if !clients.contains_key(id) {
+                self.problem(format!("admin.clients[{i}]"), format!("unknown client {id:?}"));
+            }
+        }
+        let t = &c.tokens;
+        Policy {
+            issuer: issuer.clone(),
+            default_resource: c.resource_as.default_resource.clone(),
+            admin_clients: c.admin.clients.iter().cloned().collect(),
+            limits,
+            audit,
+            token_endpoint: format!("{issuer}/token"),
+            tokens: TokenSettings {
+                clock_skew_secs: t.clock_skew_secs,
+                max_delegation_depth: t.max_delegation_depth,
+                max_client_assertion_lifetime_secs: t.max_client_assertion_lifetime_secs,
+                max_id_jag_lifetime_secs: t.max_id_jag_lifetime_secs,
+                max_upstream_token_lifetime_secs: t.max_upstream_token_lifetime_secs,
+            },
+            issuers,
+            clients_by_actor: clients
+                .values()
+                .map(|c: &Arc<Client>| (c.actor_sub.clone(), c.clone()))
+                .collect(),
+            clients_by_identity,
+            clients,
+            audiences,
+            roles,
+            agents: AgentCap {
+                categories: agent_categories,
+                human_only: ScopeSet::from_iter(c.agents.human_only.iter().cloned()),
+            },
+        }
+    }
+
+    fn tokens(&mut self, c: &Config) {
         let t = &c.tokens;
         for (k, v) in [
             ("tokens.clock_skew_secs", t.clock_skew_secs),
@@ -176,8 +278,10 @@ impl Validator {
             self.problem("tokens.max_delegation_depth", "must be at least 1");
         }
         self.server(&c.server);
+    }
 
-        // Audiences first: clients refer to them.
+    fn audiences(&mut self, c: &Config) -> (HashMap<String, Arc<Audience>>, BTreeSet<String>) {
+        let t = &c.tokens;
         let mut audiences: HashMap<String, Arc<Audience>> = HashMap::new();
         let mut all_scopes = BTreeSet::new();
         for (id, a) in &c.audiences {
@@ -242,6 +346,10 @@ impl Validator {
             }
         }
 
+        (audiences, all_scopes)
+    }
+
+    fn roles(&mut self, c: &Config, all_scopes: &BTreeSet<String>) -> BTreeMap<String, ScopeSet> {
         let mut roles = BTreeMap::new();
         for (role, scopes) in &c.roles {
             for s in scopes {
@@ -255,6 +363,15 @@ impl Validator {
             roles.insert(role.clone(), ScopeSet::from_iter(scopes.iter().cloned()));
         }
 
+        roles
+    }
+
+    fn issuers<'c>(
+        &mut self,
+        c: &'c Config,
+        issuer: &str,
+        roles: &BTreeMap<String, ScopeSet>,
+    ) -> (Issuers, IssuersByName<'c>) {
         let mut issuers = HashMap::new();
         let mut issuers_by_name: HashMap<&str, Arc<TrustedIssuer>> = HashMap::new();
         for (name, i) in &c.issuers {
@@ -325,8 +442,20 @@ impl Validator {
             }
         }
 
-        let (limits, default_rate) = self.limits(c);
-        let audit = self.audit(c);
+        (issuers, issuers_by_name)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn clients(
+        &mut self,
+        c: &Config,
+        issuer: &str,
+        audiences: &HashMap<String, Arc<Audience>>,
+        all_scopes: &BTreeSet<String>,
+        issuers: &Issuers,
+        issuers_by_name: &IssuersByName<'_>,
+        default_rate: ClientRate,
+    ) -> HashMap<String, Arc<Client>> {
         let mut clients = HashMap::new();
         let mut actor_subs: HashMap<String, String> = HashMap::new();
         for (id, cc) in &c.clients {
@@ -337,7 +466,7 @@ impl Validator {
             {
                 self.problem(&key, "a client id is 1 to 128 characters from A-Z a-z 0-9 - . _ ~");
             }
-            if id == &issuer || issuers.contains_key(id.as_str()) {
+            if id == issuer || issuers.contains_key(id.as_str()) {
                 self.problem(&key, "a client id must not equal an issuer identifier (its assertions would be confusable with issuer tokens)");
             }
             let auth = self.client_auth(&key, id, cc);
@@ -461,7 +590,14 @@ impl Validator {
             }
         }
 
-        // Each actor identity belongs to one client, whose caps follow it.
+        clients
+    }
+
+    /// Each actor identity belongs to one client, whose caps follow it.
+    fn clients_by_identity(
+        &mut self,
+        clients: &HashMap<String, Arc<Client>>,
+    ) -> HashMap<String, HashMap<String, Arc<Client>>> {
         let mut clients_by_identity: HashMap<String, HashMap<String, Arc<Client>>> = HashMap::new();
         let mut sorted: Vec<&Arc<Client>> = clients.values().collect();
         sorted.sort_by(|a, b| a.id.cmp(&b.id));
@@ -477,82 +613,7 @@ impl Validator {
             }
         }
 
-        for (i, s) in c.agents.human_only.iter().enumerate() {
-            if !all_scopes.contains(s) {
-                self.problem(
-                    format!("agents.human_only[{i}]"),
-                    format!("scope {s:?} is in no audience's catalog"),
-                );
-            }
-        }
-        let agent_categories: BTreeSet<Category> = if c.agents.categories.is_empty() {
-            [Category::Read].into()
-        } else {
-            c.agents.categories.iter().copied().collect()
-        };
-
-        if let StoreConfig::Redis { url, .. } = &c.store
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
-        {
-            self.problem("store.url", "must be a redis:// or rediss:// URL");
-        }
-        match (c.keys.ephemeral, c.keys.files.is_empty()) {
-            (false, true) => self.problem(
-                "keys",
-                "set keys.files (see `xaa-broker keys generate`) or keys.ephemeral = true for development",
-            ),
-            (true, false) => self.problem("keys", "set either keys.ephemeral = true or keys.files, not both"),
-            _ => {}
-        }
-        if let Some(a) = &c.keys.ephemeral_alg
-            && Alg::parse(a).is_none()
-        {
-            self.problem("keys.ephemeral_alg", format!("{a:?} is not an allowed algorithm"));
-        }
-
-        if let Some(r) = &c.resource_as.default_resource
-            && !audiences
-                .get(r)
-                .is_some_and(|a| a.kind == AudienceKind::AccessToken && &a.id == r)
-        {
-            self.problem(
-                "resource_as.default_resource",
-                format!("{r:?} is not an access_token audience"),
-            );
-        }
-        for (i, id) in c.admin.clients.iter().enumerate() {
-            if !clients.contains_key(id) {
-                self.problem(format!("admin.clients[{i}]"), format!("unknown client {id:?}"));
-            }
-        }
-        Policy {
-            issuer: issuer.clone(),
-            default_resource: c.resource_as.default_resource.clone(),
-            admin_clients: c.admin.clients.iter().cloned().collect(),
-            limits,
-            audit,
-            token_endpoint: format!("{issuer}/token"),
-            tokens: TokenSettings {
-                clock_skew_secs: t.clock_skew_secs,
-                max_delegation_depth: t.max_delegation_depth,
-                max_client_assertion_lifetime_secs: t.max_client_assertion_lifetime_secs,
-                max_id_jag_lifetime_secs: t.max_id_jag_lifetime_secs,
-                max_upstream_token_lifetime_secs: t.max_upstream_token_lifetime_secs,
-            },
-            issuers,
-            clients_by_actor: clients
-                .values()
-                .map(|c: &Arc<Client>| (c.actor_sub.clone(), c.clone()))
-                .collect(),
-            clients_by_identity,
-            clients,
-            audiences,
-            roles,
-            agents: AgentCap {
-                categories: agent_categories,
-                human_only: ScopeSet::from_iter(c.agents.human_only.iter().cloned()),
-            },
-        }
+        clients_by_identity
     }
 
     /// `[server]`: every limit positive, timeouts at most a day (a longer one
