@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::audit::{AuditRecord, TokenFingerprint};
 use crate::chain::{self, Act, ActorClaim};
+use crate::claims::IdentityClaims;
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::grant::{Draft, GrantContext, Issued, mint};
 use crate::params::OAuthParams;
@@ -43,7 +44,7 @@ struct Subject {
     chain: Option<Act>,
     /// The subject's scope when it was issued for the same audience.
     scope_same_audience: Option<ScopeSet>,
-    identity: crate::claims::IdentityClaims,
+    identity: IdentityClaims,
     may_act: Option<serde_json::Value>,
     /// Issue only if the subject token is still not revoked at commit time.
     guard: (RevocationGuard, OAuthError),
@@ -340,39 +341,62 @@ async fn validate_subject(
     audit.parent_jti = v.claims.jti.clone();
     let identity = v.claims.identity();
 
-    if let Expect::IdToken { .. } = expect {
-        // An ID token starts a chain: it cannot carry one (a forged `act` in
-        // an identity assertion is refused, not silently dropped).
-        if v.claims.act.is_some() {
-            return Err(OAuthError::invalid_request(
-                "subject_token.act_in_id_token",
-                "subject_token is invalid: an ID token cannot carry an act claim",
-            ));
-        }
-        // An offboarded user's identity assertions issued before the cut-off
-        // start nothing (admin revoke by subject): checked at commit.
-        let guard = not_revoked(&v, &principal, None, Which::Subject);
-        let roles = match &v.issuer {
-            Some(i) => cx.policy.roles_from(i, v.claims.groups(&i.groups_claim)),
-            None => Vec::new(),
-        };
-        let txn = chain::inherit_txn(None);
-        audit.txn = Some(txn.clone());
-        return Ok(Subject {
-            token_issuer: v.claims.iss.clone(),
-            principal,
-            exp: v.exp,
-            roles,
-            txn,
-            chain: None,
-            scope_same_audience: None,
-            identity,
-            may_act: v.claims.may_act,
-            guard,
-        });
+    match expect {
+        Expect::IdToken { .. } => id_token_subject(cx, v, principal, identity, audit),
+        _ => access_token_subject(cx, client, req, v, principal, identity, audit),
     }
+}
 
-    // An access token: ours, or from an issuer trusted for access tokens.
+/// An ID token starts a chain: a new `txn`, roles from the IdP's groups, no
+/// `act` (a forged one in an identity assertion is refused, not dropped).
+fn id_token_subject(
+    cx: &GrantContext<'_>,
+    v: Verified,
+    principal: Principal,
+    identity: IdentityClaims,
+    audit: &mut AuditRecord,
+) -> OAuthResult<Subject> {
+    if v.claims.act.is_some() {
+        return Err(OAuthError::invalid_request(
+            "subject_token.act_in_id_token",
+            "subject_token is invalid: an ID token cannot carry an act claim",
+        ));
+    }
+    // An offboarded user's identity assertions issued before the cut-off
+    // start nothing (admin revoke by subject): checked at commit.
+    let guard = not_revoked(&v, &principal, None, Which::Subject);
+    let roles = match &v.issuer {
+        Some(i) => cx.policy.roles_from(i, v.claims.groups(&i.groups_claim)),
+        None => Vec::new(),
+    };
+    let txn = chain::inherit_txn(None);
+    audit.txn = Some(txn.clone());
+    Ok(Subject {
+        token_issuer: v.claims.iss.clone(),
+        principal,
+        exp: v.exp,
+        roles,
+        txn,
+        chain: None,
+        scope_same_audience: None,
+        identity,
+        may_act: v.claims.may_act,
+        guard,
+    })
+}
+
+/// An access token, ours or from an issuer trusted for access tokens,
+/// continues a chain: issued to or for this client, its `txn`, `act` and
+/// roles carried on, its scope a bound for a re-exchange to its audience.
+fn access_token_subject(
+    cx: &GrantContext<'_>,
+    client: &Client,
+    req: &Request<'_>,
+    v: Verified,
+    principal: Principal,
+    identity: IdentityClaims,
+    audit: &mut AuditRecord,
+) -> OAuthResult<Subject> {
     let txn = chain::inherit_txn(v.claims.txn.as_deref());
     audit.txn = Some(txn.clone());
     let aud = v.claims.aud.as_ref();
