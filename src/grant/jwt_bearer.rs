@@ -15,9 +15,9 @@ use crate::audit::{AuditRecord, TokenFingerprint};
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::grant::{Draft, GrantContext, Issued, mint};
 use crate::params::OAuthParams;
-use crate::policy::{Client, ExchangeContext, decide};
+use crate::policy::{Audience, Client, ExchangeContext, decide};
 use crate::store::{ReplayMark, RevocationGuard};
-use crate::trust::validate::Expect;
+use crate::trust::validate::{Expect, Verified};
 use crate::types::{Principal, ScopeSet, TokenType};
 
 pub async fn redeem(
@@ -68,91 +68,17 @@ async fn run(
     let txn = crate::chain::inherit_txn(v.claims.txn.as_deref());
     audit.txn = Some(txn.clone());
 
-    // Step 5: issued for this client, by an issuer this client is bound to
-    // (one tenant's IdP never mints for another tenant's client). Checked
-    // before the assertion is marked used, so another client presenting it
-    // cannot spend it.
-    if v.claims.client_id.as_deref() != Some(client.id.as_str()) {
-        return Err(OAuthError::invalid_grant(
-            "id_jag.client_id",
-            "the assertion was issued for another client",
-        ));
-    }
-    if !client.id_jag_issuers.contains(&v.claims.iss) {
-        return Err(OAuthError::invalid_grant(
-            "id_jag.issuer_not_for_client",
-            "the assertion was issued for another client",
-        ));
-    }
-
-    // Step 4: single use, until the assertion expires (the mark is set
-    // atomically with the audit record at commit). The issuer is
-    // length-prefixed: it is a URL full of colons.
-    marks.push(ReplayMark {
-        key: format!(
-            "id_jag:{}:{}:{}",
-            v.claims.iss.len(),
-            v.claims.iss,
-            v.claims.jti.as_deref().unwrap_or_default()
-        ),
-        expires_at: v.exp + cx.policy.tokens.clock_skew_secs,
-        authenticates: false,
-    });
-
-    // Step 6: a key-bound ID-JAG (`cnf`) needs a DPoP proof, which this
-    // server does not verify yet: refuse rather than issue an unbound token.
-    if v.claims.extra.contains_key("cnf") {
-        return Err(OAuthError::invalid_grant(
-            "id_jag.cnf_unsupported",
-            "the assertion is bound to a key (cnf); DPoP-bound redemption is not supported here",
-        ));
-    }
-
-    // Resource: the ID-JAG's (one of ours), else the configured default; a
-    // `resource` parameter, if sent, must name the same one.
-    let claimed = match v.claims.resource.as_ref().map(|r| r.as_slice()) {
-        None | Some([]) => None,
-        Some([one]) => Some(one.as_str()),
-        Some(_) => {
-            return Err(OAuthError::invalid_grant(
-                "id_jag.resource_count",
-                "the assertion names several resources; this server issues a token for one",
-            ));
-        }
-    };
-    let resource = claimed.or(cx.policy.default_resource.as_deref()).ok_or_else(|| {
-        OAuthError::invalid_grant(
-            "id_jag.no_resource",
-            "the assertion names no resource and no default is configured",
-        )
-    })?;
-    let audience = cx.policy.has_resource(resource).cloned().ok_or_else(|| {
-        OAuthError::invalid_grant("id_jag.unknown_resource", "the assertion's resource is not served here")
-    })?;
+    // The draft's steps 5, 4 and 6, then the resource: each its own
+    // function below, in this order.
+    issued_for(client, &v)?;
+    marks.push(replay_mark(cx, &v));
+    not_key_bound(&v)?;
+    let audience = target(cx, &v, params)?;
     audit.audience = Some(audience.id.clone());
     audit.resource = Some(audience.id.clone());
-    if params.all("resource").iter().any(|r| *r != audience.id) {
-        return Err(OAuthError::invalid_grant(
-            "id_jag.resource_mismatch",
-            "the resource parameter differs from the assertion's resource",
-        ));
-    }
 
-    // Step 7: subject. `aud_sub`, when the IdP knows our id for the user, is
-    // the subject here (OpenID Enterprise Extensions); otherwise `sub`.
-    let sub = v
-        .claims
-        .aud_sub
-        .clone()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| v.sub.clone());
-    // The user is `sub` as vouched for by this ID-JAG's issuer: two
-    // tenants' `bob`s are two principals (RFC 9493 `iss_sub`).
-    let principal = Principal {
-        iss: v.claims.iss.clone(),
-        sub: sub.clone(),
-    };
-    audit.sub = Some(sub.clone());
+    let principal = subject(&v);
+    audit.sub = Some(principal.sub.clone());
     audit.sub_iss = Some(principal.iss.clone());
     // Revoked by jti, txn or subject: checked atomically with the commit.
     let guard = RevocationGuard {
@@ -231,4 +157,100 @@ async fn run(
             )],
         },
     )
+}
+
+/// Step 5: issued for this client, by an issuer this client is bound to
+/// (one tenant's IdP never mints for another tenant's client). Checked
+/// before the assertion is marked used, so another client presenting it
+/// cannot spend it.
+fn issued_for(client: &Client, v: &Verified) -> OAuthResult<()> {
+    if v.claims.client_id.as_deref() != Some(client.id.as_str()) {
+        return Err(OAuthError::invalid_grant(
+            "id_jag.client_id",
+            "the assertion was issued for another client",
+        ));
+    }
+    if !client.id_jag_issuers.contains(&v.claims.iss) {
+        return Err(OAuthError::invalid_grant(
+            "id_jag.issuer_not_for_client",
+            "the assertion was issued for another client",
+        ));
+    }
+    Ok(())
+}
+
+/// Step 4: single use, until the assertion expires (the mark is set
+/// atomically with the audit record at commit). The issuer is
+/// length-prefixed: it is a URL full of colons.
+fn replay_mark(cx: &GrantContext<'_>, v: &Verified) -> ReplayMark {
+    ReplayMark {
+        key: format!(
+            "id_jag:{}:{}:{}",
+            v.claims.iss.len(),
+            v.claims.iss,
+            v.claims.jti.as_deref().unwrap_or_default()
+        ),
+        expires_at: v.exp + cx.policy.tokens.clock_skew_secs,
+        authenticates: false,
+    }
+}
+
+/// Step 6: a key-bound ID-JAG (`cnf`) needs a DPoP proof, which this server
+/// does not verify yet: refuse rather than issue an unbound token.
+fn not_key_bound(v: &Verified) -> OAuthResult<()> {
+    if v.claims.extra.contains_key("cnf") {
+        return Err(OAuthError::invalid_grant(
+            "id_jag.cnf_unsupported",
+            "the assertion is bound to a key (cnf); DPoP-bound redemption is not supported here",
+        ));
+    }
+    Ok(())
+}
+
+/// The resource: the ID-JAG's (one of ours), else the configured default; a
+/// `resource` parameter, if sent, must name the same one.
+fn target(cx: &GrantContext<'_>, v: &Verified, params: &OAuthParams) -> OAuthResult<Arc<Audience>> {
+    let claimed = match v.claims.resource.as_ref().map(|r| r.as_slice()) {
+        None | Some([]) => None,
+        Some([one]) => Some(one.as_str()),
+        Some(_) => {
+            return Err(OAuthError::invalid_grant(
+                "id_jag.resource_count",
+                "the assertion names several resources; this server issues a token for one",
+            ));
+        }
+    };
+    let resource = claimed.or(cx.policy.default_resource.as_deref()).ok_or_else(|| {
+        OAuthError::invalid_grant(
+            "id_jag.no_resource",
+            "the assertion names no resource and no default is configured",
+        )
+    })?;
+    let audience = cx.policy.has_resource(resource).cloned().ok_or_else(|| {
+        OAuthError::invalid_grant("id_jag.unknown_resource", "the assertion's resource is not served here")
+    })?;
+    if params.all("resource").iter().any(|r| *r != audience.id) {
+        return Err(OAuthError::invalid_grant(
+            "id_jag.resource_mismatch",
+            "the resource parameter differs from the assertion's resource",
+        ));
+    }
+    Ok(audience)
+}
+
+/// Step 7: the subject. `aud_sub`, when the IdP knows our id for the user, is
+/// the subject here (OpenID Enterprise Extensions); otherwise `sub`. The
+/// user is that subject as vouched for by this ID-JAG's issuer: two
+/// tenants' `bob`s are two principals (RFC 9493 `iss_sub`).
+fn subject(v: &Verified) -> Principal {
+    let sub = v
+        .claims
+        .aud_sub
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| v.sub.clone());
+    Principal {
+        iss: v.claims.iss.clone(),
+        sub,
+    }
 }
