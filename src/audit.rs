@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::chain::Act;
 use crate::error::OAuthError;
 use crate::jose::sha256_hex;
+use crate::types::{Principal, ScopeSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -52,60 +53,92 @@ impl TokenFingerprint {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
+    /// UUIDv7 of the record.
     pub id: String,
+    /// When the request began, RFC 3339 UTC.
     pub time: String,
+    /// The instance whose hash chain holds the record (`XAA_INSTANCE`).
     pub instance: String,
+    /// Position in that chain, from 1.
     pub seq: u64,
+    /// `hash` of the previous record of the chain (64 zeros for the first).
     pub prev_hash: String,
     pub decision: Decision,
+    /// The OAuth `error` answered, on a denial.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The machine reason (`subject_token.expired`), or what a granted
+    /// call did beyond answering (`revoked`, `introspection.not_for_caller`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What was asked: a grant's short name (`token-exchange`,
+    /// `jwt-bearer`), or the endpoint (`introspection`, `revocation`,
+    /// `admin.revoke`, `admin.audit`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grant: Option<String>,
+    /// The token type asked for (RFC 8693 §3 URI).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requested_token_type: Option<String>,
+    /// The token type issued (RFC 8693 §3 URI), when granted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issued_token_type: Option<String>,
+    /// The correlation id of the chain the call concerns.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub txn: Option<String>,
+    /// The authenticated client (never a client that failed to
+    /// authenticate: those are noise summaries).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     /// How the client authenticated (`client_secret_basic`,
     /// `client_secret_post`, `private_key_jwt`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_auth_method: Option<String>,
+    /// The user the call concerns.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
     /// The issuer that vouched for `sub` (RFC 9493 `iss_sub`): a subject is
     /// only unique within its issuer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sub_iss: Option<String>,
+    /// The delegation chain of the issued (or refused) token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub act: Option<Act>,
+    /// The presented subject token (or ID-JAG assertion), never the token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject_token: Option<TokenFingerprint>,
+    /// The presented actor token, never the token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actor_token: Option<TokenFingerprint>,
+    /// The `aud` of the token asked for (an ID-JAG: the resource AS; an
+    /// access token: its resource).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
+    /// The `resource` claim of an ID-JAG (RFC 8707), issued or redeemed;
+    /// absent when it names none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
+    /// The `scope` parameter sent, canonical.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope_requested: Option<String>,
+    /// The scope issued, canonical, when granted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope_granted: Option<String>,
+    /// The `jti` of the issued token, when granted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issued_jti: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issued_exp: Option<i64>,
+    /// The `jti` of the token the call is about: the subject token an
+    /// exchange started from (so a trace is a tree: `parent_jti` →
+    /// `issued_jti`), or the token introspected or revoked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_jti: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_ip: Option<String>,
+    /// Capped and stripped of control characters: attacker-chosen text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    /// Reserved for the OpenTelemetry trace id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
     /// Empty while the record is being hashed.
@@ -129,6 +162,69 @@ impl AuditRecord {
             user_agent: user_agent.map(|ua| ua.chars().filter(|c| !c.is_control()).take(MAX_USER_AGENT).collect()),
             ..Self::default()
         }
+    }
+
+    /// Step: the request named its target (RFC 8693 §2.1): the token type
+    /// asked for, its audience, an ID-JAG's resource, the scope sent.
+    pub fn target(&mut self, requested: &str, audience: &str, resource: Option<&str>, scope: Option<&ScopeSet>) {
+        self.requested_token_type = Some(requested.to_owned());
+        self.audience = Some(audience.to_owned());
+        self.resource = resource.map(str::to_owned);
+        if let Some(s) = scope {
+            self.scope_requested = Some(s.to_string());
+        }
+    }
+
+    /// Step: a subject token (or assertion) was presented; identified only
+    /// by its fingerprint until it verifies.
+    pub fn subject_presented(&mut self, token: &str) {
+        self.subject_token = Some(TokenFingerprint::of(token));
+    }
+
+    /// Step: an actor token was presented.
+    pub fn actor_presented(&mut self, token: &str) {
+        self.actor_token = Some(TokenFingerprint::of(token));
+    }
+
+    /// Step: the subject token verified: who issued it, its `jti`, and the
+    /// user it speaks for.
+    pub fn subject_verified(&mut self, iss: &str, jti: Option<&str>, principal: &Principal) {
+        if let Some(f) = &mut self.subject_token {
+            f.identify(iss, jti);
+        }
+        self.about(jti, None, principal);
+    }
+
+    /// Step: the actor token verified.
+    pub fn actor_verified(&mut self, iss: &str, jti: Option<&str>) {
+        if let Some(f) = &mut self.actor_token {
+            f.identify(iss, jti);
+        }
+    }
+
+    /// Step: the chain is known: its correlation id and, once built, the
+    /// delegation chain of the token to issue.
+    pub fn chain(&mut self, txn: &str, act: Option<&Act>) {
+        self.txn = Some(txn.to_owned());
+        self.act = act.cloned();
+    }
+
+    /// The token a call is about (introspected, revoked, exchanged from).
+    pub fn about(&mut self, jti: Option<&str>, txn: Option<&str>, principal: &Principal) {
+        self.parent_jti = jti.map(str::to_owned);
+        if let Some(t) = txn {
+            self.txn = Some(t.to_owned());
+        }
+        self.sub = Some(principal.sub.clone());
+        self.sub_iss = Some(principal.iss.clone());
+    }
+
+    /// Step: what was issued (not yet released: the commit decides).
+    pub fn issued(&mut self, jti: &str, exp: i64, token_type: &str, scope: &ScopeSet) {
+        self.issued_jti = Some(jti.to_owned());
+        self.issued_exp = Some(exp);
+        self.issued_token_type = Some(token_type.to_owned());
+        self.scope_granted = Some(scope.to_string());
     }
 
     pub fn deny(&mut self, err: &OAuthError) {

@@ -42,10 +42,7 @@ pub async fn introspect(state: &AppState, req: &OAuthRequest) -> OAuthResult<ser
             Some(own) => {
                 let v = &own.verified;
                 let c = &v.claims;
-                call.audit.parent_jti = c.jti.clone();
-                call.audit.txn = c.txn.clone();
-                call.audit.sub = Some(v.sub.clone());
-                call.audit.sub_iss = Some(own.principal.iss.clone());
+                call.audit.about(c.jti.as_deref(), c.txn.as_deref(), &own.principal);
                 let mut body = json!({
                     "active": true,
                     "iss": c.iss,

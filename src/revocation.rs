@@ -31,10 +31,7 @@ pub async fn revoke(state: &AppState, req: &OAuthRequest) -> OAuthResult<()> {
                 revocation: Revocation::Jti(jti.clone()),
                 expires_at: v.exp + call.policy.tokens.clock_skew_secs,
             });
-            call.audit.parent_jti = Some(jti);
-            call.audit.txn = v.claims.txn.clone();
-            call.audit.sub = Some(v.sub.clone());
-            call.audit.sub_iss = Some(own.principal.iss.clone());
+            call.audit.about(Some(&jti), v.claims.txn.as_deref(), &own.principal);
             call.audit.reason = Some("revoked".into());
         }
         Ok(())

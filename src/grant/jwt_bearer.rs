@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use crate::audit::{AuditRecord, TokenFingerprint};
+use crate::audit::AuditRecord;
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::grant::{Draft, GrantContext, Issued, mint};
 use crate::params::OAuthParams;
@@ -44,15 +44,13 @@ async fn run(
     audit: &mut AuditRecord,
     marks: &mut Vec<ReplayMark>,
 ) -> OAuthResult<Issued> {
-    audit.subject_token = Some(TokenFingerprint::of(assertion));
-    audit.requested_token_type = Some(TokenType::AccessToken.uri().to_owned());
+    audit.subject_presented(assertion);
     // Tolerated extras (design §6): `scope` narrows, `resource` must agree.
     let requested_scope = params
         .get("scope")
         .map(ScopeSet::parse)
         .transpose()
         .map_err(|e| OAuthError::invalid_grant("scope.malformed", e))?;
-    audit.scope_requested = requested_scope.as_ref().map(ToString::to_string);
 
     // Steps 1–4: typ, trusted issuer, alg, signature, aud, exp/iat/nbf, jti.
     let v = cx
@@ -60,13 +58,10 @@ async fn run(
         .validate(assertion, Expect::IdJag)
         .await
         .map_err(|r| r.into_error(ErrorCode::InvalidGrant, "assertion"))?;
-    if let Some(f) = &mut audit.subject_token {
-        f.identify(&v.claims.iss, v.claims.jti.as_deref());
-    }
-    audit.sub = Some(v.sub.clone());
-    audit.parent_jti = v.claims.jti.clone();
+    let principal = subject(&v);
+    audit.subject_verified(&v.claims.iss, v.claims.jti.as_deref(), &principal);
     let txn = crate::chain::inherit_txn(v.claims.txn.as_deref());
-    audit.txn = Some(txn.clone());
+    audit.chain(&txn, None);
 
     // The draft's steps 5, 4 and 6, then the resource: each its own
     // function below, in this order.
@@ -74,12 +69,13 @@ async fn run(
     marks.push(replay_mark(cx, &v));
     not_key_bound(&v)?;
     let audience = target(cx, &v, params)?;
-    audit.audience = Some(audience.id.clone());
-    audit.resource = Some(audience.id.clone());
+    audit.target(
+        TokenType::AccessToken.uri(),
+        &audience.id,
+        v.claims.resource.as_ref().and_then(|r| r.single()),
+        requested_scope.as_ref(),
+    );
 
-    let principal = subject(&v);
-    audit.sub = Some(principal.sub.clone());
-    audit.sub_iss = Some(principal.iss.clone());
     // Revoked by jti, txn or subject: checked atomically with the commit.
     let guard = RevocationGuard {
         jti: v.claims.jti.clone(),
@@ -93,7 +89,7 @@ async fn run(
         .map_err(|_| OAuthError::invalid_grant("id_jag.act_malformed", "the assertion's act claim is malformed"))?;
     // The IdP made this chain: its entries are in the IdP's namespace.
     let chain = crate::chain::vouched_by(chain, &v.claims.iss);
-    audit.act = chain.clone();
+    audit.chain(&txn, chain.as_ref());
 
     // Step 8: narrow by local policy. The IdP's granted scope bounds what we
     // grant (when it states one); roles are the IdP's business, so none are

@@ -66,7 +66,6 @@ pub struct Draft {
 /// commits first.
 pub fn mint(cx: &GrantContext<'_>, audit: &mut AuditRecord, d: Draft) -> OAuthResult<Issued> {
     let jti = uuid::Uuid::now_v7().to_string();
-    audit.issued_jti = Some(jti.clone());
     let (typ, token_type) = match d.output {
         TokenType::IdJag => (TYP_ID_JAG, "N_A"),
         _ => (TYP_ACCESS_TOKEN, "Bearer"),
@@ -92,6 +91,7 @@ pub fn mint(cx: &GrantContext<'_>, audit: &mut AuditRecord, d: Draft) -> OAuthRe
         .keys
         .sign(typ, &claims)
         .map_err(|e| OAuthError::internal("mint.sign_failed", &e))?;
+    audit.issued(&claims.jti, claims.exp, d.output.uri(), &claims.scope);
     Ok(Issued {
         token,
         issued_token_type: d.names_issued_type.then_some(d.output),
@@ -129,15 +129,6 @@ pub async fn handle(state: &AppState, req: &OAuthRequest) -> OAuthResult<TokenRe
     match run(&mut call, req).await {
         Ok(mut issued) => {
             let now = call.now;
-            call.audit.scope_granted = Some(issued.scope.to_string());
-            call.audit.issued_exp = Some(issued.exp);
-            call.audit.issued_token_type = Some(
-                issued
-                    .issued_token_type
-                    .unwrap_or(TokenType::AccessToken)
-                    .uri()
-                    .to_owned(),
-            );
             for (guard, err) in std::mem::take(&mut issued.guards) {
                 call.guard(guard, err);
             }

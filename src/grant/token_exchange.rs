@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::audit::{AuditRecord, TokenFingerprint};
+use crate::audit::AuditRecord;
 use crate::chain::{self, Act, ActorClaim};
 use crate::claims::IdentityClaims;
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
@@ -86,7 +86,7 @@ pub async fn exchange(
         ));
     }
     let chain = chain::wrap(subject.chain.clone(), actor.as_ref());
-    audit.act = chain.clone();
+    audit.chain(&subject.txn, chain.as_ref());
 
     let grant = decide(
         cx.policy,
@@ -152,8 +152,6 @@ fn parse<'a>(cx: &GrantContext<'_>, params: &'a OAuthParams, audit: &mut AuditRe
         .map(ScopeSet::parse)
         .transpose()
         .map_err(|e| OAuthError::invalid_scope("scope.malformed", e))?;
-    audit.scope_requested = scope.as_ref().map(ToString::to_string);
-
     let audiences = params.all("audience");
     let resources = params.all("resource");
     if !resources.iter().all(|r| crate::types::is_resource_indicator(r)) {
@@ -174,7 +172,6 @@ fn parse<'a>(cx: &GrantContext<'_>, params: &'a OAuthParams, audit: &mut AuditRe
             })
             .unwrap_or(TokenType::AccessToken),
     };
-    audit.requested_token_type = Some(requested.uri().to_owned());
 
     let (audience, resource) = match requested {
         TokenType::IdJag => resolve_id_jag_target(cx, &audiences, &resources)?,
@@ -186,8 +183,7 @@ fn parse<'a>(cx: &GrantContext<'_>, params: &'a OAuthParams, audit: &mut AuditRe
             ));
         }
     };
-    audit.audience = Some(audience.id.clone());
-    audit.resource = resource.clone();
+    audit.target(requested.uri(), &audience.id, resource.as_deref(), scope.as_ref());
     Ok(Request {
         subject_token,
         subject_token_type,
@@ -303,7 +299,7 @@ async fn validate_subject(
     req: &Request<'_>,
     audit: &mut AuditRecord,
 ) -> OAuthResult<Subject> {
-    audit.subject_token = Some(TokenFingerprint::of(req.subject_token));
+    audit.subject_presented(req.subject_token);
     let is_id_jag = req.requested == TokenType::IdJag;
     let expect = match req.subject_token_type {
         TokenType::IdToken => Expect::IdToken { client_id: &client.id },
@@ -324,9 +320,6 @@ async fn validate_subject(
         .validate(req.subject_token, expect)
         .await
         .map_err(|r| token_error("subject_token", r))?;
-    if let Some(f) = &mut audit.subject_token {
-        f.identify(&v.claims.iss, v.claims.jti.as_deref());
-    }
     // The user's issuer: the upstream that signed, or for our own tokens the
     // one they name (RFC 9493 `sub_id`), else us.
     let principal = Principal {
@@ -336,9 +329,7 @@ async fn validate_subject(
         },
         sub: v.sub.clone(),
     };
-    audit.sub = Some(v.sub.clone());
-    audit.sub_iss = Some(principal.iss.clone());
-    audit.parent_jti = v.claims.jti.clone();
+    audit.subject_verified(&v.claims.iss, v.claims.jti.as_deref(), &principal);
     let identity = v.claims.identity();
 
     match expect {
@@ -370,7 +361,7 @@ fn id_token_subject(
         None => Vec::new(),
     };
     let txn = chain::inherit_txn(None);
-    audit.txn = Some(txn.clone());
+    audit.chain(&txn, None);
     Ok(Subject {
         token_issuer: v.claims.iss.clone(),
         principal,
@@ -398,7 +389,7 @@ fn access_token_subject(
     audit: &mut AuditRecord,
 ) -> OAuthResult<Subject> {
     let txn = chain::inherit_txn(v.claims.txn.as_deref());
-    audit.txn = Some(txn.clone());
+    audit.chain(&txn, None);
     let aud = v.claims.aud.as_ref();
     let issued_for_client = v.claims.client_id.as_deref() == Some(client.id.as_str())
         || client
@@ -495,7 +486,7 @@ async fn validate_actor(
     let Some((token, ty)) = req.actor else {
         return Ok(None);
     };
-    audit.actor_token = Some(TokenFingerprint::of(token));
+    audit.actor_presented(token);
     if !matches!(ty, TokenType::Jwt | TokenType::IdToken) {
         return Err(OAuthError::invalid_request(
             "actor_token.type_not_accepted",
@@ -507,9 +498,7 @@ async fn validate_actor(
         .validate(token, Expect::ActorToken)
         .await
         .map_err(|r| token_error("actor_token", r))?;
-    if let Some(f) = &mut audit.actor_token {
-        f.identify(&v.claims.iss, v.claims.jti.as_deref());
-    }
+    audit.actor_verified(&v.claims.iss, v.claims.jti.as_deref());
     // Keep act distinct from sub (ID-JAG security considerations).
     if v.sub == subject.principal.sub {
         return Err(OAuthError::invalid_request(
