@@ -19,7 +19,8 @@ fn is_empty_scope(s: &ScopeSet) -> bool {
 }
 
 /// The ID-JAG (§3.1). `aud` is the resolved resource-AS issuer, a plain
-/// string (protocols §9.3); `client_id` is the client's id *at that AS*.
+/// string (specs/decisions.md §2); `client_id` is the client's id *at that
+/// AS* (ID-JAG §4.3.3 step 5).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdJagClaims {
     pub iss: String,

@@ -47,7 +47,8 @@ async fn run(
 ) -> OAuthResult<Issued> {
     audit.subject_token = Some(TokenFingerprint::of(assertion));
     audit.requested_token_type = Some(TokenType::AccessToken.uri().to_owned());
-    // Tolerated extras (design §6): `scope` narrows, `resource` must agree.
+    // Tolerated extras, which MCP clients send (specs/resource-as.md §2):
+    // `scope` narrows, `resource` must agree.
     let requested_scope = params
         .get("scope")
         .map(ScopeSet::parse)
