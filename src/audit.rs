@@ -1,8 +1,9 @@
 //! The audit record: one per decision, granted or denied.
 //!
-//! Owns: the record's fields (design §4), sealing it into a per-instance hash
-//! chain (`hash = SHA-256(prev_hash ‖ canonical JSON of the rest)`), checking
-//! a chain, and emitting each record as one JSON log line on target `audit`.
+//! Owns: the record's fields (specs/decisions.md §13), sealing it into a
+//! per-instance hash chain (`hash = SHA-256(prev_hash ‖ canonical JSON of the
+//! rest)`), checking a chain, and emitting each record as one JSON log line on
+//! target `audit`.
 //! Must never: hold a token, secret or assertion — only issuer + `jti` and a
 //! SHA-256 fingerprint of a presented token.
 

@@ -3,8 +3,9 @@
 //! RFC 8693 token exchange issuing ID-JAGs (draft-ietf-oauth-identity-
 //! assertion-authz-grant) and RFC 9068 hop tokens that carry the user
 //! (`sub`), the agent chain (`act`) and the correlation id (`txn`), with every
-//! decision in a hash-chained audit trail. See `../shared/design.md` for the
-//! map of modules; each module's `//!` says what it owns.
+//! decision in a hash-chained audit trail. See `ARCHITECTURE.md` (at the
+//! repository root) for the map of modules; each module's `//!` says what it
+//! owns.
 
 pub mod admin;
 pub mod app;

@@ -1,9 +1,9 @@
 //! The resolved policy and the scope/lifetime decision.
 //!
-//! Owns: the attenuation rule of design §2–3 — granted scope ⊆ requested ∩
-//! client allowance ∩ audience catalog ∩ user entitlement ∩ subject scope
-//! (same audience) ∩ the cap of every actor in the chain; `exp` ≤ subject
-//! `exp` and ≤ now + audience TTL; delegation depth bounded.
+//! Owns: the attenuation rule (specs/decisions.md §5) — granted scope ⊆
+//! requested ∩ client allowance ∩ audience catalog ∩ user entitlement ∩
+//! subject scope (same audience) ∩ the cap of every actor in the chain; `exp`
+//! ≤ subject `exp` and ≤ now + audience TTL; delegation depth bounded.
 //! Must never: do I/O, read the clock, or consult anything but its inputs.
 //! It is `(&Policy, &ExchangeContext) -> Result<Grant, OAuthError>`.
 

@@ -45,7 +45,8 @@ async fn run(
     marks: &mut Vec<ReplayMark>,
 ) -> OAuthResult<Issued> {
     audit.subject_presented(assertion);
-    // Tolerated extras (design §6): `scope` narrows, `resource` must agree.
+    // Tolerated extras, which MCP clients send (specs/resource-as.md §2):
+    // `scope` narrows, `resource` must agree.
     let requested_scope = params
         .get("scope")
         .map(ScopeSet::parse)

@@ -1,9 +1,9 @@
 //! RFC 8414 authorization server metadata (also served as OpenID discovery),
 //! and the authorization endpoint that exists only so clients accept us.
 //!
-//! Owns: the metadata document. Design §6: MCP SDKs refuse metadata without
+//! Owns: the metadata document. MCP SDKs refuse metadata without
 //! `authorization_endpoint`, `response_types_supported` and
-//! `code_challenge_methods_supported`.
+//! `code_challenge_methods_supported` (specs/decisions.md §7).
 //! Must never: list trusted issuers or client ids (ID-JAG §7.2: advertising
 //! a profile says "I implement the rules", not "I trust X").
 

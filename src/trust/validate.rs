@@ -294,10 +294,11 @@ impl Validator<'_> {
                     && claims.azp.as_deref().is_none_or(|azp| azp == client_id)
             }
             Expect::AccessToken => true, // presenter binding is checked by the grant
-            // ID-JAG §4.4 / protocols §2.3.3: exactly our issuer, as a string
-            // or a one-element array; anything else is audience injection.
+            // ID-JAG §4.4 (specs/decisions.md §8): exactly our issuer, as a
+            // string or a one-element array; anything else is audience injection.
             Expect::IdJag => aud.single() == Some(self.policy.issuer.as_str()),
-            // Design §6: issuer or token endpoint; rfc7523bis: a single value.
+            // RFC 7523 §3: issuer or token endpoint, which deployed clients
+            // send (specs/decisions.md §8); rfc7523bis: a single value.
             Expect::ClientAssertion { .. } | Expect::ActorToken => aud.single().is_some_and(|a| us.contains(&a)),
         };
         if ok {

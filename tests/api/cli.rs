@@ -1,6 +1,7 @@
-//! The command line (design §8), run as the real binary: `config check`
-//! names every problem by its key, `keys generate` and `secret generate`
-//! produce what the config needs, `token decode` claims no verification.
+//! The command line (README.md "Command line"), run as the real binary:
+//! `config check` names every problem by its key, `keys generate` and `secret
+//! generate` produce what the config needs, `token decode` claims no
+//! verification.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

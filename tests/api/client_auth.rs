@@ -1,5 +1,5 @@
 //! Client authentication at the token endpoint (RFC 6749 §2.3, RFC 7523
-//! §2.2, design §6): `client_secret_basic` (percent-decoded),
+//! §2.2, specs/decisions.md §9): `client_secret_basic` (percent-decoded),
 //! `client_secret_post` and `private_key_jwt`, exactly one per request.
 //! A request refused before its client authenticates leaves no audit record
 //! but is counted once in the noise summaries, with its reason (decisions

@@ -1,6 +1,6 @@
 //! Discovery and the operator endpoints: RFC 8414 metadata (also served as
-//! OpenID discovery, design §6, protocols §4.1 / §8), the RFC 7517 key set,
-//! and the health probes.
+//! OpenID discovery, as MCP clients require: specs/decisions.md §7), the
+//! RFC 7517 key set, and the health probes.
 
 use serde_json::Value;
 use url::Url;

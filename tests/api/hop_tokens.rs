@@ -1,5 +1,6 @@
 //! Hop tokens: RFC 8693 exchanges for RFC 9068 access tokens to a downstream
-//! resource, carrying `sub`, the `act` chain, `roles` and one `txn` (design §2).
+//! resource, carrying `sub`, the `act` chain, `roles` and one `txn`
+//! (specs/decisions.md §3–5).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;

@@ -1,5 +1,5 @@
 //! The HTTP edge: whatever arrives, the answer is an RFC 6749 §5.2 JSON error
-//! with `Cache-Control: no-store` (design §5 known traps, §6), never a
+//! with `Cache-Control: no-store` (specs/decisions.md §15), never a
 //! framework's plain-text 405/413/415/422 and never a 500.
 
 use serde_json::{Value, json};

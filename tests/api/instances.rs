@@ -1,5 +1,6 @@
-//! Many stateless instances of one deployment sharing Redis (design §1, §4):
-//! one-time values, revocations and the audit trail are shared state.
+//! Many stateless instances of one deployment sharing Redis
+//! (specs/operations.md): one-time values, revocations and the audit trail are
+//! shared state.
 
 use serde_json::Value;
 

@@ -1,6 +1,6 @@
-//! The integration test binary (one binary: design §7). Every test drives the
-//! real broker over real HTTP; upstream IdPs are real local HTTP servers with
-//! real keys.
+//! The integration test binary (one binary, so the suite links once). Every
+//! test drives the real broker over real HTTP; upstream IdPs are real local
+//! HTTP servers with real keys.
 
 mod support;
 
@@ -37,3 +37,6 @@ mod key_rotation;
 mod limits;
 mod redis_outage;
 mod store_contract;
+
+// Documentation: citations and Markdown links that point nowhere.
+mod citations;

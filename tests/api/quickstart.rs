@@ -1,6 +1,7 @@
-//! The embedded default, end to end, exactly as its banner prints it (design
-//! §8): the real binary in dev mode, the banner's "Try it" walk-through run
-//! by bash with curl and jq. And the dev IdP exists only in dev mode.
+//! The embedded default, end to end, exactly as its banner prints it
+//! (README.md "Quickstart"): the real binary in dev mode, the banner's
+//! "Try it" walk-through run by bash with curl and jq. And the dev IdP exists
+//! only in dev mode.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -1,6 +1,6 @@
-//! Fail closed (design §4): when Redis cannot be written, no token is issued
-//! and the caller gets 503 `temporarily_unavailable` with Retry-After; when it
-//! returns, service resumes without a restart.
+//! Fail closed (specs/decisions.md §10): when Redis cannot be written, no
+//! token is issued and the caller gets 503 `temporarily_unavailable` with
+//! Retry-After; when it returns, service resumes without a restart.
 
 use std::collections::HashMap;
 use std::sync::Arc;

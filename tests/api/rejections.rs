@@ -1,7 +1,7 @@
 //! The black-box list of bad subject tokens and malformed token exchange
-//! requests (RFC 8693 §2.2.2, RFC 8725, design §2 and §7). Each is refused
-//! with its exact error, never a 500; nothing is issued; and the refusal is
-//! recorded as a denied audit record naming why.
+//! requests (RFC 8693 §2.2.2, RFC 8725; specs/decisions.md §1 and §8). Each is
+//! refused with its exact error, never a 500; nothing is issued; and the
+//! refusal is recorded as a denied audit record naming why.
 
 use std::future::Future;
 

@@ -1,5 +1,6 @@
-//! Policy reload (SIGHUP, design §3): a good file swaps the policy
-//! atomically for new requests; a bad one keeps the old policy and says why.
+//! Policy reload (SIGHUP, specs/operations.md "Reloading the configuration"):
+//! a good file swaps the policy atomically for new requests; a bad one keeps
+//! the old policy and says why.
 
 use std::path::PathBuf;
 

@@ -3,9 +3,9 @@
 //! deployments.
 //!
 //! Happy paths use ID-JAGs the enterprise deployment really issues. To break
-//! one validation rule at a time (protocols §2.3), the resource AS's trust in
-//! the enterprise is pointed at a fake IdP whose key the test holds, so any
-//! claim set can be signed with a *trusted* key.
+//! one validation rule at a time (ID-JAG §4.4, specs/resource-as.md §3), the
+//! resource AS's trust in the enterprise is pointed at a fake IdP whose key
+//! the test holds, so any claim set can be signed with a *trusted* key.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;

@@ -1,9 +1,9 @@
-//! The store contract (design §4 "Store"), run against both stores so they can
-//! never drift: each contract is one generic `async fn(&dyn Store)`, and
-//! `contracts!` makes a `memory_store::<name>` and a `redis_store::<name>`
-//! test of it (the Redis one on the shared test server, under a prefix of its
-//! own). Then Redis-only behaviour (restarts, a dead server) and the broker
-//! wired to Redis end to end.
+//! The store contract (the `Store` trait, src/store/mod.rs), run against both
+//! stores so they can never drift: each contract is one generic
+//! `async fn(&dyn Store)`, and `contracts!` makes a `memory_store::<name>` and
+//! a `redis_store::<name>` test of it (the Redis one on the shared test
+//! server, under a prefix of its own). Then Redis-only behaviour (restarts, a
+//! dead server) and the broker wired to Redis end to end.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Upstream keys (design §4, protocols §8 RFC 7517 / RFC 8725 §3.10): JWK Sets
+//! Upstream keys (specs/decisions.md §11; RFC 7517, RFC 8725 §3.10): JWK Sets
 //! are fetched once and cached, refetched on an unknown `kid` at most once per
 //! interval, served stale while the IdP is briefly down, and refused when the
 //! key endpoint misbehaves. A first-hop exchange (an ID token from corp-idp)

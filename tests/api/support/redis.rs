@@ -1,6 +1,7 @@
-//! Real `redis-server`s for the Redis tests (design §7): one shared server per
-//! test binary, started on first use on a free port, plus dedicated servers a
-//! test can kill and restart (fail-closed tests).
+//! Real `redis-server`s for the Redis tests (specs/operations.md "Tests that
+//! cover this document"): one shared server per test binary, started on first
+//! use on a free port, plus dedicated servers a test can kill and restart
+//! (fail-closed tests).
 //!
 //! Each server runs under a small `sh` wrapper that waits on a pipe from this
 //! process: when the test binary exits (even when killed), the pipe closes and
