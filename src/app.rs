@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ServerConfig, StoreConfig};
 use crate::keys::KeyRing;
 use crate::limits::Limits;
@@ -36,6 +37,17 @@ impl App {
     /// Build from a config. `name` names the config in errors; `base_dir`
     /// resolves relative key paths.
     pub async fn build(config: &Config, name: &str, base_dir: Option<PathBuf>) -> anyhow::Result<App> {
+        Self::build_with_clock(config, name, base_dir, Arc::new(SystemClock)).await
+    }
+
+    /// As [`App::build`], with the clock every request reads (tests pass a
+    /// `ManualClock` to move time instead of sleeping).
+    pub async fn build_with_clock(
+        config: &Config,
+        name: &str,
+        base_dir: Option<PathBuf>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<App> {
         let policy = config.resolve(name)?;
         let keys = KeyRing::from_config(&config.keys, base_dir.as_deref()).context("loading signing keys")?;
         let instance = std::env::var("XAA_INSTANCE").unwrap_or_else(|_| {
@@ -43,7 +55,11 @@ impl App {
             format!("i-{}", &id[id.len() - 8..])
         });
         let store: Arc<dyn Store> = match &config.store {
-            StoreConfig::Memory {} => Arc::new(MemoryStore::new(instance.clone())),
+            StoreConfig::Memory {} => Arc::new(MemoryStore::with_clock(
+                instance.clone(),
+                crate::store::memory::MAX_AUDIT_RECORDS,
+                clock.clone(),
+            )),
             StoreConfig::Redis { url, prefix } => {
                 let prefix = prefix.as_deref().unwrap_or(crate::store::redis::DEFAULT_PREFIX);
                 let store = crate::store::redis::RedisStore::connect(url, prefix, &instance)
@@ -61,6 +77,7 @@ impl App {
             noise: Noise::new(instance.clone()),
             instance,
             limits: Limits::new(),
+            clock,
             started_with: restart_only(config),
         });
         tokio::spawn(flush_noise_every_interval(Arc::downgrade(&state)));

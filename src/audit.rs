@@ -152,8 +152,9 @@ const MAX_USER_AGENT: usize = 256;
 
 impl AuditRecord {
     /// A new, unsealed record for a request.
-    pub fn begin(source_ip: Option<String>, user_agent: Option<&str>) -> Self {
-        let now = time::OffsetDateTime::now_utc();
+    pub fn begin(at_ms: i64, source_ip: Option<String>, user_agent: Option<&str>) -> Self {
+        let now = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         Self {
             id: uuid::Uuid::now_v7().to_string(),
             time: now
@@ -325,7 +326,7 @@ mod tests {
         let mut prev = GENESIS.to_owned();
         (0..n)
             .map(|i| {
-                let mut r = AuditRecord::begin(Some("127.0.0.1".into()), Some("curl"));
+                let mut r = AuditRecord::begin(1_800_000_000_000, Some("127.0.0.1".into()), Some("curl"));
                 r.txn = Some(format!("t{i}"));
                 r.seal("i1", i as u64 + 1, &prev);
                 prev = r.hash.clone();
@@ -356,7 +357,7 @@ mod tests {
     #[test]
     fn user_agent_is_capped_and_stripped_of_control_characters() {
         let ua = format!("evil\n{}", "x".repeat(1000));
-        let r = AuditRecord::begin(None, Some(&ua));
+        let r = AuditRecord::begin(1_800_000_000_000, None, Some(&ua));
         let kept = r.user_agent.unwrap();
         assert_eq!(kept.chars().count(), MAX_USER_AGENT);
         assert!(!kept.contains('\n'));

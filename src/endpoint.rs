@@ -25,7 +25,6 @@ use crate::policy::{Client, Policy};
 use crate::state::AppState;
 use crate::store::{Commit, CommitPlan, Effect, Mode, ReplayMark, RevocationGuard};
 use crate::trust::validate::Validator;
-use crate::types::now_secs;
 
 /// One call in progress.
 pub struct Call<'a> {
@@ -55,12 +54,15 @@ pub struct Call<'a> {
 impl<'a> Call<'a> {
     pub fn begin(state: &'a AppState, caller: &Caller, what: &str) -> Self {
         let source_ip = caller.source;
-        let mut audit = AuditRecord::begin(source_ip.map(|ip| ip.to_string()), caller.user_agent.as_deref());
+        // The one read of the clock for this request: everything below
+        // (validation, the decision, the record) uses this instant.
+        let now_ms = state.clock.now_ms();
+        let mut audit = AuditRecord::begin(now_ms, source_ip.map(|ip| ip.to_string()), caller.user_agent.as_deref());
         audit.grant = Some(what.to_owned());
         Self {
             state,
             policy: state.policy.load_full(),
-            now: now_secs(),
+            now: now_ms.div_euclid(1000),
             audit,
             marks: Vec::new(),
             guards: Vec::new(),

@@ -14,6 +14,7 @@ pub mod chain;
 pub mod claims;
 pub mod cli;
 pub mod client_auth;
+pub mod clock;
 pub mod config;
 pub mod dev;
 pub mod endpoint;

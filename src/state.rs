@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::clock::Clock;
 use crate::keys::KeyRing;
 use crate::limits::Limits;
 use crate::noise::Noise;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub jwks: JwksCache,
     pub store: Arc<dyn Store>,
     pub instance: String,
+    /// Read once per request (`endpoint::Call::begin`).
+    pub clock: Arc<dyn Clock>,
     /// Per-client and per-source rate limits (this instance's).
     pub limits: Limits,
     /// This interval's counts of unauthenticated noise.

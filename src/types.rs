@@ -227,7 +227,9 @@ pub fn is_https_or_loopback(u: &url::Url) -> bool {
     u.scheme() == "https" || (u.scheme() == "http" && is_loopback(u))
 }
 
-/// Seconds since the Unix epoch, the unit of JWT `NumericDate` (RFC 7519 §2).
+/// Seconds since the Unix epoch, the unit of JWT `NumericDate` (RFC 7519 §2),
+/// from the system clock: for code outside the request path (the CLI, the
+/// dev IdP, tests). Requests read `AppState::clock` once (`crate::clock`).
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

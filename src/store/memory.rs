@@ -9,7 +9,7 @@
 //! `std::sync::Mutex` for a few map operations and never across an await.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,7 +20,7 @@ use super::{
 };
 use crate::audit::NoiseSummary;
 use crate::audit::{AuditRecord, GENESIS};
-use crate::types::now_secs;
+use crate::clock::{Clock, SystemClock};
 
 /// Most noise summaries kept: about 250 bytes each.
 pub const MAX_NOISE_SUMMARIES: usize = 50_000;
@@ -72,6 +72,9 @@ struct State {
     audit: AuditLog,
 }
 
+/// Audit records the memory store keeps by default.
+pub const MAX_AUDIT_RECORDS: usize = 100_000;
+
 pub struct MemoryStore {
     instance: String,
     max_audit_records: usize,
@@ -79,17 +82,26 @@ pub struct MemoryStore {
     /// Noise summaries, oldest first, each with the Unix second it is kept
     /// until. A lock of its own: a flush never waits on commits.
     noise: Mutex<VecDeque<(i64, NoiseSummary)>>,
+    /// What "now" is for expiry: the broker's clock, injectable.
+    clock: Arc<dyn Clock>,
 }
 
 impl MemoryStore {
     pub fn new(instance: impl Into<String>) -> Self {
-        Self::with_capacity(instance, 100_000)
+        Self::with_capacity(instance, MAX_AUDIT_RECORDS)
     }
 
     /// Oldest audit records are dropped past `max_audit_records` (the memory
     /// store is for one process; durable audit needs Redis).
     pub fn with_capacity(instance: impl Into<String>, max_audit_records: usize) -> Self {
+        Self::with_clock(instance, max_audit_records, Arc::new(SystemClock))
+    }
+
+    /// As [`MemoryStore::with_capacity`], judging expiry by `clock` (the
+    /// broker's: tests move it instead of sleeping).
+    pub fn with_clock(instance: impl Into<String>, max_audit_records: usize, clock: Arc<dyn Clock>) -> Self {
         Self {
+            clock,
             instance: instance.into(),
             max_audit_records,
             state: Mutex::new(State {
@@ -153,7 +165,7 @@ fn apply_revocation(st: &mut State, revocation: &Revocation, expires_at: i64, no
 #[async_trait]
 impl Store for MemoryStore {
     async fn commit(&self, plan: CommitPlan<'_>, mut record: AuditRecord) -> Result<Commit, StoreError> {
-        let now = now_secs();
+        let now = self.clock.now();
         let mut st = self.lock();
         st.marks.purge(now);
         let used = |st: &State, i: usize| st.marks.get(&plan.marks[i].key, now).is_some();
@@ -207,12 +219,12 @@ impl Store for MemoryStore {
     }
 
     async fn revoke(&self, revocation: Revocation, expires_at: i64) -> Result<(), StoreError> {
-        apply_revocation(&mut self.lock(), &revocation, expires_at, now_secs());
+        apply_revocation(&mut self.lock(), &revocation, expires_at, self.clock.now());
         Ok(())
     }
 
     async fn is_revoked(&self, token: TokenRef<'_>) -> Result<bool, StoreError> {
-        Ok(revoked(&self.lock(), token, now_secs()))
+        Ok(revoked(&self.lock(), token, self.clock.now()))
     }
 
     async fn audit_by_txn(&self, txn: &str) -> Result<Vec<AuditRecord>, StoreError> {
@@ -241,7 +253,7 @@ impl Store for MemoryStore {
     }
 
     async fn append_unauthenticated(&self, summaries: &[NoiseSummary], retention: Duration) -> Result<(), StoreError> {
-        let now = now_secs();
+        let now = self.clock.now();
         let keep_until = now.saturating_add(i64::try_from(retention.as_secs()).unwrap_or(i64::MAX));
         let mut ring = self.noise.lock().unwrap_or_else(|e| e.into_inner());
         ring.retain(|(until, _)| *until > now);
@@ -252,7 +264,7 @@ impl Store for MemoryStore {
     }
 
     async fn unauthenticated(&self, limit: usize) -> Result<Vec<NoiseSummary>, StoreError> {
-        let now = now_secs();
+        let now = self.clock.now();
         let ring = self.noise.lock().unwrap_or_else(|e| e.into_inner());
         Ok(ring
             .iter()

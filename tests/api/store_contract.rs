@@ -81,7 +81,7 @@ async fn redis_store(test: &str) -> Option<RedisStore> {
 }
 
 fn record(txn: Option<&str>) -> AuditRecord {
-    let mut r = AuditRecord::begin(Some("127.0.0.1".into()), Some("store-contract"));
+    let mut r = AuditRecord::begin(now_secs() * 1000, Some("127.0.0.1".into()), Some("store-contract"));
     r.decision = Decision::Granted;
     r.txn = txn.map(str::to_owned);
     r.sub = Some("alice".into());

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use xaa_broker::app::App;
 use xaa_broker::audit::NoiseSummary;
 use xaa_broker::audit::{AuditRecord, Decision};
+use xaa_broker::clock::{Clock, ManualClock, SystemClock};
 use xaa_broker::config::{Config, KeysConfig};
 use xaa_broker::jose::Alg;
 use xaa_broker::state::AppState;
@@ -207,6 +208,12 @@ impl TestApp {
         Self::spawn_on(bind().await, example_config(), tweak).await
     }
 
+    /// As [`TestApp::spawn_with`], on `clock`: the test moves time instead
+    /// of sleeping (`ManualClock::advance_secs`).
+    pub async fn spawn_with_clock(clock: Arc<ManualClock>, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        Self::spawn_on_clock(bind().await, example_config(), tweak, clock).await
+    }
+
     /// Two deployments that trust each other as in the examples: an
     /// enterprise broker (examples/broker.toml) issuing ID-JAGs for a SaaS
     /// resource AS (examples/resource-as.toml) that redeems them, fetching
@@ -242,8 +249,17 @@ impl TestApp {
     /// names (corp-idp, agent-identity, partner) to fresh fake IdPs.
     pub async fn spawn_on(
         listener: tokio::net::TcpListener,
+        config: Config,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        Self::spawn_on_clock(listener, config, tweak, Arc::new(SystemClock)).await
+    }
+
+    async fn spawn_on_clock(
+        listener: tokio::net::TcpListener,
         mut config: Config,
         tweak: impl FnOnce(&mut Config),
+        clock: Arc<dyn Clock>,
     ) -> TestApp {
         let (idp, agents, partner) = (FakeIdp::start().await, FakeIdp::start().await, FakeIdp::start().await);
         let addr = listener.local_addr().unwrap();
@@ -271,7 +287,7 @@ impl TestApp {
         }
         tweak(&mut config);
 
-        Self::serve(listener, config, (idp, agents, partner), bot_key).await
+        Self::serve(listener, config, (idp, agents, partner), bot_key, clock).await
     }
 
     /// Another instance of the same deployment: same config (issuer, keys,
@@ -281,7 +297,7 @@ impl TestApp {
         let mut config = self.config.clone();
         tweak(&mut config);
         let fakes = (self.idp.clone(), self.agents.clone(), self.partner.clone());
-        Self::serve(bind().await, config, fakes, self.bot_key.clone()).await
+        Self::serve(bind().await, config, fakes, self.bot_key.clone(), Arc::new(SystemClock)).await
     }
 
     async fn serve(
@@ -289,9 +305,12 @@ impl TestApp {
         config: Config,
         fakes: (FakeIdp, FakeIdp, FakeIdp),
         bot_key: Jwk,
+        clock: Arc<dyn Clock>,
     ) -> TestApp {
         let addr = listener.local_addr().unwrap();
-        let app = App::build(&config, "test", None).await.expect("test config builds");
+        let app = App::build_with_clock(&config, "test", None, clock)
+            .await
+            .expect("test config builds");
         let state = app.state.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.serve(listener, async move {
