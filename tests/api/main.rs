@@ -1,42 +1,47 @@
 //! The integration test binary (one binary, so the suite links once). Every
 //! test drives the real broker over real HTTP; upstream IdPs are real local
-//! HTTP servers with real keys.
+//! HTTP servers with real keys. Modules are grouped by the behaviour they
+//! specify (ARCHITECTURE.md "A map of the tests").
 
 mod support;
 
-// Issue 2: core broker.
+// Token exchange (RFC 8693): ID-JAGs, hop tokens, actors, and every refusal.
 mod actor;
-mod cli;
-mod client_auth;
-mod discovery;
 mod hop_tokens;
-mod http_errors;
 mod id_jag;
-mod quickstart;
 mod rejections;
-mod reload;
-mod server_limits;
-mod upstream_keys;
 
-// Issue 3: resource-AS side.
+// The resource-AS side: ID-JAG redemption (RFC 7523), introspection
+// (RFC 7662), revocation (RFC 7009) and the admin API.
 mod admin;
 mod introspection;
 mod resource_as;
 mod revocation;
 
-// Issue 7: hardening.
+// Clients: authentication and rate limits.
+mod client_auth;
+mod limits;
+
+// The security review's attacks, one per finding.
 mod hardening;
 
-// Issue 8: architecture.
-mod architecture;
-
-// Issue 4: shared state.
-mod deploy;
+// The store: its contract on both stores, many instances, Redis outages.
 mod instances;
-mod key_rotation;
-mod limits;
 mod redis_outage;
 mod store_contract;
 
-// Documentation: citations and Markdown links that point nowhere.
+// Operations: the HTTP edge, discovery, upstream keys, keys, reload, the
+// command line, the quickstart and the deployment files.
+mod cli;
+mod deploy;
+mod discovery;
+mod http_errors;
+mod key_rotation;
+mod quickstart;
+mod reload;
+mod server_limits;
+mod upstream_keys;
+
+// The repository itself: the module graph, and citations and links.
+mod architecture;
 mod citations;
