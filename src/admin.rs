@@ -39,7 +39,7 @@ pub async fn revoke(state: &AppState, req: &OAuthRequest) -> OAuthResult<serde_j
         let until = call.now + call.policy.revocation_horizon_secs();
         let (revocation, what) = match (params.get("txn"), params.get("sub")) {
             (Some(txn), None) => {
-                call.audit.txn = Some(txn.to_owned());
+                call.audit.chain(txn, None);
                 (Revocation::Txn(txn.to_owned()), json!({"txn": txn}))
             }
             (None, Some(sub)) => {
@@ -58,14 +58,14 @@ pub async fn revoke(state: &AppState, req: &OAuthRequest) -> OAuthResult<serde_j
                         "iss is neither this server nor a trusted issuer",
                     ));
                 }
-                call.audit.sub = Some(sub.to_owned());
-                call.audit.sub_iss = Some(iss.to_owned());
+                let principal = Principal {
+                    iss: iss.to_owned(),
+                    sub: sub.to_owned(),
+                };
+                call.audit.about(None, None, &principal);
                 (
                     Revocation::SubjectBefore {
-                        principal: Principal {
-                            iss: iss.to_owned(),
-                            sub: sub.to_owned(),
-                        },
+                        principal,
                         before: call.now,
                     },
                     json!({"sub": sub, "iss": iss, "issued_before": call.now}),
@@ -84,7 +84,7 @@ pub async fn revoke(state: &AppState, req: &OAuthRequest) -> OAuthResult<serde_j
             revocation,
             expires_at: until,
         });
-        call.audit.reason = Some("revoked".into());
+        call.audit.note("revoked");
         Ok(json!({"revoked": what, "until": until}))
     }
     .await;
@@ -142,7 +142,7 @@ pub async fn audit(state: &AppState, req: &OAuthRequest) -> OAuthResult<serde_js
                     .audit_by_txn(&txn)
                     .await
                     .map_err(|e| OAuthError::unavailable("store.audit_query_failed", &e))?;
-                call.audit.txn = Some(txn.clone());
+                call.audit.chain(&txn, None);
                 json!({"txn": txn, "records": records})
             }
             AuditQuery::Unauthenticated { limit } => {

@@ -166,6 +166,23 @@ impl AuditRecord {
         }
     }
 
+    /// Step: what was asked (a grant's short name, or the endpoint).
+    pub fn asked(&mut self, what: &str) {
+        self.grant = Some(what.chars().take(128).collect());
+    }
+
+    /// Step: the client authenticated, and how.
+    pub fn authenticated(&mut self, client_id: &str, method: &str) {
+        self.client_id = Some(client_id.to_owned());
+        self.client_auth_method = Some(method.to_owned());
+    }
+
+    /// What a granted call did beyond answering (`revoked`,
+    /// `introspection.not_for_caller`).
+    pub fn note(&mut self, what: &str) {
+        self.reason = Some(what.to_owned());
+    }
+
     /// Step: the request named its target (RFC 8693 §2.1): the token type
     /// asked for, its audience, an ID-JAG's resource, the scope sent.
     pub fn target(&mut self, requested: &str, audience: &str, resource: Option<&str>, scope: Option<&ScopeSet>) {

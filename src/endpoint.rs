@@ -58,7 +58,7 @@ impl<'a> Call<'a> {
         // (validation, the decision, the record) uses this instant.
         let now_ms = state.clock.now_ms();
         let mut audit = AuditRecord::begin(now_ms, source_ip.map(|ip| ip.to_string()), caller.user_agent.as_deref());
-        audit.grant = Some(what.to_owned());
+        audit.asked(what);
         Self {
             state,
             policy: state.policy.load_full(),
@@ -96,11 +96,9 @@ impl<'a> Call<'a> {
             jwks: &self.state.jwks,
             now: self.now,
         };
-        let client = match client_auth::authenticate(&validator, authorization, params, &mut self.marks).await {
-            Ok((client, method)) => {
-                self.audit.client_auth_method = Some(method.name().to_owned());
-                client
-            }
+        let (client, method) = match client_auth::authenticate(&validator, authorization, params, &mut self.marks).await
+        {
+            Ok(authenticated) => authenticated,
             Err(e) => {
                 if e.code == ErrorCode::InvalidClient {
                     self.state.limits.note_failure(&self.policy, self.source);
@@ -113,7 +111,7 @@ impl<'a> Call<'a> {
             self.named_client = Some(client.id.clone());
             return Err(e);
         }
-        self.audit.client_id = Some(client.id.clone());
+        self.audit.authenticated(&client.id, method.name());
         Ok(client)
     }
 

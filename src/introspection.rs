@@ -35,7 +35,7 @@ pub async fn introspect(state: &AppState, req: &OAuthRequest) -> OAuthResult<ser
         };
         let body = match own {
             Some(own) if !may_know(&own.verified) => {
-                call.audit.reason = Some("introspection.not_for_caller".into());
+                call.audit.note("introspection.not_for_caller");
                 json!({ "active": false })
             }
             None => json!({ "active": false }),

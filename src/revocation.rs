@@ -32,7 +32,7 @@ pub async fn revoke(state: &AppState, req: &OAuthRequest) -> OAuthResult<()> {
                 expires_at: v.exp + call.policy.tokens.clock_skew_secs,
             });
             call.audit.about(Some(&jti), v.claims.txn.as_deref(), &own.principal);
-            call.audit.reason = Some("revoked".into());
+            call.audit.note("revoked");
         }
         Ok(())
     }

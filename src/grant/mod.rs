@@ -141,7 +141,7 @@ pub async fn handle(state: &AppState, req: &OAuthRequest) -> OAuthResult<TokenRe
 async fn run(call: &mut Call<'_>, req: &OAuthRequest) -> OAuthResult<Issued> {
     let params: &OAuthParams = &req.params;
     let raw = params.require("grant_type")?;
-    call.audit.grant = Some(raw.chars().take(128).collect());
+    call.audit.asked(raw);
     let grant = GrantType::parse(raw).ok_or_else(|| {
         OAuthError::new(
             ErrorCode::UnsupportedGrantType,
@@ -149,7 +149,7 @@ async fn run(call: &mut Call<'_>, req: &OAuthRequest) -> OAuthResult<Issued> {
             "grant_type is not supported by this server",
         )
     })?;
-    call.audit.grant = Some(grant.short().to_owned());
+    call.audit.asked(grant.short());
     let client = call.authenticate(req).await?;
     if !client.grants.contains(&grant) {
         return Err(OAuthError::unauthorized_client(
