@@ -34,19 +34,7 @@ async fn a_client_assertion_used_at_one_instance_is_refused_at_the_other() {
 
 /// reporting-bot (private_key_jwt) takes alice's first hop with `assertion`.
 async fn exchange_with_assertion(app: &TestApp, assertion: &str) -> Resp {
-    let id_token = app.idp.id_token("alice", "reporting-bot", &["developer"]);
-    app.token(
-        Auth::None,
-        &[
-            ("grant_type", TOKEN_EXCHANGE),
-            ("resource", LOGS),
-            ("subject_token", &id_token),
-            ("subject_token_type", ID_TOKEN),
-            ("client_assertion_type", ASSERTION_TYPE),
-            ("client_assertion", assertion),
-        ],
-    )
-    .await
+    app.first_hop_with_assertion("reporting-bot", assertion).await
 }
 
 #[tokio::test]

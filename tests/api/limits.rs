@@ -191,19 +191,7 @@ fn remote_bot_assertion(app: &TestApp, keys: &FakeIdp) -> String {
 }
 
 async fn remote_bot_first_hop(app: &TestApp, assertion: &str) -> Resp {
-    let id_token = app.idp.id_token("alice", "remote-bot", &["developer"]);
-    app.token(
-        Auth::None,
-        &[
-            ("grant_type", TOKEN_EXCHANGE),
-            ("resource", LOGS),
-            ("subject_token", &id_token),
-            ("subject_token_type", ID_TOKEN),
-            ("client_assertion_type", ASSERTION_TYPE),
-            ("client_assertion", assertion),
-        ],
-    )
-    .await
+    app.first_hop_with_assertion("remote-bot", assertion).await
 }
 
 #[tokio::test]

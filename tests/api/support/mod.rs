@@ -408,6 +408,24 @@ impl TestApp {
         self.token(Auth::Basic(client), &form).await
     }
 
+    /// alice signs in for `client` (a `private_key_jwt` client) and it takes
+    /// the first hop to the logs MCP, authenticated by `assertion`.
+    pub async fn first_hop_with_assertion(&self, client: &str, assertion: &str) -> Resp {
+        let id_token = self.idp.id_token("alice", client, &["developer"]);
+        self.token(
+            Auth::None,
+            &[
+                ("grant_type", TOKEN_EXCHANGE),
+                ("resource", LOGS),
+                ("subject_token", &id_token),
+                ("subject_token_type", ID_TOKEN),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", assertion),
+            ],
+        )
+        .await
+    }
+
     /// `client` takes a first hop to the logs MCP with `id_token` as the
     /// subject and `actor_token` naming the actor.
     pub async fn first_hop_with_actor(&self, client: &str, id_token: &str, actor_token: &str) -> Resp {
