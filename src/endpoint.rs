@@ -122,6 +122,7 @@ impl<'a> Call<'a> {
         self.audit.decision = Decision::Granted;
         let plan = CommitPlan {
             mode: Mode::Grant,
+            now: self.now,
             marks: &self.marks,
             guards: &self.guards,
             effects: &self.effects,
@@ -172,6 +173,7 @@ impl<'a> Call<'a> {
         let store = &self.state.store;
         let plan = CommitPlan {
             mode: Mode::Deny,
+            now: self.now,
             marks: &self.marks,
             guards: &[],
             effects: &[],
@@ -184,7 +186,9 @@ impl<'a> Call<'a> {
             self.state.limits.note_failure(&self.policy, self.source);
             answer = replay_error(&self.marks[index]);
             self.audit.deny(&answer);
-            outcome = store.commit(CommitPlan::record_only(Mode::Deny), self.audit).await;
+            outcome = store
+                .commit(CommitPlan::record_only(Mode::Deny, self.now), self.audit)
+                .await;
         }
         match outcome {
             Ok(Commit::Done(record)) => record.emit(),

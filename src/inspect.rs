@@ -39,12 +39,15 @@ pub async fn own_active_token(
         sub: v.sub.clone(),
     };
     let revoked = store
-        .is_revoked(TokenRef {
-            jti: v.claims.jti.as_deref(),
-            txn: v.claims.txn.as_deref(),
-            principal: &principal,
-            iat: v.claims.iat,
-        })
+        .is_revoked(
+            TokenRef {
+                jti: v.claims.jti.as_deref(),
+                txn: v.claims.txn.as_deref(),
+                principal: &principal,
+                iat: v.claims.iat,
+            },
+            validator.now,
+        )
         .await
         .map_err(|e| OAuthError::unavailable("store.revocation_check_failed", &e))?;
     Ok((!revoked).then_some(OwnToken { verified: v, principal }))

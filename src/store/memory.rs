@@ -165,7 +165,7 @@ fn apply_revocation(st: &mut State, revocation: &Revocation, expires_at: i64, no
 #[async_trait]
 impl Store for MemoryStore {
     async fn commit(&self, plan: CommitPlan<'_>, mut record: AuditRecord) -> Result<Commit, StoreError> {
-        let now = self.clock.now();
+        let now = plan.now;
         let mut st = self.lock();
         st.marks.purge(now);
         let used = |st: &State, i: usize| st.marks.get(&plan.marks[i].key, now).is_some();
@@ -223,8 +223,8 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn is_revoked(&self, token: TokenRef<'_>) -> Result<bool, StoreError> {
-        Ok(revoked(&self.lock(), token, self.clock.now()))
+    async fn is_revoked(&self, token: TokenRef<'_>, now: i64) -> Result<bool, StoreError> {
+        Ok(revoked(&self.lock(), token, now))
     }
 
     async fn audit_by_txn(&self, txn: &str) -> Result<Vec<AuditRecord>, StoreError> {

@@ -59,6 +59,10 @@ pub struct Effect {
 #[derive(Debug, Clone, Copy)]
 pub struct CommitPlan<'a> {
     pub mode: Mode,
+    /// The request's instant (Unix seconds, `crate::clock`): what a store
+    /// that keeps its own expiry (memory) judges marks and revocations by.
+    /// Redis judges by its own `TIME`, the clock every instance shares.
+    pub now: i64,
     pub marks: &'a [ReplayMark],
     /// Release only if none of these tokens is revoked (subject, actor).
     pub guards: &'a [RevocationGuard],
@@ -68,9 +72,10 @@ pub struct CommitPlan<'a> {
 
 impl<'a> CommitPlan<'a> {
     /// A plan that only appends a record (tests, simple endpoints).
-    pub fn record_only(mode: Mode) -> Self {
+    pub fn record_only(mode: Mode, now: i64) -> Self {
         Self {
             mode,
+            now,
             marks: &[],
             guards: &[],
             effects: &[],
@@ -152,7 +157,9 @@ pub trait Store: Send + Sync + 'static {
     /// and its audit record are one write.
     async fn revoke(&self, revocation: Revocation, expires_at: i64) -> Result<(), StoreError>;
 
-    async fn is_revoked(&self, token: TokenRef<'_>) -> Result<bool, StoreError>;
+    /// Whether `token` is revoked at `now` (the request's instant; Redis
+    /// judges expiry by its own clock).
+    async fn is_revoked(&self, token: TokenRef<'_>, now: i64) -> Result<bool, StoreError>;
 
     /// Audit records of one correlation id, oldest first.
     async fn audit_by_txn(&self, txn: &str) -> Result<Vec<AuditRecord>, StoreError>;

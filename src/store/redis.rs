@@ -491,7 +491,7 @@ impl Store for RedisStore {
         .map(|_| ())
     }
 
-    async fn is_revoked(&self, token: TokenRef<'_>) -> Result<bool, StoreError> {
+    async fn is_revoked(&self, token: TokenRef<'_>, _now: i64) -> Result<bool, StoreError> {
         let jti = token.jti.map(|j| self.revocation_key(&Revocation::Jti(j.to_owned())));
         let txn = token.txn.map(|t| self.revocation_key(&Revocation::Txn(t.to_owned())));
         let sub = format!("{}rev:{}", self.prefix, subject_key(token.principal));

@@ -18,6 +18,32 @@ use xaa_broker::types::now_secs;
 use crate::support::redis::{dedicated_redis, redis_url, unique_prefix};
 use crate::support::*;
 
+thread_local! {
+    /// The memory store's manual clock, for the contract running on this
+    /// thread (`#[tokio::test]` runs on one thread); none for Redis, which
+    /// judges expiry by its own `TIME`.
+    static CLOCK: std::cell::RefCell<Option<std::sync::Arc<xaa_broker::clock::ManualClock>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Now, as the store under test sees it.
+fn now() -> i64 {
+    use xaa_broker::clock::Clock;
+    CLOCK
+        .with(|c| c.borrow().as_ref().map(|m| m.now()))
+        .unwrap_or_else(now_secs)
+}
+
+/// Let `ms` pass for the store under test: the memory store's clock moves;
+/// Redis's only moves in real time, so wait.
+async fn later(ms: u64) {
+    let manual = CLOCK.with(|c| c.borrow().clone());
+    match manual {
+        Some(clock) => clock.advance_secs(ms.div_ceil(1000) as i64),
+        None => tokio::time::sleep(Duration::from_millis(ms)).await,
+    }
+}
+
 /// The instance every contract store writes as.
 const INSTANCE: &str = "contract-i1";
 
@@ -27,7 +53,15 @@ macro_rules! contracts {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let store = xaa_broker::store::memory::MemoryStore::new(super::INSTANCE);
+                    // The memory store on a manual clock: time moves when
+                    // the contract says so, no sleeping.
+                    let clock = std::sync::Arc::new(xaa_broker::clock::ManualClock::new());
+                    super::CLOCK.with(|c| *c.borrow_mut() = Some(clock.clone()));
+                    let store = xaa_broker::store::memory::MemoryStore::with_clock(
+                        super::INSTANCE,
+                        xaa_broker::store::memory::MAX_AUDIT_RECORDS,
+                        clock,
+                    );
                     super::$name(&store).await;
                 }
             )*
@@ -81,7 +115,7 @@ async fn redis_store(test: &str) -> Option<RedisStore> {
 }
 
 fn record(txn: Option<&str>) -> AuditRecord {
-    let mut r = AuditRecord::begin(now_secs() * 1000, Some("127.0.0.1".into()), Some("store-contract"));
+    let mut r = AuditRecord::begin(now() * 1000, Some("127.0.0.1".into()), Some("store-contract"));
     r.decision = Decision::Granted;
     r.txn = txn.map(str::to_owned);
     r.sub = Some("alice".into());
@@ -92,7 +126,7 @@ fn record(txn: Option<&str>) -> AuditRecord {
 fn mark(key: &str, ttl: i64) -> ReplayMark {
     ReplayMark {
         key: key.to_owned(),
-        expires_at: now_secs() + ttl,
+        expires_at: now() + ttl,
         authenticates: key.starts_with("client_assertion:"),
     }
 }
@@ -110,6 +144,7 @@ fn done(c: Commit) -> AuditRecord {
 fn grant<'a>(marks: &'a [ReplayMark], guards: &'a [RevocationGuard]) -> CommitPlan<'a> {
     CommitPlan {
         mode: Mode::Grant,
+        now: now(),
         marks,
         guards,
         effects: &[],
@@ -140,7 +175,7 @@ fn token(jti: &str, txn: &str, sub: &str, iat: Option<i64>) -> RevocationGuard {
 }
 
 async fn revoked(store: &dyn Store, t: RevocationGuard) -> bool {
-    store.is_revoked(t.token()).await.expect("is_revoked")
+    store.is_revoked(t.token(), now()).await.expect("is_revoked")
 }
 
 async fn a_mark_can_be_committed_once(store: &dyn Store) {
@@ -172,7 +207,7 @@ async fn a_mark_expires(store: &dyn Store) {
         commit(store, &[mark("id_jag:short", 1)], None).await,
         Commit::Replayed { index: 0 }
     ));
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    later(2100).await;
     done(commit(store, &[mark("id_jag:short", 60)], None).await);
     // A deadline already past sets nothing.
     done(commit(store, &[mark("id_jag:past", -5)], None).await);
@@ -218,7 +253,7 @@ async fn audit_by_txn_returns_that_txn_oldest_first(store: &dyn Store) {
 }
 
 async fn revoke_by_jti(store: &dyn Store) {
-    let now = now_secs();
+    let now = now();
     assert!(!revoked(store, token("j1", "t1", "alice", Some(now))).await);
     store.revoke(Revocation::Jti("j1".into()), now + 60).await.unwrap();
     assert!(revoked(store, token("j1", "t1", "alice", Some(now))).await);
@@ -236,7 +271,7 @@ async fn revoke_by_jti(store: &dyn Store) {
 }
 
 async fn revoke_by_txn(store: &dyn Store) {
-    let now = now_secs();
+    let now = now();
     store
         .revoke(Revocation::Txn("t-incident".into()), now + 60)
         .await
@@ -250,7 +285,7 @@ async fn revoke_by_txn(store: &dyn Store) {
 }
 
 async fn revoke_subject_before_keeps_the_latest_cutoff(store: &dyn Store) {
-    let now = now_secs();
+    let now = now();
     let cut = now - 100;
     let sub_before = |before| Revocation::SubjectBefore {
         principal: principal("alice"),
@@ -285,7 +320,7 @@ async fn revoke_subject_before_keeps_the_latest_cutoff(store: &dyn Store) {
 }
 
 async fn revocations_expire_but_are_never_shortened(store: &dyn Store) {
-    let now = now_secs();
+    let now = now();
     store.revoke(Revocation::Jti("short".into()), now + 1).await.unwrap();
     store.revoke(Revocation::Jti("long".into()), now + 60).await.unwrap();
     store.revoke(Revocation::Jti("long".into()), now + 1).await.unwrap();
@@ -301,7 +336,7 @@ async fn revocations_expire_but_are_never_shortened(store: &dyn Store) {
         .unwrap();
     assert!(revoked(store, token("short", "t", "x", Some(now))).await);
     assert!(revoked(store, token("x", "t", "carol", Some(now))).await);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    later(2100).await;
     assert!(!revoked(store, token("short", "t", "x", Some(now))).await, "expired");
     assert!(!revoked(store, token("x", "t", "carol", Some(now))).await, "expired");
     assert!(
@@ -360,7 +395,7 @@ async fn noise_summaries_expire_after_their_retention(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(store.unauthenticated(10).await.unwrap(), [short]);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    later(2100).await;
     assert!(store.unauthenticated(10).await.unwrap().is_empty(), "expired");
     let long = summary("client_auth.bad_secret", 2);
     store
@@ -481,7 +516,12 @@ async fn redis_a_dead_server_fails_closed_and_the_store_recovers() {
     for leak in ["127.0.0.1", &server.port().to_string(), "id_jag", "t-dead"] {
         assert!(!err.0.contains(leak), "{err} mentions {leak}");
     }
-    assert!(store.is_revoked(token("j", "t", "alice", None).token()).await.is_err());
+    assert!(
+        store
+            .is_revoked(token("j", "t", "alice", None).token(), now())
+            .await
+            .is_err()
+    );
     assert!(store.audit_by_txn("t-dead").await.is_err());
     assert!(store.ping().await.is_err());
     // Let the manager's reconnect attempts run out while the server is down,
@@ -583,7 +623,7 @@ fn guard(jti: &str, txn: &str, sub: &str, iat: Option<i64>) -> RevocationGuard {
 /// The revocation check rides in the commit: a revoked subject token means
 /// no marks, no record, and `Revoked` — by jti and by txn alike.
 async fn a_guarded_commit_of_a_revoked_token_writes_nothing(store: &dyn Store) {
-    let g = guard("j-guard", "t-guard", "alice", Some(now_secs() - 10));
+    let g = guard("j-guard", "t-guard", "alice", Some(now() - 10));
     let ok = store
         .commit(
             grant(&[mark("m-guard-1", 60)], std::slice::from_ref(&g)),
@@ -593,7 +633,7 @@ async fn a_guarded_commit_of_a_revoked_token_writes_nothing(store: &dyn Store) {
         .unwrap();
     done(ok);
     store
-        .revoke(Revocation::Txn("t-guard".into()), now_secs() + 60)
+        .revoke(Revocation::Txn("t-guard".into()), now() + 60)
         .await
         .unwrap();
     let before = chain_len(store).await;
@@ -608,9 +648,9 @@ async fn a_guarded_commit_of_a_revoked_token_writes_nothing(store: &dyn Store) {
     assert_eq!(chain_len(store).await, before, "nothing written");
     // The mark of the refused commit was not set either.
     done(commit(store, &[mark("m-guard-2", 60)], None).await);
-    let by_jti = guard("j-guard-2", "t-other", "alice", Some(now_secs()));
+    let by_jti = guard("j-guard-2", "t-other", "alice", Some(now()));
     store
-        .revoke(Revocation::Jti("j-guard-2".into()), now_secs() + 60)
+        .revoke(Revocation::Jti("j-guard-2".into()), now() + 60)
         .await
         .unwrap();
     assert!(matches!(
@@ -622,7 +662,7 @@ async fn a_guarded_commit_of_a_revoked_token_writes_nothing(store: &dyn Store) {
 /// Offboarding: tokens issued at or before the cut-off (or without `iat`)
 /// are refused; later ones pass.
 async fn a_guard_honours_the_subject_cutoff(store: &dyn Store) {
-    let cut = now_secs();
+    let cut = now();
     store
         .revoke(
             Revocation::SubjectBefore {
@@ -673,7 +713,7 @@ async fn redis_an_instances_audit_keys_expire_after_retention() {
 
 /// With a subject and an actor guard, the commit says which one is revoked.
 async fn guards_say_which_token_is_revoked(store: &dyn Store) {
-    let now = now_secs();
+    let now = now();
     let subject = guard("j-subject", "t-two-guards", "alice", Some(now));
     let actor = guard("j-actor", "t-none", "agent:x", Some(now));
     store
@@ -697,7 +737,7 @@ async fn guards_say_which_token_is_revoked(store: &dyn Store) {
 
 /// `bob` of one IdP is not `bob` of another: a cut-off names its issuer.
 async fn subject_cutoffs_are_scoped_by_issuer(store: &dyn Store) {
-    let now = now_secs();
+    let now = now();
     let bob_of = |iss: &str| RevocationGuard {
         jti: None,
         txn: None,
@@ -724,7 +764,7 @@ async fn subject_cutoffs_are_scoped_by_issuer(store: &dyn Store) {
 /// A revocation rides in a commit: applied when the commit is done, and not
 /// at all when the commit is refused.
 async fn an_effect_lands_only_with_its_commit(store: &dyn Store) {
-    let now = now_secs();
+    let now = now();
     let effect = |jti: &str| Effect {
         revocation: Revocation::Jti(jti.to_owned()),
         expires_at: now + 60,
@@ -734,6 +774,7 @@ async fn an_effect_lands_only_with_its_commit(store: &dyn Store) {
         .commit(
             CommitPlan {
                 mode: Mode::Grant,
+                now,
                 marks: &[mark("client_assertion:bot:spent", 60)],
                 guards: &[],
                 effects: &[effect("j-effect-refused")],
@@ -749,6 +790,7 @@ async fn an_effect_lands_only_with_its_commit(store: &dyn Store) {
             .commit(
                 CommitPlan {
                     mode: Mode::Grant,
+                    now,
                     marks: &[mark("client_assertion:bot:fresh-effect", 60)],
                     guards: &[],
                     effects: &[effect("j-effect-done")],
@@ -764,6 +806,7 @@ async fn an_effect_lands_only_with_its_commit(store: &dyn Store) {
 fn deny<'a>(marks: &'a [ReplayMark]) -> CommitPlan<'a> {
     CommitPlan {
         mode: Mode::Deny,
+        now: now(),
         marks,
         guards: &[],
         effects: &[],
