@@ -76,7 +76,7 @@ impl App {
             store,
             noise: Noise::new(instance.clone()),
             instance,
-            limits: Limits::new(),
+            limits: Limits::new(clock.clone()),
             clock,
             started_with: restart_only(config),
         });

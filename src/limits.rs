@@ -20,6 +20,9 @@
 //! once it can no longer change an answer (a bucket when it would be full
 //! again, a block when it ends).
 //!
+//! Time is the broker's clock (`crate::clock`, through `LimiterClock`), so
+//! buckets refill by the instant every request reads and tests move it.
+//!
 //! Must never: do authentication work, I/O or await; see a credential (it
 //! sees client ids and addresses only); or answer anything but 429.
 
@@ -29,7 +32,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use governor::clock::{Clock, MonotonicClock};
+use crate::clock::{Clock as BrokerClock, SystemClock};
+
+use governor::clock::Clock;
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
@@ -44,8 +49,22 @@ use crate::policy::{Client, ClientRate, Policy};
 /// a flood of one-shot addresses does not push out a persistent guesser.
 pub const MAX_SOURCES: u64 = 50_000;
 
+/// governor's view of the broker's clock (`crate::clock`): the buckets fill
+/// by the same time every request reads, so tests move it instead of
+/// sleeping. Milliseconds since the epoch, as a `Duration`.
+#[derive(Clone)]
+pub struct LimiterClock(Arc<dyn BrokerClock>);
+
+impl Clock for LimiterClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.0.now_ms()).unwrap_or(0))
+    }
+}
+
 /// A governor bucket that reports what is left after a positive decision.
-type Bucket = RateLimiter<NotKeyed, InMemoryState, MonotonicClock, StateInformationMiddleware>;
+type Bucket = RateLimiter<NotKeyed, InMemoryState, LimiterClock, StateInformationMiddleware>;
 
 /// Whom a per-source limit applies to: an IPv4 address, or an IPv6 /64 (the
 /// smallest block a site is normally given, RFC 6177; one host can pick any
@@ -83,10 +102,10 @@ struct Limited {
 }
 
 impl Limited {
-    fn new(quota: Quota) -> Arc<Self> {
+    fn new(quota: Quota, clock: &LimiterClock) -> Arc<Self> {
         Arc::new(Self {
             quota,
-            bucket: RateLimiter::direct_with_clock(quota, MonotonicClock).with_middleware(),
+            bucket: RateLimiter::direct_with_clock(quota, clock.clone()).with_middleware(),
         })
     }
 }
@@ -120,21 +139,22 @@ impl Expiry<SourceKey, Arc<Limited>> for UntilRefilled {
     }
 }
 
-/// A block is forgotten when it ends.
-struct UntilUnblocked;
+/// A block (until a time in ms, by the broker's clock) is forgotten when it
+/// ends.
+struct UntilUnblocked(Arc<dyn BrokerClock>);
 
-impl Expiry<SourceKey, Instant> for UntilUnblocked {
-    fn expire_after_create(&self, _: &SourceKey, until: &Instant, now: Instant) -> Option<Duration> {
-        Some(until.saturating_duration_since(now))
+impl UntilUnblocked {
+    fn left(&self, until_ms: i64) -> Duration {
+        Duration::from_millis(u64::try_from(until_ms - self.0.now_ms()).unwrap_or(0))
     }
-    fn expire_after_update(
-        &self,
-        _: &SourceKey,
-        until: &Instant,
-        now: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(until.saturating_duration_since(now))
+}
+
+impl Expiry<SourceKey, i64> for UntilUnblocked {
+    fn expire_after_create(&self, _: &SourceKey, until: &i64, _: Instant) -> Option<Duration> {
+        Some(self.left(*until))
+    }
+    fn expire_after_update(&self, _: &SourceKey, until: &i64, _: Instant, _: Option<Duration>) -> Option<Duration> {
+        Some(self.left(*until))
     }
 }
 
@@ -142,18 +162,21 @@ impl Expiry<SourceKey, Instant> for UntilUnblocked {
 pub struct Limits {
     clients: RwLock<HashMap<String, Arc<Limited>>>,
     failures: Cache<SourceKey, Arc<Limited>>,
-    blocked: Cache<SourceKey, Instant>,
+    /// Until when (ms, the broker's clock) each blocked source is refused.
+    blocked: Cache<SourceKey, i64>,
+    clock: LimiterClock,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self::new()
+        Self::new(Arc::new(SystemClock))
     }
 }
 
 impl Limits {
-    pub fn new() -> Self {
+    pub fn new(clock: Arc<dyn BrokerClock>) -> Self {
         Self {
+            clock: LimiterClock(clock.clone()),
             clients: RwLock::new(HashMap::new()),
             failures: Cache::builder()
                 .max_capacity(MAX_SOURCES)
@@ -161,7 +184,7 @@ impl Limits {
                 .build(),
             blocked: Cache::builder()
                 .max_capacity(MAX_SOURCES)
-                .expire_after(UntilUnblocked)
+                .expire_after(UntilUnblocked(clock))
                 .build(),
         }
     }
@@ -173,12 +196,12 @@ impl Limits {
         let (true, Some(ip)) = (policy.limits.enabled, source) else {
             return Ok(());
         };
-        let now = Instant::now();
+        let now = self.clock.0.now_ms();
         match self.blocked.get(&SourceKey::of(ip)) {
             Some(until) if until > now => Err(OAuthError::rate_limited(
                 "rate_limit.source",
                 "too many failed client authentications from this address; retry later",
-                until - now,
+                Duration::from_millis(u64::try_from(until - now).unwrap_or(0)),
             )),
             _ => Ok(()),
         }
@@ -194,9 +217,9 @@ impl Limits {
         let key = SourceKey::of(ip);
         let l = &policy.limits;
         let quota = Quota::per_minute(l.failed_auth_per_minute).allow_burst(l.failed_auth_burst);
-        let mut limited = self.failures.get_with(key, || Limited::new(quota));
+        let mut limited = self.failures.get_with(key, || Limited::new(quota, &self.clock));
         if limited.quota != quota {
-            limited = Limited::new(quota);
+            limited = Limited::new(quota, &self.clock);
             self.failures.insert(key, limited.clone());
         }
         let wait = match limited.bucket.check() {
@@ -204,9 +227,10 @@ impl Limits {
             Ok(left) if left.remaining_burst_capacity() == 0 => quota.replenish_interval(),
             Ok(_) => return,
             // Already empty (requests that passed the check concurrently).
-            Err(not_until) => not_until.wait_time_from(MonotonicClock.now()),
+            Err(not_until) => not_until.wait_time_from(self.clock.now()),
         };
-        self.blocked.insert(key, Instant::now() + wait);
+        let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+        self.blocked.insert(key, self.clock.0.now_ms().saturating_add(wait_ms));
     }
 
     /// Right after `client` authenticated: within its rate, or 429 with the
@@ -220,7 +244,7 @@ impl Limits {
             Err(not_until) => Err(OAuthError::rate_limited(
                 "rate_limit.client",
                 "this client is over its request rate; retry later",
-                not_until.wait_time_from(MonotonicClock.now()),
+                not_until.wait_time_from(self.clock.now()),
             )),
         }
     }
@@ -239,7 +263,7 @@ impl Limits {
             return l;
         }
         map.retain(|id, _| policy.clients.contains_key(id));
-        let l = Limited::new(quota);
+        let l = Limited::new(quota, &self.clock);
         map.insert(client.id.clone(), l.clone());
         l
     }
@@ -272,7 +296,7 @@ mod tests {
 
     #[test]
     fn the_per_source_maps_stay_bounded_under_a_flood_of_addresses() {
-        let limits = Limits::new();
+        let limits = Limits::default();
         let policy = crate::config::Config::from_toml(
             "t",
             "issuer = \"http://127.0.0.1:1\"\nkeys.ephemeral = true\n[limits]\nfailed_auth_burst = 1\n",

@@ -5,6 +5,7 @@
 //! audit trail: such requests are only counted, in bounded summaries.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -15,6 +16,7 @@ use xaa_broker::types::now_secs;
 
 use crate::support::redis::{redis_url, unique_prefix};
 use crate::support::*;
+use xaa_broker::clock::ManualClock;
 
 /// A 429 rate-limit answer: RFC 6749-shaped body with
 /// `temporarily_unavailable`, no-store, and `Retry-After` in whole seconds
@@ -61,7 +63,11 @@ fn key(reason: &str, client: Option<&str>) -> (String, Option<String>) {
 
 #[tokio::test]
 async fn a_client_over_its_burst_gets_429_until_its_bucket_refills() {
-    let app = TestApp::spawn_with(|c| c.clients.get_mut("chat-app").unwrap().rate_limit = rate(1, 2)).await;
+    let clock = Arc::new(ManualClock::new());
+    let app = TestApp::spawn_with_clock(clock.clone(), |c| {
+        c.clients.get_mut("chat-app").unwrap().rate_limit = rate(1, 2)
+    })
+    .await;
     app.first_hop("chat-app", LOGS).await.assert_ok();
     app.first_hop("chat-app", LOGS).await.assert_ok();
     let records = app.all_audit().await.len();
@@ -84,8 +90,9 @@ async fn a_client_over_its_burst_gets_429_until_its_bucket_refills() {
 
     // Another client is unaffected.
     app.first_hop("triage-agent", LOGS).await.assert_ok();
-    // After Retry-After, the client is served again, and audited again.
-    tokio::time::sleep(retry_after).await;
+    // After Retry-After (on the broker's clock: no sleeping), the client is
+    // served again, and audited again.
+    clock.advance_secs(retry_after.as_secs() as i64);
     app.first_hop("chat-app", LOGS).await.assert_ok();
     assert_eq!(app.all_audit().await.len(), records + 2);
 }
@@ -197,7 +204,8 @@ async fn remote_bot_first_hop(app: &TestApp, assertion: &str) -> Resp {
 #[tokio::test]
 async fn a_source_that_keeps_failing_authentication_is_refused_before_any_authentication_work() {
     let keys = FakeIdp::start().await;
-    let app = TestApp::spawn_with(|c| {
+    let clock = Arc::new(ManualClock::new());
+    let app = TestApp::spawn_with_clock(clock.clone(), |c| {
         c.limits.failed_auth_per_minute = 30;
         c.limits.failed_auth_burst = 2;
         add_remote_bot(c, &keys);
@@ -235,7 +243,7 @@ async fn a_source_that_keeps_failing_authentication_is_refused_before_any_authen
 
     // Once a token has refilled, the source is served again, and the
     // assertion it could not use is still good: nothing was spent.
-    tokio::time::sleep(retry_after).await;
+    clock.advance_secs(retry_after.as_secs() as i64);
     remote_bot_first_hop(&app, &assertion).await.assert_ok();
     assert_eq!(keys.jwks_hits(), 1);
     app.first_hop("chat-app", LOGS).await.assert_ok();
