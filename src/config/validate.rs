@@ -470,38 +470,7 @@ impl Validator {
                 self.problem(&key, "a client id must not equal an issuer identifier (its assertions would be confusable with issuer tokens)");
             }
             let auth = self.client_auth(&key, id, cc);
-            let mut allowed_audiences = HashSet::new();
-            for (i, a) in cc.audiences.iter().enumerate() {
-                match audiences.get(a) {
-                    Some(aud) => {
-                        allowed_audiences.insert(aud.id.clone());
-                    }
-                    None => self.problem(format!("{key}.audiences[{i}]"), format!("unknown audience {a:?}")),
-                }
-            }
-            let scopes = cc.scopes.as_ref().map(|s| {
-                for x in s {
-                    if !all_scopes.contains(x) {
-                        self.problem(
-                            format!("{key}.scopes"),
-                            format!("scope {x:?} is in no audience's catalog"),
-                        );
-                    }
-                }
-                ScopeSet::from_iter(s.iter().cloned())
-            });
-            let mut ras_client_ids = HashMap::new();
-            for (ras, rid) in &cc.ras_client_ids {
-                match audiences.get(ras) {
-                    Some(aud) if aud.kind == AudienceKind::IdJag => {
-                        ras_client_ids.insert(aud.id.clone(), rid.clone());
-                    }
-                    _ => self.problem(
-                        format!("{key}.ras_client_ids"),
-                        format!("{ras:?} is not an id_jag audience"),
-                    ),
-                }
-            }
+            let (allowed_audiences, scopes, ras_client_ids) = self.client_targets(&key, cc, audiences, all_scopes);
             if cc.kind == ClientKind::Service && cc.resource.is_none() {
                 self.problem(
                     format!("{key}.resource"),
@@ -520,47 +489,8 @@ impl Validator {
                     format!("{actor_sub:?} is also the actor of client {other:?}"),
                 );
             }
-            let mut actor_identities = Vec::new();
-            for (i, a) in cc.actor_identities.iter().enumerate() {
-                let akey = format!("{key}.actor_identities[{i}]");
-                match issuers_by_name.get(a.issuer.as_str()) {
-                    Some(t) if t.purposes.contains(&Purpose::Actor) => {
-                        if a.sub.is_empty() {
-                            self.problem(format!("{akey}.sub"), "must not be empty");
-                        }
-                        actor_identities.push(ActorIdentity {
-                            iss: t.issuer.clone(),
-                            sub: a.sub.clone(),
-                        });
-                    }
-                    Some(_) => self.problem(
-                        format!("{akey}.issuer"),
-                        format!("issuer {:?} is not trusted for actor", a.issuer),
-                    ),
-                    None => self.problem(
-                        format!("{akey}.issuer"),
-                        format!("{:?} is not an issuer name under [issuers]", a.issuer),
-                    ),
-                }
-            }
-            let mut id_jag_issuers = HashSet::new();
-            for (i, name) in cc.id_jag_issuers.iter().enumerate() {
-                match issuers_by_name.get(name.as_str()) {
-                    Some(t) if t.purposes.contains(&Purpose::IdJag) => {
-                        id_jag_issuers.insert(t.issuer.clone());
-                    }
-                    _ => self.problem(
-                        format!("{key}.id_jag_issuers[{i}]"),
-                        format!("{name:?} is not an issuer name under [issuers] trusted for id_jag"),
-                    ),
-                }
-            }
-            if cc.grants.contains(&GrantType::JwtBearer) && cc.id_jag_issuers.is_empty() {
-                self.problem(
-                    format!("{key}.id_jag_issuers"),
-                    "a jwt-bearer client must name the issuers whose ID-JAGs it may redeem",
-                );
-            }
+            let actor_identities = self.actor_identities(&key, cc, issuers_by_name);
+            let id_jag_issuers = self.id_jag_issuers(&key, cc, issuers_by_name);
             let rate = match cc.rate_limit {
                 Some(r) => ClientRate {
                     per_second: self.at_least_one(format!("{key}.rate_limit.per_second"), r.per_second),
@@ -591,6 +521,108 @@ impl Validator {
         }
 
         clients
+    }
+
+    /// What a client may obtain: its `audiences` (aliases resolved), its
+    /// `scopes`, and its ids at resource ASes (`ras_client_ids`).
+    fn client_targets(
+        &mut self,
+        key: &str,
+        cc: &ClientConfig,
+        audiences: &HashMap<String, Arc<Audience>>,
+        all_scopes: &BTreeSet<String>,
+    ) -> (HashSet<String>, Option<ScopeSet>, HashMap<String, String>) {
+        let mut allowed_audiences = HashSet::new();
+        for (i, a) in cc.audiences.iter().enumerate() {
+            match audiences.get(a) {
+                Some(aud) => {
+                    allowed_audiences.insert(aud.id.clone());
+                }
+                None => self.problem(format!("{key}.audiences[{i}]"), format!("unknown audience {a:?}")),
+            }
+        }
+        let scopes = cc.scopes.as_ref().map(|s| {
+            for x in s {
+                if !all_scopes.contains(x) {
+                    self.problem(
+                        format!("{key}.scopes"),
+                        format!("scope {x:?} is in no audience's catalog"),
+                    );
+                }
+            }
+            ScopeSet::from_iter(s.iter().cloned())
+        });
+        let mut ras_client_ids = HashMap::new();
+        for (ras, rid) in &cc.ras_client_ids {
+            match audiences.get(ras) {
+                Some(aud) if aud.kind == AudienceKind::IdJag => {
+                    ras_client_ids.insert(aud.id.clone(), rid.clone());
+                }
+                _ => self.problem(
+                    format!("{key}.ras_client_ids"),
+                    format!("{ras:?} is not an id_jag audience"),
+                ),
+            }
+        }
+        (allowed_audiences, scopes, ras_client_ids)
+    }
+
+    /// `clients.<id>.actor_identities`: each an issuer trusted for `actor`
+    /// and a non-empty `sub` (specs/decisions.md §3).
+    fn actor_identities(
+        &mut self,
+        key: &str,
+        cc: &ClientConfig,
+        issuers_by_name: &IssuersByName<'_>,
+    ) -> Vec<ActorIdentity> {
+        let mut actor_identities = Vec::new();
+        for (i, a) in cc.actor_identities.iter().enumerate() {
+            let akey = format!("{key}.actor_identities[{i}]");
+            match issuers_by_name.get(a.issuer.as_str()) {
+                Some(t) if t.purposes.contains(&Purpose::Actor) => {
+                    if a.sub.is_empty() {
+                        self.problem(format!("{akey}.sub"), "must not be empty");
+                    }
+                    actor_identities.push(ActorIdentity {
+                        iss: t.issuer.clone(),
+                        sub: a.sub.clone(),
+                    });
+                }
+                Some(_) => self.problem(
+                    format!("{akey}.issuer"),
+                    format!("issuer {:?} is not trusted for actor", a.issuer),
+                ),
+                None => self.problem(
+                    format!("{akey}.issuer"),
+                    format!("{:?} is not an issuer name under [issuers]", a.issuer),
+                ),
+            }
+        }
+        actor_identities
+    }
+
+    /// `clients.<id>.id_jag_issuers`: issuers trusted for `id_jag`, required
+    /// with the jwt-bearer grant (specs/decisions.md §18).
+    fn id_jag_issuers(&mut self, key: &str, cc: &ClientConfig, issuers_by_name: &IssuersByName<'_>) -> HashSet<String> {
+        let mut id_jag_issuers = HashSet::new();
+        for (i, name) in cc.id_jag_issuers.iter().enumerate() {
+            match issuers_by_name.get(name.as_str()) {
+                Some(t) if t.purposes.contains(&Purpose::IdJag) => {
+                    id_jag_issuers.insert(t.issuer.clone());
+                }
+                _ => self.problem(
+                    format!("{key}.id_jag_issuers[{i}]"),
+                    format!("{name:?} is not an issuer name under [issuers] trusted for id_jag"),
+                ),
+            }
+        }
+        if cc.grants.contains(&GrantType::JwtBearer) && cc.id_jag_issuers.is_empty() {
+            self.problem(
+                format!("{key}.id_jag_issuers"),
+                "a jwt-bearer client must name the issuers whose ID-JAGs it may redeem",
+            );
+        }
+        id_jag_issuers
     }
 
     /// Each actor identity belongs to one client, whose caps follow it.
