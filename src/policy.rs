@@ -230,6 +230,11 @@ impl Policy {
         out
     }
 
+    /// The audience `name` (an id or an alias) names, if it is of `kind`.
+    pub fn audience_of_kind(&self, name: &str, kind: AudienceKind) -> Option<Arc<Audience>> {
+        self.audiences.get(name).filter(|a| a.kind == kind).cloned()
+    }
+
     pub fn has_resource(&self, resource: &str) -> Option<&Arc<Audience>> {
         self.audiences
             .get(resource)

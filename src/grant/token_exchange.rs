@@ -222,18 +222,12 @@ fn resolve_id_jag_target(
             "an ID-JAG request needs exactly one audience: the resource authorization server's issuer",
         ));
     };
-    let audience = cx
-        .policy
-        .audiences
-        .get(*aud)
-        .filter(|a| a.kind == AudienceKind::IdJag)
-        .cloned()
-        .ok_or_else(|| {
-            OAuthError::invalid_target(
-                "target.unknown_audience",
-                "the audience is not a known resource authorization server",
-            )
-        })?;
+    let audience = cx.policy.audience_of_kind(aud, AudienceKind::IdJag).ok_or_else(|| {
+        OAuthError::invalid_target(
+            "target.unknown_audience",
+            "the audience is not a known resource authorization server",
+        )
+    })?;
     let resource = match resources {
         [] => None,
         [r] if audience.resources.iter().any(|x| x == r) => Some((*r).to_owned()),
@@ -264,10 +258,7 @@ fn resolve_resource_target(
     for name in audiences.iter().chain(resources) {
         let a = cx
             .policy
-            .audiences
-            .get(*name)
-            .filter(|a| a.kind == AudienceKind::AccessToken)
-            .cloned()
+            .audience_of_kind(name, AudienceKind::AccessToken)
             .ok_or_else(|| {
                 OAuthError::invalid_target(
                     "target.unknown_resource",
