@@ -10,9 +10,9 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 
+use crate::http::Router;
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::clock::{Clock, SystemClock};

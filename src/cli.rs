@@ -170,7 +170,7 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Re
                 let dev_base = crate::http::base_path(&issuer);
                 app.router = app.router.nest_service(
                     &format!("{dev_base}/dev/idp"),
-                    crate::dev::idp::router(Arc::clone(&idp)),
+                    crate::http::dev_idp::router(Arc::clone(&idp)),
                 );
                 let ras_config = crate::dev::embedded_ras_config(&ras_issuer, ras_listener.local_addr()?, &issuer)?;
                 let ras = App::build(&ras_config, "embedded resource AS", None).await?;

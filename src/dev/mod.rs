@@ -4,15 +4,13 @@
 //! Owns: everything that exists only when no config file is given.
 //! Must never: leak into a configured deployment.
 
-pub mod idp;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::config::{Config, IssuerConfig};
+use crate::http::dev_idp::DevIdp;
 use crate::policy::Purpose;
 use crate::types::ClientKind;
-use idp::DevIdp;
 
 pub const EMBEDDED_TOML: &str = include_str!("embedded.toml");
 pub const EMBEDDED_RAS_TOML: &str = include_str!("embedded_ras.toml");

@@ -4,6 +4,7 @@
 //! Must never: contain protocol logic; handlers extract, call one function,
 //! and map the result.
 
+pub mod dev_idp;
 pub mod extract;
 pub mod health;
 pub mod jwks;
@@ -14,7 +15,7 @@ pub mod server;
 
 use std::sync::Arc;
 
-use axum::Router;
+pub use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
