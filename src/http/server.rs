@@ -70,7 +70,7 @@ pub const RESERVED_FDS: u64 = 64;
 /// answers 431. hyper's default is about 400 KiB per connection, which
 /// across thousands of connections is memory an attacker chooses to fill.
 /// Requests carry credentials in the body (at most
-/// `http::extract::MAX_FORM_BYTES`), so heads are small.
+/// `params::MAX_FORM_BYTES`), so heads are small.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// At the cap with every connection busy: how often to look again for a slot
