@@ -4,6 +4,7 @@
 //! Must never: contain protocol logic; handlers extract, call one function,
 //! and map the result.
 
+pub mod audit_page;
 pub mod dev_idp;
 pub mod extract;
 pub mod health;
