@@ -209,6 +209,10 @@ pub struct AuditRecord {
     /// `parent_jti` (`POST /audit/events`); `grant` is then `tool_call`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event: Option<ToolEvent>,
+    /// What an audit read asked for (`txn=…`, `sub=… since=… until=…`):
+    /// who looked at what is itself on the record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
     /// Reserved for the OpenTelemetry trace id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
@@ -335,6 +339,12 @@ impl AuditRecord {
         input.extend_from_slice(prev_hash.as_bytes());
         input.extend_from_slice(&body);
         sha256_hex(&input)
+    }
+
+    /// Whether the record's hash still matches its content (not whether
+    /// its chain is whole: that is `audit verify`).
+    pub fn is_intact(&self) -> bool {
+        self.digest(&self.prev_hash) == self.hash
     }
 
     /// Link this record after `prev_hash` as number `seq` of `instance`.

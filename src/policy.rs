@@ -379,7 +379,9 @@ fn apply_cap(
     let in_categories =
         |s: &String, cats: &BTreeSet<Category>| audience.scopes.get(s).is_some_and(|c| cats.contains(c));
     if is_agent {
-        filter(allowed, removed, why::HUMAN_ONLY, |s| !policy.agents.human_only.contains(s));
+        filter(allowed, removed, why::HUMAN_ONLY, |s| {
+            !policy.agents.human_only.contains(s)
+        });
         filter(allowed, removed, why::AGENT_CATEGORY, |s| {
             in_categories(s, &policy.agents.categories)
         });

@@ -479,7 +479,9 @@ impl Store for RedisStore {
         let jti_key = record.issued_jti.as_deref().map(|j| self.jti_key(j));
         // A token may be reported on (tool calls) for a day past its exp.
         let jti_until = match (record.issued_exp, &jti_key) {
-            (Some(exp), Some(_)) => (exp.saturating_add(JTI_REPORT_GRACE_SECS)).saturating_mul(1000).to_string(),
+            (Some(exp), Some(_)) => (exp.saturating_add(JTI_REPORT_GRACE_SECS))
+                .saturating_mul(1000)
+                .to_string(),
             _ => String::new(),
         };
         let (instances_key, time_key) = (self.instances_key(), self.time_index_key());
@@ -680,7 +682,9 @@ impl Store for RedisStore {
                     .await
             })
             .await?;
-        let next_cursor = (page.len() == limit).then(|| page.last().map(|(id, _)| id.clone())).flatten();
+        let next_cursor = (page.len() == limit)
+            .then(|| page.last().map(|(id, _)| id.clone()))
+            .flatten();
         let mut records = Vec::with_capacity(page.len());
         for (_, fields) in page {
             records.push(record_field(&fields)?);
@@ -726,7 +730,10 @@ impl Store for RedisStore {
             offset += batch.len();
             for (member, score) in batch {
                 let score = score as i64;
-                if last.as_ref().is_some_and(|(s, m)| score == *s && member.as_str() <= m.as_str()) {
+                if last
+                    .as_ref()
+                    .is_some_and(|(s, m)| score == *s && member.as_str() <= m.as_str())
+                {
                     continue;
                 }
                 if refs.len() == q.limit {
@@ -963,8 +970,9 @@ fn record_field(fields: &[String]) -> Result<AuditRecord, StoreError> {
 
 /// `ms-n`, as Redis stream ids are.
 fn is_stream_id(s: &str) -> bool {
-    s.split_once('-')
-        .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && (a.bytes().chain(b.bytes())).all(|c| c.is_ascii_digit()))
+    s.split_once('-').is_some_and(|(a, b)| {
+        !a.is_empty() && !b.is_empty() && (a.bytes().chain(b.bytes())).all(|c| c.is_ascii_digit())
+    })
 }
 
 /// The value a revocation key holds: the subject cut-off, or `0`.
