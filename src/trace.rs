@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditRecord, Decision};
 
@@ -20,7 +20,7 @@ use crate::audit::{AuditRecord, Decision};
 pub const MAX_TREE_DEPTH: usize = 64;
 
 /// One record in the tree, by its id, with the records under it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceNode {
     pub id: String,
     pub children: Vec<TraceNode>,

@@ -203,7 +203,10 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Re
                 let ras_config = crate::dev::embedded_ras_config(&ras_issuer, ras_listener.local_addr()?, &issuer)?;
                 let ras = App::build(&ras_config, "embedded resource AS", None).await?;
                 tracing::warn!("DEVELOPMENT MODE: ephemeral keys, in-memory state, published demo secrets");
-                println!("{}", crate::dev::banner(&issuer, &ras_issuer));
+                let exe = std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "xaa-broker".into());
+                println!("{}", crate::dev::banner(&issuer, &ras_issuer, &exe));
                 let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
                 let mut ras_stop = stop_rx.clone();
                 let ras_task = tokio::spawn(ras.serve(ras_listener, async move {

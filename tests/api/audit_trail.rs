@@ -5,6 +5,7 @@
 //! and across instances, and who may read any of it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -336,7 +337,9 @@ async fn search_all(app: &TestApp, form: &[(&str, &str)], limit: usize) -> Vec<V
     let mut all = Vec::new();
     for _ in 0..1000 {
         let mut f: Vec<(&str, &str)> = form.to_vec();
-        f.push(("since", &since));
+        if !form.iter().any(|(k, _)| *k == "since") {
+            f.push(("since", &since));
+        }
         f.push(("limit", &limit));
         if let Some(c) = &cursor {
             f.push(("cursor", c));
@@ -422,4 +425,100 @@ async fn search_by_user_pages_through_every_record_once_across_redis_instances()
         .map(|r| r["instance"].as_str().unwrap())
         .collect();
     assert_eq!(instances.len(), 2, "{body:#}");
+}
+
+/// Many clients at once on `apps` (round robin): three grants and a denial
+/// per task. Afterwards the trail holds exactly one granted record per
+/// token issued and one denied record per refusal — none lost, none twice.
+async fn every_decision_is_recorded_exactly_once(apps: &[Arc<TestApp>]) {
+    const TASKS: usize = 24;
+    const ROUNDS: usize = 4;
+    let since = (now_secs() - 1).to_string();
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let app = apps[t % apps.len()].clone();
+        let other = apps[(t + 1) % apps.len()].clone();
+        handles.push(tokio::spawn(async move {
+            let mut issued = Vec::new();
+            let mut denied = 0usize;
+            for round in 0..ROUNDS {
+                let user = format!("user-{t}-{round}");
+                let id_token = app.idp.id_token(&user, "triage-agent", &["developer", "sre"]);
+                let first = app
+                    .exchange_for_hop("triage-agent", &id_token, ID_TOKEN, LOGS, &[])
+                    .await;
+                first.assert_ok();
+                let second = other
+                    .exchange_for_hop("mcp-logs", first.token(), ACCESS_TOKEN, COST, &[])
+                    .await;
+                second.assert_ok();
+                let third = app
+                    .exchange_for_hop("mcp-logs", first.token(), ACCESS_TOKEN, INCIDENTS, &[])
+                    .await;
+                third.assert_ok();
+                let refused = other
+                    .exchange_for_hop(
+                        "mcp-logs",
+                        first.token(),
+                        ACCESS_TOKEN,
+                        COST,
+                        &[("scope", "cost.approve")],
+                    )
+                    .await;
+                refused.assert_error(400, "invalid_scope");
+                denied += 1;
+                for r in [first, second, third] {
+                    issued.push(r.claims()["jti"].as_str().unwrap().to_owned());
+                }
+            }
+            (issued, denied)
+        }));
+    }
+    let mut issued = Vec::new();
+    let mut denied = 0;
+    for h in handles {
+        let (i, d) = h.await.unwrap();
+        issued.extend(i);
+        denied += d;
+    }
+    let records = search_all(&apps[0], &[("since", &since)], 1000).await;
+    let exchanges: Vec<&Value> = records.iter().filter(|r| r["grant"] == "token-exchange").collect();
+    let mut granted: Vec<String> = exchanges
+        .iter()
+        .filter(|r| r["decision"] == "granted")
+        .map(|r| r["issued_jti"].as_str().unwrap().to_owned())
+        .collect();
+    granted.sort();
+    issued.sort();
+    assert_eq!(granted.len(), TASKS * ROUNDS * 3);
+    assert_eq!(granted, issued, "each issued token has exactly one granted record");
+    let refusals = exchanges
+        .iter()
+        .filter(|r| r["decision"] == "denied" && r["reason"] == "scope.empty_grant")
+        .count();
+    assert_eq!(refusals, denied, "each refusal has its record");
+    // And every chain involved is whole.
+    for app in apps {
+        let chain = app.all_audit().await;
+        assert_eq!(xaa_broker::audit::verify_chain(&chain), Ok(()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_decision_is_recorded_exactly_once_under_concurrency_in_memory() {
+    let app = TestApp::spawn_with(|c| c.limits.enabled = false).await;
+    every_decision_is_recorded_exactly_once(&[Arc::new(app)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_decision_is_recorded_exactly_once_under_concurrency_on_two_redis_instances() {
+    let Some(url) = redis_url().await else { return };
+    let (prefix, keys) = (unique_prefix("audit-complete"), shared_signing_key());
+    let one = TestApp::spawn_with(|c| {
+        with_redis(c, &url, &prefix, &keys);
+        c.limits.enabled = false;
+    })
+    .await;
+    let two = one.spawn_sibling(|_| {}).await;
+    every_decision_is_recorded_exactly_once(&[Arc::new(one), Arc::new(two)]).await;
 }
