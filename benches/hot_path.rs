@@ -80,6 +80,7 @@ fn policy_decide(bencher: divan::Bencher) {
                 now: 1_800_000_000,
                 subject_exp: 1_800_000_300,
             },
+            &mut Vec::new(),
         )
         .unwrap()
     });

@@ -12,7 +12,68 @@ use serde::{Deserialize, Serialize};
 use crate::chain::Act;
 use crate::error::OAuthError;
 use crate::jose::sha256_hex;
+use crate::policy::{Category, Withheld};
 use crate::types::{Principal, ScopeSet};
+
+/// What a resource server did with a token it received (a tool call or an
+/// API method), as it reported it. Never the arguments: their SHA-256, and
+/// an optional short summary the reporter redacted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolEvent {
+    /// Tool or method name.
+    pub tool: String,
+    pub category: Category,
+    pub outcome: ToolOutcome,
+    /// When it happened, as reported (RFC 3339 UTC).
+    pub at: String,
+    /// SHA-256 (hex) of the arguments.
+    pub args_sha256: String,
+    /// Short, redacted by the reporter, capped and stripped of control
+    /// characters here.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub summary: Option<String>,
+    /// Pairs the report made before a call with the one made after it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub call_id: Option<String>,
+}
+
+/// A tool call's outcome: `allowed`/`denied` before it runs (the server's
+/// own permission check), `succeeded`/`failed` after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolOutcome {
+    Allowed,
+    Denied,
+    Succeeded,
+    Failed,
+}
+
+impl ToolOutcome {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "allowed" => Self::Allowed,
+            "denied" => Self::Denied,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// A signed statement "instance's chain had `hash` at `seq` at `time`"
+/// (issue: signed checkpoints). `jws` is a compact JWS (typ
+/// `xaa-audit-checkpoint+jwt`) over exactly these fields, signed with the
+/// audit key published at `/audit/jwks`: someone who can rewrite the store
+/// but lacks the key cannot make a rewritten chain match it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub instance: String,
+    pub seq: u64,
+    pub hash: String,
+    /// RFC 3339 UTC.
+    pub time: String,
+    pub jws: String,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -139,6 +200,19 @@ pub struct AuditRecord {
     /// Capped and stripped of control characters: attacker-chosen text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    /// The requested scopes not granted, each with the first rule that
+    /// withheld it (`policy::withheld`): what an auditor reads as
+    /// "cost.approve withheld: human_only".
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub scope_withheld: Vec<Withheld>,
+    /// A tool call reported by the resource server that received the token
+    /// `parent_jti` (`POST /audit/events`); `grant` is then `tool_call`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<ToolEvent>,
+    /// What an audit read asked for (`txn=…`, `sub=… since=… until=…`):
+    /// who looked at what is itself on the record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
     /// Reserved for the OpenTelemetry trace id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
@@ -153,17 +227,18 @@ const MAX_USER_AGENT: usize = 256;
 impl AuditRecord {
     /// A new, unsealed record for a request.
     pub fn begin(at_ms: i64, source_ip: Option<String>, user_agent: Option<&str>) -> Self {
-        let now = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000)
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         Self {
             id: uuid::Uuid::now_v7().to_string(),
-            time: now
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
+            time: format_time_ms(at_ms),
             source_ip,
             user_agent: user_agent.map(|ua| ua.chars().filter(|c| !c.is_control()).take(MAX_USER_AGENT).collect()),
             ..Self::default()
         }
+    }
+
+    /// `time` as Unix milliseconds (0 if unreadable: the store indexes by it).
+    pub fn time_ms(&self) -> i64 {
+        parse_time_ms(&self.time).unwrap_or(0)
     }
 
     /// Step: what was asked (a grant's short name, or the endpoint).
@@ -266,6 +341,12 @@ impl AuditRecord {
         sha256_hex(&input)
     }
 
+    /// Whether the record's hash still matches its content (not whether
+    /// its chain is whole: that is `audit verify`).
+    pub fn is_intact(&self) -> bool {
+        self.digest(&self.prev_hash) == self.hash
+    }
+
     /// Link this record after `prev_hash` as number `seq` of `instance`.
     pub fn seal(&mut self, instance: &str, seq: u64, prev_hash: &str) {
         self.instance = instance.to_owned();
@@ -315,6 +396,20 @@ impl NoiseSummary {
             Err(e) => tracing::error!(target: "audit", error = %e, "noise summary not serialisable"),
         }
     }
+}
+
+/// Unix milliseconds as the RFC 3339 UTC text records carry.
+pub fn format_time_ms(at_ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// RFC 3339 text as Unix milliseconds.
+pub fn parse_time_ms(text: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 /// The genesis `prev_hash` of every instance's chain.

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod app;
 pub mod audit;
+pub mod audit_api;
 pub mod chain;
 pub mod claims;
 pub mod cli;
@@ -33,5 +34,7 @@ pub mod revocation;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tool_events;
+pub mod trace;
 pub mod trust;
 pub mod types;

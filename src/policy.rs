@@ -128,10 +128,12 @@ pub struct LimitSettings {
 }
 
 /// `[audit]`, resolved: how unauthenticated noise is summarised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditSettings {
     pub unauthenticated_interval: Duration,
     pub unauthenticated_retention: Duration,
+    /// Clients that may read the audit trail (`audit.clients`).
+    pub clients: HashSet<String>,
 }
 
 #[derive(Debug)]
@@ -275,14 +277,27 @@ pub struct ExchangeContext<'a> {
     pub subject_exp: i64,
 }
 
+/// A requested scope that was not granted, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withheld {
+    pub scope: String,
+    /// The first rule that removed it: `not_in_catalog`, `not_entitled`,
+    /// `client_limit`, `subject_scope`, `human_only`, `agent_category`,
+    /// `client_category`.
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     pub scope: ScopeSet,
     pub exp: i64,
 }
 
-/// Decide what may be issued. Pure: same inputs, same answer.
-pub fn decide(policy: &Policy, ctx: &ExchangeContext<'_>) -> Result<Grant, OAuthError> {
+/// Decide what may be issued. Pure: same inputs, same answer. `withheld`
+/// receives each scope the request named (or, naming none, each scope the
+/// user is entitled to here) that is not granted, with the first rule that
+/// removed it — for the audit record, granted or refused.
+pub fn decide(policy: &Policy, ctx: &ExchangeContext<'_>, withheld: &mut Vec<Withheld>) -> Result<Grant, OAuthError> {
     if !ctx.client.audiences.contains(&ctx.audience.id) {
         return Err(OAuthError::invalid_target(
             "audience.not_allowed_for_client",
@@ -299,11 +314,13 @@ pub fn decide(policy: &Policy, ctx: &ExchangeContext<'_>) -> Result<Grant, OAuth
             ),
         ));
     }
-    let allowed = allowed_scopes(policy, ctx);
+    let mut removed = Vec::new();
+    let allowed = allowed_scopes(policy, ctx, &mut removed);
     let scope = match ctx.requested {
         Some(requested) => requested.intersect(&allowed),
         None => allowed,
     };
+    explain_withheld(ctx.requested, &scope, removed, withheld);
     if scope.is_empty() {
         return Err(OAuthError::invalid_scope(
             "scope.empty_grant",
@@ -323,36 +340,108 @@ pub fn decide(policy: &Policy, ctx: &ExchangeContext<'_>) -> Result<Grant, OAuth
     Ok(Grant { scope, exp })
 }
 
+/// Why a scope was removed, by the rule that removed it (`Withheld::reason`).
+mod why {
+    pub const NOT_IN_CATALOG: &str = "not_in_catalog";
+    pub const NOT_ENTITLED: &str = "not_entitled";
+    pub const CLIENT_LIMIT: &str = "client_limit";
+    pub const SUBJECT_SCOPE: &str = "subject_scope";
+    pub const HUMAN_ONLY: &str = "human_only";
+    pub const AGENT_CATEGORY: &str = "agent_category";
+    pub const CLIENT_CATEGORY: &str = "client_category";
+}
+
+/// Keep the scopes `keep` accepts; note each one removed with `reason`.
+fn filter(
+    allowed: &mut ScopeSet,
+    removed: &mut Vec<(String, &'static str)>,
+    reason: &'static str,
+    mut keep: impl FnMut(&String) -> bool,
+) {
+    allowed.retain(|s| {
+        let kept = keep(s);
+        if !kept {
+            removed.push((s.clone(), reason));
+        }
+        kept
+    });
+}
+
 /// Agents never receive human-only scopes or categories outside the agent
 /// cap; a client with its own `categories` is held to them wherever it acts.
 fn apply_cap(
     policy: &Policy,
     audience: &Audience,
-    allowed: &mut ScopeSet,
+    (allowed, removed): (&mut ScopeSet, &mut Vec<(String, &'static str)>),
     is_agent: bool,
     categories: Option<&BTreeSet<Category>>,
 ) {
     let in_categories =
         |s: &String, cats: &BTreeSet<Category>| audience.scopes.get(s).is_some_and(|c| cats.contains(c));
     if is_agent {
-        allowed.retain(|s| !policy.agents.human_only.contains(s) && in_categories(s, &policy.agents.categories));
+        filter(allowed, removed, why::HUMAN_ONLY, |s| {
+            !policy.agents.human_only.contains(s)
+        });
+        filter(allowed, removed, why::AGENT_CATEGORY, |s| {
+            in_categories(s, &policy.agents.categories)
+        });
     }
     if let Some(cats) = categories {
-        allowed.retain(|s| in_categories(s, cats));
+        filter(allowed, removed, why::CLIENT_CATEGORY, |s| in_categories(s, cats));
     }
 }
 
-/// Everything that could be granted before the request's own `scope`.
-fn allowed_scopes(policy: &Policy, ctx: &ExchangeContext<'_>) -> ScopeSet {
+/// The audit's view of a decision: each requested scope not granted, with
+/// the first rule that removed it (or `not_in_catalog`). With no `scope`
+/// sent, the scopes a rule took from what the user is entitled to here (a
+/// scope the user never had is not "withheld").
+fn explain_withheld(
+    requested: Option<&ScopeSet>,
+    granted: &ScopeSet,
+    removed: Vec<(String, &'static str)>,
+    out: &mut Vec<Withheld>,
+) {
+    let reason_of = |s: &str| {
+        removed
+            .iter()
+            .find(|(r, _)| r == s)
+            .map(|(_, why)| *why)
+            .unwrap_or(why::NOT_IN_CATALOG)
+    };
+    let mut push = |scope: &str, reason: &str| {
+        out.push(Withheld {
+            scope: scope.to_owned(),
+            reason: reason.to_owned(),
+        })
+    };
+    match requested {
+        Some(requested) => {
+            for s in requested.iter().filter(|s| !granted.contains(s)) {
+                push(s, reason_of(s));
+            }
+        }
+        None => {
+            for (s, reason) in removed.iter().filter(|(_, r)| *r != why::NOT_ENTITLED) {
+                push(s, reason);
+            }
+        }
+    }
+}
+
+/// Everything that could be granted before the request's own `scope`; each
+/// scope of the catalog removed on the way is noted in `removed` with the
+/// rule that removed it.
+fn allowed_scopes(policy: &Policy, ctx: &ExchangeContext<'_>, removed: &mut Vec<(String, &'static str)>) -> ScopeSet {
     let mut allowed = ctx.audience.catalog();
     if let Some(roles) = ctx.roles {
-        allowed = allowed.intersect(&policy.entitlement(roles));
+        let entitled = policy.entitlement(roles);
+        filter(&mut allowed, removed, why::NOT_ENTITLED, |s| entitled.contains(s));
     }
     if let Some(client_scopes) = &ctx.client.scopes {
-        allowed = allowed.intersect(client_scopes);
+        filter(&mut allowed, removed, why::CLIENT_LIMIT, |s| client_scopes.contains(s));
     }
     if let Some(subject) = ctx.subject_scope {
-        allowed = allowed.intersect(subject);
+        filter(&mut allowed, removed, why::SUBJECT_SCOPE, |s| subject.contains(s));
     }
     // The requesting client's own caps apply even when an actor token names
     // someone else as the actor: a client never obtains more than it could
@@ -360,7 +449,7 @@ fn allowed_scopes(policy: &Policy, ctx: &ExchangeContext<'_>) -> ScopeSet {
     apply_cap(
         policy,
         ctx.audience,
-        &mut allowed,
+        (&mut allowed, removed),
         ctx.client.kind == ClientKind::Agent,
         ctx.client.categories.as_ref(),
     );
@@ -375,7 +464,7 @@ fn allowed_scopes(policy: &Policy, ctx: &ExchangeContext<'_>) -> ScopeSet {
         apply_cap(
             policy,
             ctx.audience,
-            &mut allowed,
+            (&mut allowed, removed),
             is_agent,
             known.and_then(|c| c.categories.as_ref()),
         );

@@ -66,10 +66,16 @@ struct Case<'a> {
 }
 
 fn decide_case(p: &Policy, c: Case<'_>) -> Result<Grant, OAuthError> {
+    decide_explained(p, c).0
+}
+
+/// The decision and the scopes it withheld, with their reasons.
+fn decide_explained(p: &Policy, c: Case<'_>) -> (Result<Grant, OAuthError>, Vec<(String, String)>) {
+    let mut withheld = Vec::new();
     let requested = c.requested.map(|r| ScopeSet::parse(r).unwrap());
     let roles: Vec<String> = c.roles.iter().map(|s| s.to_string()).collect();
     let subject_scope = c.subject_scope.map(|r| ScopeSet::parse(r).unwrap());
-    decide(
+    let result = decide(
         p,
         &ExchangeContext {
             client: &p.clients[c.client],
@@ -81,7 +87,10 @@ fn decide_case(p: &Policy, c: Case<'_>) -> Result<Grant, OAuthError> {
             now: NOW,
             subject_exp: NOW + 3600,
         },
-    )
+        &mut withheld,
+    );
+    let withheld = withheld.into_iter().map(|w| (w.scope, w.reason)).collect();
+    (result, withheld)
 }
 
 fn agent_chain() -> Option<Act> {
@@ -161,6 +170,59 @@ fn a_user_without_roles_gets_nothing() {
     )
     .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidScope);
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(s, r)| (s.to_string(), r.to_string())).collect()
+}
+
+#[test]
+fn each_withheld_scope_is_recorded_with_the_first_rule_that_removed_it() {
+    let case = |requested, roles: &'static [&'static str], subject_scope| Case {
+        client: "triage",
+        audience: "https://cost.example.com",
+        requested,
+        roles,
+        subject_scope,
+        chain: agent_chain(),
+    };
+    // Asked for both; the agent in the chain loses the human-only one.
+    let (g, withheld) = decide_explained(&policy(), case(Some("cost.read cost.approve"), &["sre"], None));
+    assert_eq!(g.unwrap().scope.to_string(), "cost.read");
+    assert_eq!(withheld, pairs(&[("cost.approve", "human_only")]));
+    // Not entitled comes first: a developer never had cost.approve.
+    let (_, withheld) = decide_explained(&policy(), case(Some("cost.read cost.approve"), &["developer"], None));
+    assert_eq!(withheld, pairs(&[("cost.approve", "not_entitled")]));
+    // A scope outside the audience's catalog.
+    let (_, withheld) = decide_explained(&policy(), case(Some("cost.read logs.read"), &["sre"], None));
+    assert_eq!(withheld, pairs(&[("logs.read", "not_in_catalog")]));
+    // The subject token's scope bounds a re-exchange.
+    let (_, withheld) = decide_explained(&policy(), case(Some("cost.read"), &["sre"], Some("cost.approve")));
+    assert_eq!(withheld, pairs(&[("cost.read", "subject_scope")]));
+    // Asking for nothing: only what a rule took from the user's entitlement
+    // counts as withheld, not what the user never had.
+    let (g, withheld) = decide_explained(&policy(), case(None, &["sre"], None));
+    assert_eq!(g.unwrap().scope.to_string(), "cost.read");
+    assert_eq!(withheld, pairs(&[("cost.approve", "human_only")]));
+    let (_, withheld) = decide_explained(&policy(), case(None, &["developer"], None));
+    assert!(withheld.is_empty(), "{withheld:?}");
+}
+
+#[test]
+fn a_refused_decision_still_says_what_was_withheld() {
+    let (g, withheld) = decide_explained(
+        &policy(),
+        Case {
+            client: "mcp-logs",
+            audience: "https://cost.example.com",
+            requested: Some("cost.approve"),
+            roles: &["sre"],
+            subject_scope: None,
+            chain: None,
+        },
+    );
+    assert_eq!(g.unwrap_err().reason, "scope.empty_grant");
+    assert_eq!(withheld, pairs(&[("cost.approve", "client_category")]));
 }
 
 #[test]
@@ -358,6 +420,7 @@ fn lifetime_is_bounded_by_audience_ttl_and_subject_exp() {
             now: NOW,
             subject_exp: NOW + 30,
         },
+        &mut Vec::new(),
     )
     .unwrap();
     assert_eq!(g.exp, NOW + 30);
@@ -407,7 +470,7 @@ proptest! {
         let chain = build_chain(&chain);
         let audience = &p.audiences["https://logs.example.com"];
         let ctx = ExchangeContext { client: &p.clients[client], audience, requested: requested.as_ref(), roles: Some(&roles), subject_scope: subject.as_ref(), chain: chain.as_ref(), now: NOW, subject_exp: NOW + 600 };
-        if let Ok(g) = decide(&p, &ctx) {
+        if let Ok(g) = decide(&p, &ctx, &mut Vec::new()) {
             prop_assert!(g.scope.is_subset(&audience.catalog()));
             prop_assert!(g.scope.is_subset(&p.entitlement(&roles)));
             if let Some(r) = &requested { prop_assert!(g.scope.is_subset(r)); }
@@ -435,7 +498,7 @@ proptest! {
         let (sub, kind) = ACTORS[next];
         let after = chain::wrap(before.clone(), Some(&Actor { sub: sub.into(), iss: None, kind }));
         for aud in ["https://logs.example.com", "https://cost.example.com"] {
-            let grant = |c: &Option<Act>| decide(&p, &ExchangeContext { client: &p.clients["web"], audience: &p.audiences[aud], requested: None, roles: Some(&roles), subject_scope: None, chain: c.as_ref(), now: NOW, subject_exp: NOW + 600 }).map(|g| g.scope).unwrap_or_default();
+            let grant = |c: &Option<Act>| decide(&p, &ExchangeContext { client: &p.clients["web"], audience: &p.audiences[aud], requested: None, roles: Some(&roles), subject_scope: None, chain: c.as_ref(), now: NOW, subject_exp: NOW + 600 }, &mut Vec::new()).map(|g| g.scope).unwrap_or_default();
             prop_assert!(grant(&after).is_subset(&grant(&before)));
         }
     }

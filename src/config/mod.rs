@@ -98,8 +98,10 @@ pub struct RateLimitConfig {
     pub burst: u32,
 }
 
-/// How requests refused before a client is authenticated are recorded:
-/// aggregated summaries, apart from the hash-chained trail (decisions §13).
+/// The audit trail: who may read it, its durable file, its signed
+/// checkpoints, and how requests refused before a client is authenticated
+/// are recorded (aggregated summaries, apart from the hash-chained trail,
+/// decisions §13).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
@@ -107,6 +109,27 @@ pub struct AuditConfig {
     pub unauthenticated_interval_secs: u64,
     /// How long summary records are kept.
     pub unauthenticated_retention_secs: u64,
+    /// Client ids that may read the audit trail: `/audit/trace`,
+    /// `/audit/records`, `/audit/chain`, the page `/audit/ui`, and the
+    /// `xaa-broker audit` commands. They authenticate like any client.
+    pub clients: Vec<String>,
+    /// A JSON Lines file every record and checkpoint is also appended to
+    /// (fail closed: if it cannot be written, no token leaves). Restart only.
+    pub file: Option<PathBuf>,
+    /// When the file is flushed to disk: `always` (before each answer),
+    /// `interval` (every `fsync_interval_ms`), `never` (the OS decides).
+    pub fsync: FsyncPolicy,
+    pub fsync_interval_ms: u64,
+    /// The file is rotated when it would grow past this (0: never).
+    pub rotate_bytes: u64,
+    /// A signed checkpoint of this instance's chain every this many records ...
+    pub checkpoint_every_records: u64,
+    /// ... or every this many seconds when the chain moved.
+    pub checkpoint_every_secs: u64,
+    /// The private JWK (as `xaa-broker keys generate` writes) that signs
+    /// checkpoints; its public half is served at `/audit/jwks`. Absent: an
+    /// ephemeral key (checkpoints cannot be checked after a restart).
+    pub checkpoint_key: Option<PathBuf>,
 }
 
 impl Default for AuditConfig {
@@ -114,8 +137,28 @@ impl Default for AuditConfig {
         Self {
             unauthenticated_interval_secs: 60,
             unauthenticated_retention_secs: 86_400,
+            clients: Vec::new(),
+            file: None,
+            fsync: FsyncPolicy::Always,
+            fsync_interval_ms: 1000,
+            rotate_bytes: 100 * 1024 * 1024,
+            checkpoint_every_records: 1000,
+            checkpoint_every_secs: 60,
+            checkpoint_key: None,
         }
     }
+}
+
+/// When the audit file reaches the disk (`audit.fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Before the answer leaves: nothing released is ever lost.
+    Always,
+    /// Every `fsync_interval_ms`: a crash can lose that long.
+    Interval,
+    /// Left to the OS.
+    Never,
 }
 
 /// The resource authorization server role (ID-JAG redemption, RFC 7523).

@@ -132,9 +132,27 @@ impl Validator {
                 ),
             );
         }
+        for (i, id) in a.clients.iter().enumerate() {
+            if !c.clients.contains_key(id) {
+                self.problem(format!("audit.clients[{i}]"), format!("unknown client {id:?}"));
+            }
+        }
+        if a.checkpoint_every_records == 0 {
+            self.problem("audit.checkpoint_every_records", "must be at least 1");
+        }
+        if !(1..=86_400).contains(&a.checkpoint_every_secs) {
+            self.problem("audit.checkpoint_every_secs", "must be between 1 and 86400 seconds");
+        }
+        if a.fsync == crate::config::FsyncPolicy::Interval && !(1..=60_000).contains(&a.fsync_interval_ms) {
+            self.problem("audit.fsync_interval_ms", "must be between 1 and 60000 ms");
+        }
+        if a.rotate_bytes != 0 && a.rotate_bytes < 64 * 1024 {
+            self.problem("audit.rotate_bytes", "must be 0 (never rotate) or at least 65536");
+        }
         AuditSettings {
             unauthenticated_interval: Duration::from_secs(a.unauthenticated_interval_secs.clamp(1, 3600)),
             unauthenticated_retention: Duration::from_secs(a.unauthenticated_retention_secs.max(1)),
+            clients: a.clients.iter().cloned().collect(),
         }
     }
 

@@ -85,8 +85,8 @@ pub fn embedded_ras_config(ras_issuer: &str, listen: SocketAddr, broker_issuer: 
 }
 
 /// The banner: what this is, and a walk-through that works as printed
-/// (needs curl and jq).
-pub fn banner(issuer: &str, ras_issuer: &str) -> String {
+/// (needs curl and jq). `exe`: this binary, for the auditor's step.
+pub fn banner(issuer: &str, ras_issuer: &str, exe: &str) -> String {
     let te = "urn:ietf:params:oauth:grant-type:token-exchange";
     let jb = "urn:ietf:params:oauth:grant-type:jwt-bearer";
     format!(
@@ -106,6 +106,7 @@ pub fn banner(issuer: &str, ras_issuer: &str) -> String {
 
  B={issuer}
  RAS={ras_issuer}
+ XAA={exe}
 
  # 1. alice signs in at the dev IdP; the ID token is for the triage agent
  ID_TOKEN=$(curl -s $B/dev/idp/id-token -d user=alice -d client_id=triage-agent | jq -r .id_token)
@@ -133,6 +134,14 @@ pub fn banner(issuer: &str, ras_issuer: &str) -> String {
 
  # 5. Look inside (sub = alice, act = mcp:logs ← agent:triage, same txn as HOP1)
  for t in $HOP1 $HOP2; do jq -cR 'split(".")[1] | gsub("-";"+") | gsub("_";"/") | @base64d | fromjson | {{sub,aud,scope,txn,act}}' <<<"$t"; done
+
+ # 6. The auditor: the logs MCP server reports the tool call it made with HOP1 (a hash of the arguments, never
+ #    the arguments); then the whole transaction as a tree, with the scope the agent was refused and why
+ curl -s -u mcp-logs:mcp-logs-secret $B/audit/events -d token=$HOP1 -d tool=search_logs -d category=read \
+   -d outcome=succeeded -d args_sha256=$(printf '{{"query":"error"}}' | sha256sum | cut -c1-64) | jq -c
+ TXN=$(jq -rR 'split(".")[1] | gsub("-";"+") | gsub("_";"/") | @base64d | fromjson | .txn' <<<"$HOP1")
+ XAA_AUDIT_CLIENT_ID=auditor XAA_AUDIT_CLIENT_SECRET=auditor-secret $XAA audit trace $TXN --url $B
+ echo "the picture: $B/audit/ui?txn=$TXN (user auditor, password auditor-secret)"
 ================================================================================
 "#
     )

@@ -122,6 +122,7 @@ async fn run(
             // access token's life is the resource's TTL (§4.4).
             subject_exp: i64::MAX,
         },
+        &mut audit.scope_withheld,
     )?;
 
     // Only the roles this issuer is trusted to assert (`issuers.*.roles`).

@@ -100,6 +100,7 @@ pub async fn exchange(
             now: cx.now,
             subject_exp: subject.exp,
         },
+        &mut audit.scope_withheld,
     )?;
 
     let client_id = match req.requested {

@@ -4,6 +4,7 @@
 //! Must never: contain protocol logic; handlers extract, call one function,
 //! and map the result.
 
+pub mod audit;
 pub mod audit_page;
 pub mod dev_idp;
 pub mod extract;
@@ -59,6 +60,18 @@ pub fn router(state: Arc<AppState>, base: &str) -> Router {
         .route(
             &format!("{base}/admin/audit"),
             post(oauth::admin_audit).fallback(method_not_allowed),
+        )
+        .route(
+            &format!("{base}/audit/trace"),
+            post(audit::trace).fallback(method_not_allowed),
+        )
+        .route(
+            &format!("{base}/audit/records"),
+            post(audit::records).fallback(method_not_allowed),
+        )
+        .route(
+            &format!("{base}/audit/events"),
+            post(audit::events).fallback(method_not_allowed),
         )
         .route(&format!("{base}/jwks"), get(jwks::jwks))
         .route(

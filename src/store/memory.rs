@@ -15,11 +15,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    Commit, CommitPlan, Mode, Revocation, Store, StoreError, TokenRef, issued_before_cutoff, revocation_key,
-    subject_key,
+    AuditSink, ChainPage, Commit, CommitPlan, MAX_TRACE_RECORDS, Mode, Revocation, SearchPage, SearchQuery, Store,
+    StoreError, TokenRef, issued_before_cutoff, revocation_key, sink_error, subject_key,
 };
 use crate::audit::NoiseSummary;
-use crate::audit::{AuditRecord, GENESIS};
+use crate::audit::{AuditRecord, Checkpoint, GENESIS};
 use crate::clock::{Clock, SystemClock};
 
 /// Most noise summaries kept: about 250 bytes each.
@@ -61,9 +61,23 @@ impl<V> Expiring<V> {
 struct AuditLog {
     records: VecDeque<AuditRecord>,
     by_txn: HashMap<String, Vec<u64>>,
+    /// The seq of the record that issued each `jti` still held.
+    by_issued_jti: HashMap<String, u64>,
     next_seq: u64,
     last_hash: String,
+    /// Oldest first, at most `MAX_CHECKPOINTS`.
+    checkpoints: VecDeque<Checkpoint>,
 }
+
+impl AuditLog {
+    fn get(&self, seq: u64) -> Option<&AuditRecord> {
+        let first = self.records.front()?.seq;
+        self.records.get(usize::try_from(seq.checked_sub(first)?).ok()?)
+    }
+}
+
+/// Checkpoints the memory store keeps.
+pub const MAX_CHECKPOINTS: usize = 10_000;
 
 struct State {
     marks: Expiring<()>,
@@ -84,6 +98,8 @@ pub struct MemoryStore {
     noise: Mutex<VecDeque<(i64, NoiseSummary)>>,
     /// What "now" is for expiry: the broker's clock, injectable.
     clock: Arc<dyn Clock>,
+    /// The audit file, when configured.
+    sink: Option<Arc<dyn AuditSink>>,
 }
 
 impl MemoryStore {
@@ -110,17 +126,39 @@ impl MemoryStore {
                 audit: AuditLog {
                     records: VecDeque::new(),
                     by_txn: HashMap::new(),
+                    by_issued_jti: HashMap::new(),
                     next_seq: 1,
                     last_hash: GENESIS.to_owned(),
+                    checkpoints: VecDeque::new(),
                 },
             }),
             noise: Mutex::new(VecDeque::new()),
+            sink: None,
         }
+    }
+
+    /// Also write every record and checkpoint to `sink` (the audit file),
+    /// continuing this instance's chain from the last record the sink holds
+    /// for it: a restart with the same `XAA_INSTANCE` extends its chain.
+    pub fn with_sink(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        if let Some((seq, hash)) = sink.head(&self.instance) {
+            let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+            st.audit.next_seq = seq + 1;
+            st.audit.last_hash = hash;
+        }
+        self.sink = Some(sink);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// A memory cursor is the last `seq` returned; one this store never gave
+/// reads as the end (an empty page, not an error).
+fn parse_seq_cursor(cursor: Option<&str>) -> u64 {
+    cursor.map_or(0, |c| c.parse().unwrap_or(u64::MAX))
 }
 
 /// Revoked by jti, by txn, or issued at or before its principal's cut-off
@@ -167,6 +205,9 @@ impl Store for MemoryStore {
     async fn commit(&self, plan: CommitPlan<'_>, mut record: AuditRecord) -> Result<Commit, StoreError> {
         let now = plan.now;
         let mut st = self.lock();
+        if let Some(sink) = &self.sink {
+            sink.ready().map_err(|e| sink_error(&e))?;
+        }
         st.marks.purge(now);
         let used = |st: &State, i: usize| st.marks.get(&plan.marks[i].key, now).is_some();
         match plan.mode {
@@ -203,10 +244,16 @@ impl Store for MemoryStore {
         if let Some(txn) = &record.txn {
             log.by_txn.entry(txn.clone()).or_default().push(seq);
         }
+        if let Some(jti) = &record.issued_jti {
+            log.by_issued_jti.insert(jti.clone(), seq);
+        }
         log.records.push_back(record.clone());
         while log.records.len() > self.max_audit_records {
-            if let Some(old) = log.records.pop_front()
-                && let Some(txn) = &old.txn
+            let Some(old) = log.records.pop_front() else { break };
+            if let Some(jti) = &old.issued_jti {
+                log.by_issued_jti.remove(jti);
+            }
+            if let Some(txn) = &old.txn
                 && let Some(seqs) = log.by_txn.get_mut(txn)
             {
                 seqs.retain(|s| *s != old.seq);
@@ -214,6 +261,11 @@ impl Store for MemoryStore {
                     log.by_txn.remove(txn);
                 }
             }
+        }
+        // After the chain: a record the file could not take yet is kept by
+        // the sink and written first next time; this request fails closed.
+        if let Some(sink) = &self.sink {
+            sink.append_record(&record).map_err(|e| sink_error(&e))?;
         }
         Ok(Commit::Done(record))
     }
@@ -233,10 +285,10 @@ impl Store for MemoryStore {
         let Some(seqs) = log.by_txn.get(txn) else {
             return Ok(Vec::new());
         };
-        let first = log.records.front().map(|r| r.seq).unwrap_or(0);
         Ok(seqs
             .iter()
-            .filter_map(|s| log.records.get((s - first) as usize))
+            .filter_map(|s| log.get(*s))
+            .take(MAX_TRACE_RECORDS)
             .cloned()
             .collect())
     }
@@ -246,6 +298,94 @@ impl Store for MemoryStore {
             return Ok(Vec::new());
         }
         Ok(self.lock().audit.records.iter().cloned().collect())
+    }
+
+    async fn audit_chain_page(
+        &self,
+        instance: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<ChainPage, StoreError> {
+        if instance != self.instance {
+            return Ok(ChainPage::default());
+        }
+        let after = parse_seq_cursor(cursor);
+        let st = self.lock();
+        let records: Vec<AuditRecord> = st
+            .audit
+            .records
+            .iter()
+            .filter(|r| r.seq > after)
+            .take(limit)
+            .cloned()
+            .collect();
+        let next_cursor = match records.last() {
+            Some(last) if st.audit.records.back().is_some_and(|b| b.seq > last.seq) => Some(last.seq.to_string()),
+            _ => None,
+        };
+        Ok(ChainPage { records, next_cursor })
+    }
+
+    async fn audit_search(&self, q: &SearchQuery) -> Result<SearchPage, StoreError> {
+        let after = parse_seq_cursor(q.cursor.as_deref());
+        let st = self.lock();
+        let mut records = Vec::new();
+        let mut next_cursor = None;
+        for r in st.audit.records.iter().filter(|r| r.seq > after) {
+            let t = r.time_ms();
+            let matches = t >= q.since_ms
+                && t < q.until_ms
+                && q.sub.as_ref().is_none_or(|s| r.sub.as_ref() == Some(s))
+                && q.iss.as_ref().is_none_or(|i| r.sub_iss.as_ref() == Some(i));
+            if !matches {
+                continue;
+            }
+            if records.len() == q.limit {
+                next_cursor = records.last().map(|l: &AuditRecord| l.seq.to_string());
+                break;
+            }
+            records.push(r.clone());
+        }
+        Ok(SearchPage { records, next_cursor })
+    }
+
+    async fn audit_by_issued_jti(&self, jti: &str) -> Result<Option<AuditRecord>, StoreError> {
+        let st = self.lock();
+        Ok(st
+            .audit
+            .by_issued_jti
+            .get(jti)
+            .and_then(|seq| st.audit.get(*seq))
+            .cloned())
+    }
+
+    async fn audit_instances(&self) -> Result<Vec<String>, StoreError> {
+        Ok(vec![self.instance.clone()])
+    }
+
+    async fn audit_head(&self) -> Result<(u64, String), StoreError> {
+        let st = self.lock();
+        Ok((st.audit.next_seq - 1, st.audit.last_hash.clone()))
+    }
+
+    async fn append_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        if let Some(sink) = &self.sink {
+            sink.append_checkpoint(checkpoint).map_err(|e| sink_error(&e))?;
+        }
+        let kept = &mut st.audit.checkpoints;
+        kept.push_back(checkpoint.clone());
+        while kept.len() > MAX_CHECKPOINTS {
+            kept.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn checkpoints(&self, instance: &str) -> Result<Vec<Checkpoint>, StoreError> {
+        if instance != self.instance {
+            return Ok(Vec::new());
+        }
+        Ok(self.lock().audit.checkpoints.iter().cloned().collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::audit::AuditRecord;
 use crate::audit::NoiseSummary;
+use crate::audit::{AuditRecord, Checkpoint};
 use crate::types::Principal;
 
 /// "This value may be used once until `expires_at`" (client assertion `jti`,
@@ -146,6 +146,65 @@ pub struct TokenRef<'a> {
 #[error("store unavailable: {0}")]
 pub struct StoreError(pub String);
 
+/// Most records one trace returns: a correlation id is one user's task, so
+/// more than this is a runaway client, and the answer says it was cut.
+pub const MAX_TRACE_RECORDS: usize = 10_000;
+
+/// A search of the audit trail (`/audit/records`): records in a time range,
+/// optionally of one user, a page at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchQuery {
+    /// The user (`sub`); with `iss`, only as vouched for by that issuer.
+    pub sub: Option<String>,
+    pub iss: Option<String>,
+    /// Record `time` (the request's start), Unix milliseconds, inclusive.
+    pub since_ms: i64,
+    /// Exclusive.
+    pub until_ms: i64,
+    /// Where the previous page ended (opaque, from [`SearchPage::next_cursor`]).
+    pub cursor: Option<String>,
+    pub limit: usize,
+}
+
+/// One page of a search, oldest first. A page may hold fewer than `limit`
+/// records and still have a next one; the search is over when
+/// `next_cursor` is `None`.
+#[derive(Debug, Clone, Default)]
+pub struct SearchPage {
+    pub records: Vec<AuditRecord>,
+    pub next_cursor: Option<String>,
+}
+
+/// One page of one instance's chain, in `seq` order (`audit verify`).
+#[derive(Debug, Clone, Default)]
+pub struct ChainPage {
+    pub records: Vec<AuditRecord>,
+    /// Where to continue (opaque); `None` at the end of the chain.
+    pub next_cursor: Option<String>,
+}
+
+/// A second copy of the chain on local disk (`[audit] file`), written by
+/// the store inside the chain's lock, so that its order is the chain's.
+/// Fail closed: a store asks `ready` before it commits anything, and a
+/// failed append fails the commit (no token leaves). A sink keeps a line it
+/// could not write and writes it first next time, so its copy of each
+/// chain stays complete.
+pub trait AuditSink: Send + Sync + 'static {
+    /// Writable, with any line kept from an earlier failure written out.
+    fn ready(&self) -> std::io::Result<()>;
+    fn append_record(&self, record: &AuditRecord) -> std::io::Result<()>;
+    fn append_checkpoint(&self, checkpoint: &Checkpoint) -> std::io::Result<()>;
+    /// The last record of `instance` in the sink (`seq`, `hash`): a memory
+    /// store restarted with the same `XAA_INSTANCE` continues its chain.
+    fn head(&self, instance: &str) -> Option<(u64, String)>;
+}
+
+/// The error of a failed audit-file write (the reason is logged; the caller
+/// gets 503).
+pub fn sink_error(e: &std::io::Error) -> StoreError {
+    StoreError(format!("the audit file cannot be written ({:?})", e.kind()))
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Atomically check and write what `plan` says (see [`Mode`]), sealing
@@ -161,11 +220,41 @@ pub trait Store: Send + Sync + 'static {
     /// judges expiry by its own clock).
     async fn is_revoked(&self, token: TokenRef<'_>, now: i64) -> Result<bool, StoreError>;
 
-    /// Audit records of one correlation id, oldest first.
+    /// Audit records of one correlation id from every instance, in the
+    /// order they were recorded, at most [`MAX_TRACE_RECORDS`].
     async fn audit_by_txn(&self, txn: &str) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// Every audit record of one instance, in seq order (chain verification).
     async fn audit_chain(&self, instance: &str) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Up to `limit` records of one instance's chain after `cursor`.
+    async fn audit_chain_page(
+        &self,
+        instance: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<ChainPage, StoreError>;
+
+    /// Records by time range, and by user, from every instance.
+    async fn audit_search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError>;
+
+    /// The granted record that issued the token with this `jti`, while that
+    /// token may still be reported on (a day past its `exp`).
+    async fn audit_by_issued_jti(&self, jti: &str) -> Result<Option<AuditRecord>, StoreError>;
+
+    /// The instances whose chains the store holds.
+    async fn audit_instances(&self) -> Result<Vec<String>, StoreError>;
+
+    /// This instance's chain head: the last `seq` and its `hash` (`0` and
+    /// the genesis hash before the first record).
+    async fn audit_head(&self) -> Result<(u64, String), StoreError>;
+
+    /// Keep a signed checkpoint of this instance's chain (and write it to
+    /// the sink, in order with the records).
+    async fn append_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
+
+    /// The checkpoints kept for one instance, oldest first.
+    async fn checkpoints(&self, instance: &str) -> Result<Vec<Checkpoint>, StoreError>;
 
     /// Reachable and writable (`/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -17,12 +17,20 @@
 //!   `expires_at` it was given. The subject key is scoped by issuer, whose
 //!   length prefixes it so no two keys can be confused.
 //! - `{p}audit:{instance}`: a Stream of sealed records (field `record`, the
-//!   record's JSON), trimmed by age (`AUDIT_RETENTION`).
+//!   record's JSON), trimmed by age (`AUDIT_RETENTION`). The only copy of a
+//!   record: every index below holds references `{instance}|{stream id}`,
+//!   so what a trace shows is exactly what `audit verify` checks.
 //! - `{p}audit:{instance}:head`: a hash `seq`, `hash`: the chain head.
-//! - `{p}audit:txn:{txn}`: a list of the JSON of that txn's records, oldest
-//!   first, from every instance, expiring `AUDIT_RETENTION` after its last
-//!   append. Copies rather than stream ids, so `audit_by_txn` is one `LRANGE`
-//!   and needs no key it cannot name up front.
+//! - `{p}audit:{instance}:checkpoints`: a list of signed checkpoints (JSON).
+//! - `{p}audit:instances`: a set of the instances that wrote a chain.
+//! - `{p}audit:txn:{txn}`: a list of references to that txn's records,
+//!   oldest first, from every instance, expiring `AUDIT_RETENTION` after its
+//!   last append.
+//! - `{p}audit:time`: a sorted set of references scored by record time (Unix
+//!   ms), and `{p}audit:sub:{len}:{sub}` the same for one user: the search
+//!   indexes, trimmed by age on append.
+//! - `{p}audit:jti:{jti}`: the reference of the record that issued `jti`,
+//!   expiring a day after the token (tool-call reports by `jti`).
 //! - `{p}noise`: a Stream of unauthenticated-noise summaries from every
 //!   instance (fields `until`, the Unix ms it is kept until, and `summary`,
 //!   its JSON), trimmed on append by age (`MINID ~`) and size (`MAXLEN ~`
@@ -38,6 +46,7 @@
 //! report a commit as done unless the script said so.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -46,11 +55,11 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 
 use super::{
-    Commit, CommitPlan, Mode, Revocation, Store, StoreError, TokenRef, issued_before_cutoff, revocation_key,
-    subject_key,
+    AuditSink, ChainPage, Commit, CommitPlan, MAX_TRACE_RECORDS, Mode, Revocation, SearchPage, SearchQuery, Store,
+    StoreError, TokenRef, issued_before_cutoff, revocation_key, sink_error, subject_key,
 };
 use crate::audit::NoiseSummary;
-use crate::audit::{AuditRecord, GENESIS};
+use crate::audit::{AuditRecord, Checkpoint, GENESIS};
 
 /// Key prefix when the config names none.
 pub const DEFAULT_PREFIX: &str = "xaa:";
@@ -77,6 +86,13 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How many times `commit` reseals and retries when the chain head in Redis
 /// moved under it (another process appending as the same instance).
 const HEAD_CONFLICT_RETRIES: usize = 3;
+
+/// How long past its `exp` a token's issuing record can be found by `jti`
+/// (tool calls reported after the token expired).
+pub const JTI_REPORT_GRACE_SECS: i64 = 86_400;
+
+/// Checkpoints kept per instance (the oldest are dropped).
+const MAX_CHECKPOINTS: isize = 100_000;
 
 /// `XRANGE` page size for `audit_chain`: one huge reply would stall Redis for
 /// every other client.
@@ -109,9 +125,12 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 /// deadline (Unix ms) and `1` if it authenticates; per guard its iat (or
 /// ""); per effect keep-until (Unix ms), value and `1` for a subject
 /// cut-off; then the expected head hash, seq, hash, record JSON, retention
-/// (ms). KEYS: the n mark keys; per guard its jti, txn and subject
-/// revocation keys; the r effect keys; then stream, head, and the txn list
-/// when the record has a txn.
+/// (ms), record time (Unix ms), instance, the issued jti's keep-until (Unix
+/// ms, or "" when nothing was issued), `1` when the record has a txn, `1`
+/// when it has a sub. KEYS: the n mark keys; per guard its jti, txn and
+/// subject revocation keys; the r effect keys; then stream, head, the
+/// instances set, the time index, the txn list, the user's index and the
+/// jti key (the last three a never-written placeholder when absent).
 ///
 /// Returns `-1` when done, `-2` when the head is not the one the record was
 /// sealed after, `i ≥ 0` (0-based) when mark i is already set, and
@@ -140,9 +159,12 @@ else
   end
 end
 local k = n + 3 * g + r
-local stream, head, txn = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+local stream, head, instances, timez = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+local txn, subz, jti = KEYS[k + 5], KEYS[k + 6], KEYS[k + 7]
 local prev, seq, hash, json = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
 local retention = tonumber(ARGV[base + 5])
+local time_ms, instance, jti_until = ARGV[base + 6], ARGV[base + 7], ARGV[base + 8]
+local has_txn, has_sub = ARGV[base + 9] == '1', ARGV[base + 10] == '1'
 local current = redis.call('HGET', head, 'hash')
 if current and current ~= prev then return -2 end
 -- A key of the wrong type would fail mid-script after earlier writes.
@@ -150,7 +172,9 @@ local function is(key, kind)
   local t = redis.call('TYPE', key)['ok']
   return t == 'none' or t == kind
 end
-if not (is(stream, 'stream') and is(head, 'hash') and (not txn or is(txn, 'list'))) then
+if not (is(stream, 'stream') and is(head, 'hash') and is(instances, 'set') and is(timez, 'zset')
+    and (not has_txn or is(txn, 'list')) and (not has_sub or is(subz, 'zset'))
+    and (jti_until == '' or is(jti, 'string'))) then
   return redis.error_reply('WRONGTYPE audit key holds another type')
 end
 for i = 1, n do
@@ -171,16 +195,30 @@ if mode == 'grant' then
   end
 end
 local min_id = string.format('%.0f', math.max(0, now - retention))
-redis.call('XADD', stream, 'MINID', '~', min_id, '*', 'record', json)
+local id = redis.call('XADD', stream, 'MINID', '~', min_id, '*', 'record', json)
+local ref = instance .. '|' .. id
 redis.call('HSET', head, 'seq', seq, 'hash', hash)
 -- An instance that stops writing (a retired XAA_INSTANCE) fades after the
 -- retention period instead of leaving its chain behind for ever.
 local keep = string.format('%.0f', now + retention)
 redis.call('PEXPIREAT', stream, keep)
 redis.call('PEXPIREAT', head, keep)
-if txn then
-  redis.call('RPUSH', txn, json)
-  redis.call('PEXPIREAT', txn, string.format('%.0f', now + retention))
+redis.call('SADD', instances, instance)
+redis.call('PEXPIREAT', instances, keep)
+redis.call('ZADD', timez, time_ms, ref)
+redis.call('ZREMRANGEBYSCORE', timez, '-inf', '(' .. min_id)
+redis.call('PEXPIREAT', timez, keep)
+if has_txn then
+  redis.call('RPUSH', txn, ref)
+  redis.call('PEXPIREAT', txn, keep)
+end
+if has_sub then
+  redis.call('ZADD', subz, time_ms, ref)
+  redis.call('ZREMRANGEBYSCORE', subz, '-inf', '(' .. min_id)
+  redis.call('PEXPIREAT', subz, keep)
+end
+if jti_until ~= '' and tonumber(jti_until) > now then
+  redis.call('SET', jti, ref, 'PXAT', jti_until)
 end
 return -1
 "#;
@@ -225,6 +263,8 @@ pub struct RedisStore {
     prefix: String,
     instance: String,
     head: Mutex<Head>,
+    /// The audit file, when configured.
+    sink: Option<Arc<dyn AuditSink>>,
     commit_script: Script,
     revoke_script: Script,
 }
@@ -264,11 +304,18 @@ impl RedisStore {
                 hash: GENESIS.to_owned(),
                 dirty: true,
             }),
+            sink: None,
             commit_script: Script::new(&format!("{REVOKE_FN_LUA}{COMMIT_LUA}")),
             revoke_script: Script::new(&format!("{REVOKE_FN_LUA}{REVOKE_LUA}")),
         };
         store.load_head(&mut *store.head.lock().await).await?;
         Ok(store)
+    }
+
+    /// Also write every record and checkpoint of this instance to `sink`.
+    pub fn with_sink(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.sink = Some(sink);
+        self
     }
 
     fn stream_key(&self, instance: &str) -> String {
@@ -281,6 +328,32 @@ impl RedisStore {
 
     fn txn_key(&self, txn: &str) -> String {
         format!("{}audit:txn:{txn}", self.prefix)
+    }
+
+    fn checkpoints_key(&self, instance: &str) -> String {
+        format!("{}audit:{instance}:checkpoints", self.prefix)
+    }
+
+    fn instances_key(&self) -> String {
+        format!("{}audit:instances", self.prefix)
+    }
+
+    fn time_index_key(&self) -> String {
+        format!("{}audit:time", self.prefix)
+    }
+
+    /// Length-prefixed, so no subject can name another index.
+    fn sub_index_key(&self, sub: &str) -> String {
+        format!("{}audit:sub:{}:{sub}", self.prefix, sub.len())
+    }
+
+    fn jti_key(&self, jti: &str) -> String {
+        format!("{}audit:jti:{jti}", self.prefix)
+    }
+
+    /// A key the commit script names for an absent index and never writes.
+    fn placeholder_key(&self) -> String {
+        format!("{}audit:none", self.prefix)
     }
 
     fn noise_key(&self) -> String {
@@ -343,13 +416,31 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Parse stored record JSON.
-    fn parse_records(raw: Vec<String>) -> Result<Vec<AuditRecord>, StoreError> {
-        raw.iter()
-            .map(|json| {
-                serde_json::from_str(json).map_err(|_| StoreError("an audit record in redis is unreadable".into()))
-            })
-            .collect()
+    /// The records named by references `{instance}|{stream id}`, in the
+    /// given order, in one pipelined round trip. A reference whose entry
+    /// was trimmed (retention) is skipped.
+    async fn fetch_refs(&self, refs: &[String]) -> Result<Vec<AuditRecord>, StoreError> {
+        if refs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = ::redis::pipe();
+        for r in refs {
+            let (instance, id) = r
+                .rsplit_once('|')
+                .ok_or_else(|| StoreError("an audit index in redis holds a malformed reference".into()))?;
+            pipe.cmd("XRANGE").arg(self.stream_key(instance)).arg(id).arg(id);
+        }
+        let pipe = &pipe;
+        let entries: Vec<Vec<(String, Vec<String>)>> = self
+            .run(Retry::Idempotent, |mut c| async move { pipe.query_async(&mut c).await })
+            .await?;
+        let mut records = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if let Some((_, fields)) = entry.first() {
+                records.push(record_field(fields)?);
+            }
+        }
+        Ok(records)
     }
 }
 
@@ -382,7 +473,19 @@ impl Store for RedisStore {
         let effect_keys: Vec<String> = effects.iter().map(|e| self.revocation_key(&e.revocation)).collect();
         let stream = self.stream_key(&self.instance);
         let head_key = self.head_key();
+        let placeholder = self.placeholder_key();
         let txn_key = record.txn.as_deref().map(|t| self.txn_key(t));
+        let sub_key = record.sub.as_deref().map(|s| self.sub_index_key(s));
+        let jti_key = record.issued_jti.as_deref().map(|j| self.jti_key(j));
+        // A token may be reported on (tool calls) for a day past its exp.
+        let jti_until = match (record.issued_exp, &jti_key) {
+            (Some(exp), Some(_)) => (exp.saturating_add(JTI_REPORT_GRACE_SECS))
+                .saturating_mul(1000)
+                .to_string(),
+            _ => String::new(),
+        };
+        let (instances_key, time_key) = (self.instances_key(), self.time_index_key());
+        let time_ms = record.time_ms();
         let retention_ms = AUDIT_RETENTION.as_millis() as i64;
 
         // Appends queue here; bounded so that, with Redis hanging, a queue
@@ -390,6 +493,9 @@ impl Store for RedisStore {
         let mut head = tokio::time::timeout(OP_TIMEOUT, self.head.lock())
             .await
             .map_err(|_| StoreError("the audit chain is busy: earlier commits are waiting on redis".into()))?;
+        if let Some(sink) = &self.sink {
+            sink.ready().map_err(|e| sink_error(&e))?;
+        }
         for _ in 0..HEAD_CONFLICT_RETRIES {
             if head.dirty {
                 self.load_head(&mut head).await?;
@@ -426,16 +532,25 @@ impl Store for RedisStore {
             for key in mark_keys.iter().chain(&guard_keys).chain(&effect_keys) {
                 invocation.key(key);
             }
-            invocation.key(&stream).key(&head_key);
-            if let Some(txn_key) = &txn_key {
-                invocation.key(txn_key);
-            }
+            invocation
+                .key(&stream)
+                .key(&head_key)
+                .key(&instances_key)
+                .key(&time_key)
+                .key(txn_key.as_ref().unwrap_or(&placeholder))
+                .key(sub_key.as_ref().unwrap_or(&placeholder))
+                .key(jti_key.as_ref().unwrap_or(&placeholder));
             invocation
                 .arg(&head.hash)
                 .arg(sealed.seq)
                 .arg(&sealed.hash)
                 .arg(&json)
-                .arg(retention_ms);
+                .arg(retention_ms)
+                .arg(time_ms)
+                .arg(&self.instance)
+                .arg(&jti_until)
+                .arg(u8::from(txn_key.is_some()))
+                .arg(u8::from(sub_key.is_some()));
             let invocation = &invocation;
             // Dirty until the outcome is known: on an error, a timeout, or
             // this future being dropped (client gone) the script may have run.
@@ -450,6 +565,13 @@ impl Store for RedisStore {
                     head.seq = sealed.seq;
                     head.hash = sealed.hash.clone();
                     head.dirty = false;
+                    // Still under the chain's lock, so the file's order is
+                    // the chain's. The record is in Redis; if the file
+                    // cannot take it the sink keeps it for the next write,
+                    // and this request fails closed.
+                    if let Some(sink) = &self.sink {
+                        sink.append_record(&sealed).map_err(|e| sink_error(&e))?;
+                    }
                     return Ok(Commit::Done(sealed));
                 }
                 -2 => {
@@ -521,12 +643,197 @@ impl Store for RedisStore {
 
     async fn audit_by_txn(&self, txn: &str) -> Result<Vec<AuditRecord>, StoreError> {
         let key = &self.txn_key(txn);
+        let refs: Vec<String> = self
+            .run(Retry::Idempotent, |mut c| async move {
+                ::redis::cmd("LRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(MAX_TRACE_RECORDS - 1)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        self.fetch_refs(&refs).await
+    }
+
+    async fn audit_chain_page(
+        &self,
+        instance: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<ChainPage, StoreError> {
+        let key = &self.stream_key(instance);
+        // A stream id is `ms-n`; anything else was never given by this store.
+        let from = match cursor {
+            None => "-".to_owned(),
+            Some(c) if is_stream_id(c) => format!("({c}"),
+            Some(_) => return Ok(ChainPage::default()),
+        };
+        let from = &from;
+        let page: Vec<(String, Vec<String>)> = self
+            .run(Retry::Idempotent, |mut c| async move {
+                ::redis::cmd("XRANGE")
+                    .arg(key)
+                    .arg(from)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let next_cursor = (page.len() == limit)
+            .then(|| page.last().map(|(id, _)| id.clone()))
+            .flatten();
+        let mut records = Vec::with_capacity(page.len());
+        for (_, fields) in page {
+            records.push(record_field(&fields)?);
+        }
+        Ok(ChainPage { records, next_cursor })
+    }
+
+    async fn audit_search(&self, q: &SearchQuery) -> Result<SearchPage, StoreError> {
+        let key = &match &q.sub {
+            Some(sub) => self.sub_index_key(sub),
+            None => self.time_index_key(),
+        };
+        // Cursor: `{score}:{ref}` of the last entry returned. Entries of one
+        // score come in member order, so the ones up to it are skipped.
+        let (from, last) = match q.cursor.as_deref() {
+            None => (q.since_ms, None),
+            Some(c) => match c.split_once(':').and_then(|(s, r)| Some((s.parse::<i64>().ok()?, r))) {
+                Some((score, member)) => (score.max(q.since_ms), Some((score, member.to_owned()))),
+                None => return Ok(SearchPage::default()),
+            },
+        };
+        let mut refs: Vec<(String, i64)> = Vec::new();
+        let mut offset = 0usize;
+        let mut more = false;
+        loop {
+            let (from, until, off, count) = (from, q.until_ms, offset, q.limit + 1);
+            let batch: Vec<(String, f64)> = self
+                .run(Retry::Idempotent, |mut c| async move {
+                    ::redis::cmd("ZRANGE")
+                        .arg(key)
+                        .arg(from)
+                        .arg(format!("({until}"))
+                        .arg("BYSCORE")
+                        .arg("LIMIT")
+                        .arg(off)
+                        .arg(count)
+                        .arg("WITHSCORES")
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            let full = batch.len() == count;
+            offset += batch.len();
+            for (member, score) in batch {
+                let score = score as i64;
+                if last
+                    .as_ref()
+                    .is_some_and(|(s, m)| score == *s && member.as_str() <= m.as_str())
+                {
+                    continue;
+                }
+                if refs.len() == q.limit {
+                    more = true;
+                    break;
+                }
+                refs.push((member, score));
+            }
+            if more || !full {
+                break;
+            }
+        }
+        let next_cursor = if more {
+            refs.last().map(|(m, s)| format!("{s}:{m}"))
+        } else {
+            None
+        };
+        let names: Vec<String> = refs.into_iter().map(|(m, _)| m).collect();
+        let mut records = self.fetch_refs(&names).await?;
+        if let Some(iss) = &q.iss {
+            records.retain(|r| r.sub_iss.as_deref() == Some(iss.as_str()));
+        }
+        Ok(SearchPage { records, next_cursor })
+    }
+
+    async fn audit_by_issued_jti(&self, jti: &str) -> Result<Option<AuditRecord>, StoreError> {
+        let key = &self.jti_key(jti);
+        let reference: Option<String> = self
+            .run(Retry::Idempotent, |mut c| async move {
+                ::redis::cmd("GET").arg(key).query_async(&mut c).await
+            })
+            .await?;
+        match reference {
+            None => Ok(None),
+            Some(r) => Ok(self.fetch_refs(&[r]).await?.into_iter().next()),
+        }
+    }
+
+    async fn audit_instances(&self) -> Result<Vec<String>, StoreError> {
+        let key = &self.instances_key();
+        let mut names: Vec<String> = self
+            .run(Retry::Idempotent, |mut c| async move {
+                ::redis::cmd("SMEMBERS").arg(key).query_async(&mut c).await
+            })
+            .await?;
+        names.sort();
+        Ok(names)
+    }
+
+    async fn audit_head(&self) -> Result<(u64, String), StoreError> {
+        let mut head = tokio::time::timeout(OP_TIMEOUT, self.head.lock())
+            .await
+            .map_err(|_| StoreError("the audit chain is busy: earlier commits are waiting on redis".into()))?;
+        if head.dirty {
+            self.load_head(&mut head).await?;
+        }
+        Ok((head.seq, head.hash.clone()))
+    }
+
+    async fn append_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let json = serde_json::to_string(checkpoint).map_err(|_| StoreError("checkpoint not serialisable".into()))?;
+        let key = &self.checkpoints_key(&checkpoint.instance);
+        // Under the chain's lock: the file gets it in order with the records.
+        let _head = tokio::time::timeout(OP_TIMEOUT, self.head.lock())
+            .await
+            .map_err(|_| StoreError("the audit chain is busy: earlier commits are waiting on redis".into()))?;
+        let mut pipe = ::redis::pipe();
+        pipe.atomic()
+            .cmd("RPUSH")
+            .arg(key)
+            .arg(&json)
+            .ignore()
+            .cmd("LTRIM")
+            .arg(key)
+            .arg(-MAX_CHECKPOINTS)
+            .arg(-1)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(key)
+            .arg(AUDIT_RETENTION.as_millis() as u64)
+            .ignore();
+        let pipe = &pipe;
+        self.run(Retry::IfUnsent, |mut c| async move { pipe.exec_async(&mut c).await })
+            .await?;
+        if let Some(sink) = &self.sink {
+            sink.append_checkpoint(checkpoint).map_err(|e| sink_error(&e))?;
+        }
+        Ok(())
+    }
+
+    async fn checkpoints(&self, instance: &str) -> Result<Vec<Checkpoint>, StoreError> {
+        let key = &self.checkpoints_key(instance);
         let raw: Vec<String> = self
             .run(Retry::Idempotent, |mut c| async move {
                 ::redis::cmd("LRANGE").arg(key).arg(0).arg(-1).query_async(&mut c).await
             })
             .await?;
-        Self::parse_records(raw)
+        raw.iter()
+            .map(|j| serde_json::from_str(j).map_err(|_| StoreError("a checkpoint in redis is unreadable".into())))
+            .collect()
     }
 
     async fn audit_chain(&self, instance: &str) -> Result<Vec<AuditRecord>, StoreError> {
@@ -552,13 +859,7 @@ impl Store for RedisStore {
                 break;
             };
             for (_, fields) in page {
-                // Fields come as [name, value, …]; the record is under `record`.
-                let json = fields
-                    .chunks(2)
-                    .find(|kv| kv[0] == "record")
-                    .and_then(|kv| kv.get(1))
-                    .ok_or_else(|| StoreError("an audit stream entry in redis has no record".into()))?;
-                records.extend(Self::parse_records(vec![json.clone()])?);
+                records.push(record_field(&fields)?);
             }
             if !full {
                 break;
@@ -654,6 +955,24 @@ impl Store for RedisStore {
         }
         Ok(out)
     }
+}
+
+/// The record of a stream entry: fields come as `[name, value, …]`, the
+/// record's JSON under `record`.
+fn record_field(fields: &[String]) -> Result<AuditRecord, StoreError> {
+    let json = fields
+        .chunks(2)
+        .find(|kv| kv[0] == "record")
+        .and_then(|kv| kv.get(1))
+        .ok_or_else(|| StoreError("an audit stream entry in redis has no record".into()))?;
+    serde_json::from_str(json).map_err(|_| StoreError("an audit record in redis is unreadable".into()))
+}
+
+/// `ms-n`, as Redis stream ids are.
+fn is_stream_id(s: &str) -> bool {
+    s.split_once('-').is_some_and(|(a, b)| {
+        !a.is_empty() && !b.is_empty() && (a.bytes().chain(b.bytes())).all(|c| c.is_ascii_digit())
+    })
 }
 
 /// The value a revocation key holds: the subject cut-off, or `0`.

@@ -98,6 +98,23 @@ enum Keys<'a> {
 
 impl Validator<'_> {
     pub async fn validate(&self, token: &str, expect: Expect<'_>) -> Result<Verified, Rejected> {
+        self.validate_with_grace(token, expect, 0).await
+    }
+
+    /// One of our access tokens that a resource server reports a tool call
+    /// made with (`/audit/events`): every check of [`Expect::AccessToken`],
+    /// but still accepted up to `grace` seconds after `exp`, since a call
+    /// that started before expiry may finish after it. Never a way to use a
+    /// token: nothing is issued on it.
+    pub async fn validate_reported(&self, token: &str, grace: i64) -> Result<Verified, Rejected> {
+        let v = self.validate_with_grace(token, Expect::AccessToken, grace).await?;
+        if v.issuer.is_some() {
+            return Err(reject("token.not_ours", "the token was not issued by this server"));
+        }
+        Ok(v)
+    }
+
+    async fn validate_with_grace(&self, token: &str, expect: Expect<'_>, grace: i64) -> Result<Verified, Rejected> {
         let jws = UnverifiedJws::parse(token).map_err(|e| reject("token.malformed", e.to_string()))?;
         let alg = Alg::parse(&jws.header.alg).ok_or_else(|| {
             reject(
@@ -162,7 +179,7 @@ impl Validator<'_> {
 
         let skew = self.policy.tokens.clock_skew_secs;
         let exp = claims.exp.ok_or_else(|| reject("token.no_exp", "token has no exp"))?;
-        if exp + skew <= self.now {
+        if exp.saturating_add(skew).saturating_add(grace) <= self.now {
             return Err(reject("token.expired", "token has expired"));
         }
         if claims.nbf.is_some_and(|nbf| nbf - skew > self.now) {

@@ -15,6 +15,7 @@ const CORE: &[&str] = &[
     "jose",
     "params",
     "policy",
+    "trace",
     "trust::keyset",
     "types",
 ];

@@ -44,6 +44,9 @@ mod reload;
 mod server_limits;
 mod upstream_keys;
 
+// The auditor: traces, tool calls, search.
+mod audit_trail;
+
 // The repository itself: the module graph, and citations and links.
 mod architecture;
 mod citations;

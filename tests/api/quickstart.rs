@@ -126,12 +126,15 @@ fn the_banner_walk_through_works_as_printed() {
         stdout.contains("\"token_type\": \"Bearer\""),
         "step 2b redeems the ID-JAG at the resource AS for a Bearer token:\n{stdout}"
     );
-    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
-    let [.., hop1, hop2] = lines.as_slice() else {
-        panic!("expected two JSON lines at the end:\n{stdout}");
+    // Step 5 prints the two hops' claims as one JSON line each.
+    let claims: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("act").is_some())
+        .collect();
+    let [hop1, hop2] = claims.as_slice() else {
+        panic!("expected the two hops' claims:\n{stdout}");
     };
-    let hop1: Value = serde_json::from_str(hop1).unwrap_or_else(|e| panic!("{e}: {hop1}"));
-    let hop2: Value = serde_json::from_str(hop2).unwrap_or_else(|e| panic!("{e}: {hop2}"));
 
     assert_eq!(hop1["sub"], "alice", "{hop1}");
     assert_eq!(hop2["sub"], "alice", "{hop2}");
@@ -140,6 +143,40 @@ fn the_banner_walk_through_works_as_printed() {
     assert_eq!(hop2["act"]["act"]["sub"], "agent:triage", "{hop2}");
     assert!(hop1["txn"].as_str().is_some_and(|t| !t.is_empty()), "{hop1}");
     assert_eq!(hop1["txn"], hop2["txn"], "one chain, one txn");
+
+    // Step 6: the tool call is recorded in alice's transaction, and the
+    // trace shows both hops, the tool call under the first, and the scope
+    // the agent's chain was refused with its reason.
+    let txn = hop1["txn"].as_str().unwrap();
+    assert!(
+        stdout.contains(&format!("\"txn\":\"{txn}\"")) && stdout.contains("\"recorded\""),
+        "step 6 records the tool call in the transaction:\n{stdout}"
+    );
+    let trace: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("txn {txn}")))
+        .collect();
+    assert!(trace.first().is_some_and(|l| l.contains("user alice")), "{stdout}");
+    let hop1_line = trace
+        .iter()
+        .position(|l| l.contains("GRANTED") && l.contains("→ https://mcp.logs.example.com"));
+    let tool_line = trace
+        .iter()
+        .position(|l| l.contains("TOOL") && l.contains("search_logs"));
+    let hop2_line = trace.iter().position(|l| l.contains("→ https://cost.example.com"));
+    let (Some(h1), Some(t), Some(h2)) = (hop1_line, tool_line, hop2_line) else {
+        panic!("the trace lacks a hop or the tool call:\n{stdout}");
+    };
+    assert!(
+        h1 < t && t < h2,
+        "the tool call is listed under the hop whose token it used:\n{stdout}"
+    );
+    assert!(trace[t].starts_with("  ") && trace[h2].starts_with("  ") && !trace[h1].starts_with(' '));
+    assert!(trace[h2].contains("cost.approve withheld: human_only"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("/audit/ui?txn={txn}")),
+        "step 6 points at the page:\n{stdout}"
+    );
 }
 
 /// The README's walk-through is the banner's, line for line (only the
@@ -151,7 +188,7 @@ fn the_readme_walk_through_is_the_banners() {
     let script = broker.script();
     let commands: Vec<&str> = script
         .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with("B=") && !l.starts_with("RAS="))
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("B=") && !l.starts_with("RAS=") && !l.starts_with("XAA="))
         .collect();
     assert!(commands.len() >= 10, "{script}");
     for line in commands {

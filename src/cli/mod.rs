@@ -1,8 +1,12 @@
 //! The command line: serve (embedded default or a config file), config
-//! check, key and secret generation, token decoding.
+//! check, key and secret generation, token decoding, and the auditor's
+//! commands (`audit trace|search|verify`, in `audit` and `verify`).
 //!
 //! Owns: argument parsing and process exit codes.
 //! Must never: print a secret except the one `secret generate` was asked for.
+
+mod audit;
+mod verify;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,6 +67,23 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Read and check the audit trail (talks to a running broker, or reads
+    /// Redis or audit files directly for `verify`).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Print one transaction as a tree: every hop, denial and tool call.
+    Trace(audit::TraceArgs),
+    /// List transactions by user and time range.
+    Search(audit::SearchArgs),
+    /// Check every chain against its signed checkpoints; exit non-zero and
+    /// name the first break.
+    Verify(verify::VerifyArgs),
 }
 
 #[derive(Subcommand)]
@@ -114,6 +135,13 @@ pub fn main() -> ExitCode {
         Some(Command::Token {
             command: TokenCommand::Decode { token },
         }) => token_decode(token),
+        Some(Command::Audit { command }) => {
+            return match command {
+                AuditCommand::Trace(args) => audit::trace(args),
+                AuditCommand::Search(args) => audit::search(args),
+                AuditCommand::Verify(args) => verify::run(args),
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -175,7 +203,10 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Re
                 let ras_config = crate::dev::embedded_ras_config(&ras_issuer, ras_listener.local_addr()?, &issuer)?;
                 let ras = App::build(&ras_config, "embedded resource AS", None).await?;
                 tracing::warn!("DEVELOPMENT MODE: ephemeral keys, in-memory state, published demo secrets");
-                println!("{}", crate::dev::banner(&issuer, &ras_issuer));
+                let exe = std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "xaa-broker".into());
+                println!("{}", crate::dev::banner(&issuer, &ras_issuer, &exe));
                 let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
                 let mut ras_stop = stop_rx.clone();
                 let ras_task = tokio::spawn(ras.serve(ras_listener, async move {
