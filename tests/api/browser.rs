@@ -268,6 +268,27 @@ impl Browser {
         }
     }
 
+    /// Click `element` and wait until the page it leads to has loaded (a
+    /// click does not wait for the navigation it starts).
+    pub async fn click_to_navigate(&self, element: &Element<'_>) {
+        self.execute("window.__xaaLeaving = true", vec![]).await;
+        element.click().await;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let arrived = self
+                .execute(
+                    "return window.__xaaLeaving !== true && document.readyState === 'complete'",
+                    vec![],
+                )
+                .await;
+            if arrived == true {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no new page after {WAIT:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn element(&self, id: &str) -> Element<'_> {
         Element {
             browser: self,
