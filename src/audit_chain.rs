@@ -7,6 +7,7 @@
 //! `instance`, the instances the store holds with their checkpoint counts
 //! (and this instance's head); with it, `{instance, records, checkpoints
 //! (first page only), next_cursor}`.
+//! Every read is itself recorded, with what it asked (`query`).
 //! Must never: answer a client that is not an auditor, or check the chain
 //! itself (the auditor's tool does, with keys it chose to trust).
 
@@ -60,6 +61,11 @@ pub async fn chain(state: &AppState, req: &OAuthRequest) -> OAuthResult<serde_js
         };
         let unavailable = |e: crate::store::StoreError| OAuthError::unavailable("store.audit_query_failed", &e);
         let store = &state.store;
+        call.audit.query = Some(match (params.get("instance"), params.get("cursor")) {
+            (None, _) => "chain".to_owned(),
+            (Some(i), None) => format!("chain instance={i}"),
+            (Some(i), Some(c)) => format!("chain instance={i} cursor={c}"),
+        });
         let Some(instance) = params.get("instance") else {
             let mut instances = Vec::new();
             for name in store.audit_instances().await.map_err(unavailable)? {

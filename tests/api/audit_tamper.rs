@@ -491,12 +491,15 @@ async fn serve_and_stop(app: &TestApp, config: &Path, base: &str, instance: &str
             .http
             .post(format!("{base}/token"))
             .basic_auth("triage-agent", Some("triage-agent-secret"))
-            .form(&[
-                ("grant_type", TOKEN_EXCHANGE),
-                ("resource", LOGS),
-                ("subject_token", id_token.as_str()),
-                ("subject_token_type", ID_TOKEN),
-            ])
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("grant_type", TOKEN_EXCHANGE)
+                    .append_pair("resource", LOGS)
+                    .append_pair("subject_token", &id_token)
+                    .append_pair("subject_token_type", ID_TOKEN)
+                    .finish(),
+            )
             .send()
             .await
             .unwrap();
@@ -740,10 +743,10 @@ async fn a_redis_chain_truncated_after_a_checkpoint_is_caught() {
         return;
     };
     let stream = chain.stream();
-    for (id, _) in chain.entries[6..].to_vec() {
+    for (id, _) in &chain.entries[6..] {
         let _: i64 = ::redis::cmd("XDEL")
             .arg(&stream)
-            .arg(&id)
+            .arg(id)
             .query_async(&mut chain.con)
             .await
             .unwrap();
