@@ -1,5 +1,5 @@
 //! Checking one instance's audit chain against its signed checkpoints
-//! (`xaa-broker audit verify`, specs/decisions.md §21).
+//! (`xaa-broker audit verify`, specs/decisions.md §22).
 //!
 //! Owns: the rules an auditor's check applies to records as they were read
 //! (from a file, Redis or the broker's `/audit/chain`) — every record's

@@ -1,4 +1,4 @@
-//! Signed checkpoints of this instance's audit chain (specs/decisions.md §21).
+//! Signed checkpoints of this instance's audit chain (specs/decisions.md §22).
 //!
 //! Owns: the audit key (the private JWK named by `audit.checkpoint_key`, or
 //! an ephemeral one), signing a checkpoint of the chain head — a compact JWS

@@ -1,4 +1,4 @@
-//! Tamper evidence an auditor can check (specs/decisions.md §21,
+//! Tamper evidence an auditor can check (specs/decisions.md §22,
 //! specs/operations.md "Audit file and verification"): signed checkpoints
 //! every N records, published at `/audit/jwks`; the audit file (rotation,
 //! restart, fail closed); and `xaa-broker audit verify` — the real binary —
@@ -345,7 +345,10 @@ async fn a_byte_edited_in_the_file_is_named_by_its_record() {
         out.contains(&format!("BROKEN at seq 3 (record {}, {at}): hash expected", record.id)),
         "{out}"
     );
-    assert!(out.contains("(1 broken link(s) in 8 records"), "only the edited record: {out}");
+    assert!(
+        out.contains("(1 broken link(s) in 8 records"),
+        "only the edited record: {out}"
+    );
 }
 
 #[tokio::test]
