@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod audit_chain;
 pub mod audit_jwks;
+pub mod audit_page;
 pub mod dev_idp;
 pub mod extract;
 pub mod health;

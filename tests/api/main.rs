@@ -3,6 +3,7 @@
 //! HTTP servers with real keys. Modules are grouped by the behaviour they
 //! specify (ARCHITECTURE.md "A map of the tests").
 
+mod browser;
 mod support;
 
 // Token exchange (RFC 8693): ID-JAGs, hop tokens, actors, and every refusal.
@@ -14,6 +15,7 @@ mod rejections;
 // The resource-AS side: ID-JAG redemption (RFC 7523), introspection
 // (RFC 7662), revocation (RFC 7009) and the admin API.
 mod admin;
+mod audit_page;
 mod introspection;
 mod resource_as;
 mod revocation;
