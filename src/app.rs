@@ -2,27 +2,31 @@
 //! SIGHUP. Serving connections (limits, graceful shutdown) is `crate::http::server`.
 //!
 //! Owns: the wiring of config → policy, keys, upstream key cache, store,
-//! rate limiters, server limits; and the task that writes out the summaries
-//! of unauthenticated noise every `audit.unauthenticated_interval_secs` (and
-//! once more at shutdown).
+//! rate limiters, server limits, the audit file and the checkpoint signer;
+//! the task that writes out the summaries of unauthenticated noise every
+//! `audit.unauthenticated_interval_secs`, and the one that writes signed
+//! checkpoints of the chain when due (both once more at shutdown).
 //! Must never: contain request logic.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use crate::http::Router;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 
+use crate::audit_file::AuditFile;
+use crate::checkpoint::Checkpointer;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ServerConfig, StoreConfig};
 use crate::keys::KeyRing;
 use crate::limits::Limits;
 use crate::noise::Noise;
 use crate::state::AppState;
-use crate::store::Store;
 use crate::store::memory::MemoryStore;
+use crate::store::{AuditSink, Store};
 use crate::trust::jwks::JwksCache;
 
 /// A built broker, ready to serve.
@@ -54,26 +58,46 @@ impl App {
             let id = uuid::Uuid::now_v7().simple().to_string();
             format!("i-{}", &id[id.len() - 8..])
         });
+        let sink = audit_file(config, name, base_dir.as_deref())?;
         let store: Arc<dyn Store> = match &config.store {
-            StoreConfig::Memory {} => Arc::new(MemoryStore::with_clock(
-                instance.clone(),
-                crate::store::memory::MAX_AUDIT_RECORDS,
-                clock.clone(),
-            )),
+            StoreConfig::Memory {} => {
+                let store =
+                    MemoryStore::with_clock(instance.clone(), crate::store::memory::MAX_AUDIT_RECORDS, clock.clone());
+                match sink {
+                    Some(sink) => Arc::new(store.with_sink(sink)),
+                    None => Arc::new(store),
+                }
+            }
             StoreConfig::Redis { url, prefix } => {
                 let prefix = prefix.as_deref().unwrap_or(crate::store::redis::DEFAULT_PREFIX);
                 let store = crate::store::redis::RedisStore::connect(url, prefix, &instance)
                     .await
                     .with_context(|| format!("{name}: key `store.url`: cannot use the redis store"))?;
-                Arc::new(store)
+                match sink {
+                    Some(sink) => Arc::new(store.with_sink(sink)),
+                    None => Arc::new(store),
+                }
             }
         };
+        let (head_seq, _) = store
+            .audit_head()
+            .await
+            .with_context(|| format!("{name}: reading this instance's audit chain head"))?;
+        let checkpoints = Checkpointer::from_config(&config.audit, base_dir.as_deref(), head_seq, clock.now_ms())
+            .with_context(|| format!("{name}: key `audit.checkpoint_key`"))?;
+        if checkpoints.is_ephemeral() {
+            tracing::warn!(
+                "audit.checkpoint_key is not set: audit checkpoints are signed with an ephemeral key, so the \
+                 checkpoints of this run cannot be checked after a restart"
+            );
+        }
         let base = crate::http::base_path(&policy.issuer);
         let state = Arc::new(AppState {
             policy: ArcSwap::from_pointee(policy),
             keys,
             jwks: JwksCache::new(config.upstream.clone())?,
             store,
+            checkpoints,
             noise: Noise::new(instance.clone()),
             instance,
             limits: Limits::new(clock.clone()),
@@ -81,6 +105,7 @@ impl App {
             started_with: restart_only(config),
         });
         tokio::spawn(flush_noise_every_interval(Arc::downgrade(&state)));
+        tokio::spawn(checkpoint_every_second(Arc::downgrade(&state)));
         let router = crate::http::router(state.clone(), &base);
         warn_if_deadline_undercuts(config);
         Ok(App {
@@ -102,7 +127,48 @@ impl App {
         if let Err(e) = self.state.flush_noise().await {
             tracing::error!(error = %e, "summaries of unauthenticated requests could not be written at shutdown");
         }
+        // The last records, anchored: nothing this run wrote is left
+        // unanchored by a clean stop.
+        if let Err(e) = self.state.checkpoint(true).await {
+            tracing::error!(error = %format!("{e:#}"), "the audit checkpoint could not be written at shutdown");
+        }
         Ok(())
+    }
+}
+
+/// The audit file (`audit.file`), opened for appending; a file that cannot
+/// be opened is a start-up error naming the key.
+fn audit_file(config: &Config, name: &str, base_dir: Option<&Path>) -> anyhow::Result<Option<Arc<dyn AuditSink>>> {
+    let Some(file) = &config.audit.file else {
+        return Ok(None);
+    };
+    let path = match base_dir {
+        Some(base) if file.is_relative() => base.join(file),
+        _ => file.clone(),
+    };
+    let a = &config.audit;
+    let sink = AuditFile::open(
+        &path,
+        a.fsync,
+        Duration::from_millis(a.fsync_interval_ms.max(1)),
+        a.rotate_bytes,
+    )
+    .with_context(|| format!("{name}: key `audit.file`: cannot open {} for appending", path.display()))?;
+    Ok(Some(Arc::new(sink)))
+}
+
+/// Every second, write a signed checkpoint of this instance's chain when
+/// one is due (`Checkpointer::tick`), for as long as the app exists. A
+/// failure is logged and the checkpoint stays due for the next tick.
+async fn checkpoint_every_second(state: Weak<AppState>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(state) = state.upgrade() else {
+            return;
+        };
+        if let Err(e) = state.checkpoint(false).await {
+            tracing::error!(error = %format!("{e:#}"), "the audit checkpoint could not be written; retrying");
+        }
     }
 }
 
@@ -143,11 +209,22 @@ fn warn_if_deadline_undercuts(config: &Config) {
     }
 }
 
+/// The `[audit]` keys built once, at start (the rest of `[audit]` is policy).
+const AUDIT_RESTART_ONLY: &str = "audit.{file,fsync*,rotate_bytes,checkpoint_*}";
+
 /// The config sections only a restart applies.
 fn restart_only(config: &Config) -> serde_json::Value {
     serde_json::json!({
         "keys": config.keys, "store": config.store, "upstream": config.upstream, "listen": config.listen,
         "server": config.server,
+        // The audit file and checkpoint settings are built once, at start.
+        AUDIT_RESTART_ONLY: {
+            "file": config.audit.file, "fsync": config.audit.fsync,
+            "fsync_interval_ms": config.audit.fsync_interval_ms, "rotate_bytes": config.audit.rotate_bytes,
+            "checkpoint_every_records": config.audit.checkpoint_every_records,
+            "checkpoint_every_secs": config.audit.checkpoint_every_secs,
+            "checkpoint_key": config.audit.checkpoint_key,
+        },
     })
 }
 
@@ -163,7 +240,7 @@ pub fn reload(state: &AppState, path: &std::path::Path) -> Result<(), String> {
         return Err(format!("{name}: key `issuer`: cannot change without a restart"));
     }
     let now = restart_only(&config);
-    let pending: Vec<&str> = ["keys", "store", "upstream", "listen", "server"]
+    let pending: Vec<&str> = ["keys", "store", "upstream", "listen", "server", AUDIT_RESTART_ONLY]
         .into_iter()
         .filter(|k| now.get(k) != state.started_with.get(k))
         .collect();

@@ -347,6 +347,13 @@ impl AuditRecord {
         self.digest(&self.prev_hash) == self.hash
     }
 
+    /// The hash this record's content and `prev_hash` call for: equal to
+    /// `hash` unless the record was edited after it was sealed
+    /// (`chain_check` names the difference).
+    pub fn expected_hash(&self) -> String {
+        self.digest(&self.prev_hash)
+    }
+
     /// Link this record after `prev_hash` as number `seq` of `instance`.
     pub fn seal(&mut self, instance: &str, seq: u64, prev_hash: &str) {
         self.instance = instance.to_owned();

@@ -267,13 +267,14 @@ mod tests {
 
     #[test]
     fn malformed_queries_are_invalid_requests() {
+        let long_sub = format!("sub={}", "x".repeat(MAX_VALUE + 1));
         for (q, reason) in [
             ("since=yesterday", "audit.time_malformed"),
             ("since=2000&until=1000", "audit.time_range"),
             ("iss=https://idp.example.com", "audit.iss_without_sub"),
             ("limit=0", "audit.limit"),
             ("limit=1001", "audit.limit"),
-            ("sub=", "audit.parameter_length"),
+            (long_sub.as_str(), "audit.parameter_length"),
         ] {
             let e = search_query(&params(q), NOW, 10).unwrap_err();
             assert_eq!(e.reason, reason, "{q}");

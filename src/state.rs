@@ -1,5 +1,5 @@
 //! The state every request shares: the current policy, keys, upstream key
-//! cache, store, rate limiters and noise counters.
+//! cache, store, checkpoint signer, rate limiters and noise counters.
 //!
 //! Owns: what a request may read (and the noise flush, which only writes
 //! through the store). Built by the composition root (`app`); read by the
@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::checkpoint::Checkpointer;
 use crate::clock::Clock;
 use crate::keys::KeyRing;
 use crate::limits::Limits;
@@ -25,6 +26,9 @@ pub struct AppState {
     pub keys: KeyRing,
     pub jwks: JwksCache,
     pub store: Arc<dyn Store>,
+    /// The audit key and the schedule of signed checkpoints of this
+    /// instance's chain (`/audit/jwks` serves its public half).
+    pub checkpoints: Checkpointer,
     pub instance: String,
     /// Read once per request (`endpoint::Call::begin`).
     pub clock: Arc<dyn Clock>,
@@ -43,5 +47,14 @@ impl AppState {
     pub async fn flush_noise(&self) -> Result<usize, StoreError> {
         let retention = self.policy.load().audit.unauthenticated_retention;
         self.noise.flush(self.store.as_ref(), retention).await
+    }
+
+    /// Write a signed checkpoint of this instance's chain if one is due
+    /// (`force`: whenever the chain moved, as at shutdown).
+    pub async fn checkpoint(&self, force: bool) -> anyhow::Result<Option<crate::audit::Checkpoint>> {
+        let now_ms = self.clock.now_ms();
+        self.checkpoints
+            .tick(self.store.as_ref(), &self.instance, now_ms, force)
+            .await
     }
 }

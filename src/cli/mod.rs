@@ -75,6 +75,8 @@ enum Command {
     },
 }
 
+/// Parsed once per run: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Print one transaction as a tree: every hop, denial and tool call.

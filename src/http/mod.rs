@@ -5,6 +5,8 @@
 //! and map the result.
 
 pub mod audit;
+pub mod audit_chain;
+pub mod audit_jwks;
 pub mod audit_page;
 pub mod dev_idp;
 pub mod extract;
@@ -74,6 +76,11 @@ pub fn router(state: Arc<AppState>, base: &str) -> Router {
             post(audit::events).fallback(method_not_allowed),
         )
         .route(&format!("{base}/jwks"), get(jwks::jwks))
+        .route(&format!("{base}/audit/jwks"), get(audit_jwks::jwks))
+        .route(
+            &format!("{base}/audit/chain"),
+            post(audit_chain::chain).fallback(method_not_allowed),
+        )
         .route(
             &format!("{base}/authorize"),
             get(metadata::authorize).post(metadata::authorize),

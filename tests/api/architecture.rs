@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 const CORE: &[&str] = &[
     "audit",
     "chain",
+    "chain_check",
     "claims",
     "error",
     "jose",

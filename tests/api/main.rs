@@ -27,7 +27,9 @@ mod limits;
 // The security review's attacks, one per finding.
 mod hardening;
 
-// The store: its contract on both stores, many instances, Redis outages.
+// The store: its contract on both stores, many instances, Redis outages,
+// and the tamper evidence an auditor checks (checkpoints, the audit file).
+mod audit_tamper;
 mod instances;
 mod redis_outage;
 mod store_contract;
