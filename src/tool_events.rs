@@ -249,7 +249,10 @@ mod tests {
     fn every_bound_is_a_clear_invalid_request() {
         let long = "x".repeat(MAX_SUMMARY + 1);
         for (q, reason) in [
-            (OK.replace("execute_query", &"x".repeat(MAX_TOOL_NAME + 1)), "event.tool"),
+            (
+                OK.replace("execute_query", &"x".repeat(MAX_TOOL_NAME + 1)),
+                "event.tool",
+            ),
             (OK.replace("execute_query", "a%0Ab"), "event.tool"),
             (OK.replace("destructive", "dangerous"), "event.category"),
             (OK.replace("succeeded", "maybe"), "event.outcome"),

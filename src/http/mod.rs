@@ -71,6 +71,7 @@ pub fn router(state: Arc<AppState>, base: &str) -> Router {
             &format!("{base}/audit/records"),
             post(audit::records).fallback(method_not_allowed),
         )
+        .route(&format!("{base}/audit/ui"), get(audit::page))
         .route(
             &format!("{base}/audit/events"),
             post(audit::events).fallback(method_not_allowed),

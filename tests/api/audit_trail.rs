@@ -522,3 +522,40 @@ async fn every_decision_is_recorded_exactly_once_under_concurrency_on_two_redis_
     let two = one.spawn_sibling(|_| {}).await;
     every_decision_is_recorded_exactly_once(&[Arc::new(one), Arc::new(two)]).await;
 }
+
+#[tokio::test]
+async fn the_page_takes_credentials_from_the_authorization_header_never_the_url() {
+    let app = TestApp::spawn().await;
+    let r = app
+        .http
+        .get(app.url("/audit/ui?client_id=auditor&client_secret=auditor-secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic "),
+        "a browser prompts"
+    );
+    let r = app
+        .http
+        .get(app.url("/audit/ui"))
+        .basic_auth("auditor", Some("auditor-secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.starts_with("default-src 'none'; script-src 'nonce-"), "{csp}");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    // Not an auditor: the page says so, it does not draw.
+    let r = app
+        .http
+        .get(app.url("/audit/ui?txn=x"))
+        .basic_auth("triage-agent", Some("triage-agent-secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("unauthorized_client"));
+}
