@@ -153,7 +153,6 @@ async fn the_page_draws_a_three_hop_transaction_with_its_denial_and_tool_call() 
     let t = three_hops_with_a_denial_and_a_tool_call(&app).await;
     let browser = auditor_browser().await;
     open(&browser, &app.url(&format!("/audit/ui?txn={}", t.txn))).await;
-    browser.screenshot(&artifact("audit-page.png")).await;
     assert_quiet_console(&browser).await;
 
     assert_eq!(texts(&browser, "#txn").await, [t.txn.as_str()]);
@@ -163,9 +162,12 @@ async fn the_page_draws_a_three_hop_transaction_with_its_denial_and_tool_call() 
     // The user, then the hops: three granted, one denied, in red.
     let user = shown(&browser, "svg#trace g.node.user").await;
     assert_eq!(user.len(), 1);
-    assert!(
-        user[0].contains("alice") && user[0].contains(&app.idp.issuer),
-        "{user:?}"
+    assert!(user[0].starts_with("alice "), "{user:?}");
+    let full = texts(&browser, "svg#trace g.node.user > title").await;
+    assert_eq!(
+        full,
+        [format!("alice\n{}\nuser", app.idp.issuer)],
+        "the box's hover text"
     );
     let granted = shown(&browser, "svg#trace g.node.hop[data-decision=granted]").await;
     assert_eq!(granted.len(), 3, "{granted:?}");
@@ -237,18 +239,31 @@ async fn the_page_draws_a_three_hop_transaction_with_its_denial_and_tool_call() 
         assert_eq!(record["txn"], t.txn.as_str());
     }
     assert_eq!(browser.find_all("g.node.selected").await.len(), 1);
-    browser.screenshot(&artifact("audit-page.png")).await;
+    // The artifact: the picture with the second hop's record (cost.approve
+    // withheld) open below it.
+    record_of_box(&browser, &format!("g.node[data-record-id=\"{}\"]", t.hop_ids[1])).await;
+    browser.screenshot_full_page(&artifact("audit-page.png")).await;
 
-    // The search for alice lists the transaction, linked to its picture.
-    browser.find("#search input[name=sub]").await.send_keys("alice").await;
-    browser
-        .find("#search input[name=iss]")
-        .await
-        .send_keys(&app.idp.issuer)
-        .await;
-    browser.click_to_navigate(&browser.find("#search button").await).await;
-    browser.wait_for("body[data-view=search]").await;
-    assert_quiet_console(&browser).await;
+    // The search for alice over the last hour lists the transaction, linked
+    // to its picture; the hour before lists nothing.
+    let hours_ago = |h: i64| {
+        (time::OffsetDateTime::now_utc() - time::Duration::hours(h))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    search(
+        &browser,
+        &[
+            ("sub", "alice"),
+            ("iss", &app.idp.issuer),
+            ("since", &hours_ago(2)),
+            ("until", &hours_ago(1)),
+        ],
+    )
+    .await;
+    assert_eq!(browser.find_all("#no-transactions").await.len(), 1);
+    assert!(browser.find_all("table#transactions").await.is_empty());
+    search(&browser, &[("since", &hours_ago(1)), ("until", &hours_ago(-1))]).await;
     let row = browser
         .find(&format!("table#transactions tr[data-txn=\"{}\"]", t.txn))
         .await;
@@ -259,6 +274,18 @@ async fn the_page_draws_a_three_hop_transaction_with_its_denial_and_tool_call() 
     browser.click_to_navigate(&link).await;
     browser.wait_for("body[data-view=trace]").await;
     assert_eq!(texts(&browser, "#txn").await, [t.txn.as_str()]);
+}
+
+/// Fill the search form's `fields` (others keep their values) and submit it.
+async fn search(browser: &Browser, fields: &[(&str, &str)]) {
+    for (name, value) in fields {
+        let input = browser.find(&format!("#search input[name={name}]")).await;
+        input.clear().await;
+        input.send_keys(value).await;
+    }
+    browser.click_to_navigate(&browser.find("#search button").await).await;
+    browser.wait_for("body[data-view=search]").await;
+    assert_quiet_console(browser).await;
 }
 
 #[tokio::test]

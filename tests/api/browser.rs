@@ -6,7 +6,8 @@
 //! browser session deleted first and its fresh profile directory removed),
 //! one session, and the few endpoints the tests use: navigate, find
 //! elements by CSS selector, element text, attribute, property, click, keys,
-//! execute script, screenshot, the browser's console log, and chromedriver's
+//! execute script, screenshots (the viewport, or the whole page through
+//! CDP), the browser's console log, and chromedriver's
 //! CDP passthrough (extra request headers, for HTTP Basic authentication).
 //! Must never: skip a test when the browser is missing (it fails, naming
 //! the packages to install); fetch anything itself; outlive its test (no
@@ -310,11 +311,21 @@ impl Browser {
     /// A PNG of the viewport, written to `path` (its directories created).
     pub async fn screenshot(&self, path: &Path) {
         let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
-        let bytes = B64.decode(png.as_str().expect("a base64 screenshot")).expect("base64");
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).expect("the screenshot's directory");
-        }
-        std::fs::write(path, bytes).expect("the screenshot written");
+        write_png(path, &png);
+    }
+
+    /// A PNG of the whole page, beyond the viewport (through CDP).
+    pub async fn screenshot_full_page(&self, path: &Path) {
+        let metrics = self.cdp("Page.getLayoutMetrics", json!({})).await;
+        let size = &metrics["cssContentSize"];
+        let clip = json!({"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1});
+        let shot = self
+            .cdp(
+                "Page.captureScreenshot",
+                json!({"format": "png", "captureBeyondViewport": true, "clip": clip}),
+            )
+            .await;
+        write_png(path, &shot["data"]);
     }
 
     /// The console messages since the last call (level, message).
@@ -394,6 +405,16 @@ impl Drop for Browser {
         let _ = std::fs::remove_dir_all(&self.profile);
         let _ = std::fs::remove_file(self.profile.with_extension("chromedriver.log"));
     }
+}
+
+/// Write a base64 PNG from WebDriver or CDP to `path`, creating its
+/// directories.
+fn write_png(path: &Path, png: &Value) {
+    let bytes = B64.decode(png.as_str().expect("a base64 screenshot")).expect("base64");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("the screenshot's directory");
+    }
+    std::fs::write(path, bytes).expect("the screenshot written");
 }
 
 /// `DELETE /session/{id}` over a plain blocking socket (Drop cannot await).
