@@ -5,9 +5,12 @@
 //! rate limiters, server limits, the audit file and the checkpoint signer;
 //! the task that writes out the summaries of unauthenticated noise every
 //! `audit.unauthenticated_interval_secs`, and the one that writes signed
-//! checkpoints of the chain when due (both once more at shutdown).
-//! Must never: contain request logic.
+//! checkpoints of the chain when due (both once more at shutdown); the
+//! metrics recorder (installed once per process), the measured store, and
+//! the metrics listener (`[metrics]`) served next to the OAuth one.
+//! Must never: contain request logic, or serve `/metrics` on the OAuth port.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -20,12 +23,14 @@ use tokio::net::TcpListener;
 use crate::audit_file::AuditFile;
 use crate::checkpoint::Checkpointer;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, ServerConfig, StoreConfig};
+use crate::config::{Config, MetricsConfig, ServerConfig, StoreConfig};
 use crate::keys::KeyRing;
 use crate::limits::Limits;
 use crate::noise::Noise;
+use crate::observe::allow::AllowList;
 use crate::state::AppState;
 use crate::store::memory::MemoryStore;
+use crate::store::metered::MeteredStore;
 use crate::store::{AuditSink, Store};
 use crate::trust::jwks::JwksCache;
 
@@ -35,6 +40,10 @@ pub struct App {
     pub router: Router,
     /// How `serve` accepts and bounds connections (`[server]`).
     pub server: ServerConfig,
+    /// Where and for whom `/metrics` is served (`[metrics]`).
+    pub metrics: MetricsConfig,
+    /// The metrics listener, once bound ([`App::bind_metrics`]).
+    metrics_listener: Option<TcpListener>,
 }
 
 impl App {
@@ -53,6 +62,8 @@ impl App {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<App> {
         let policy = config.resolve(name)?;
+        // Process-wide and idempotent: every App of this process shares it.
+        crate::observe::install();
         let keys = KeyRing::from_config(&config.keys, base_dir.as_deref()).context("loading signing keys")?;
         let instance = std::env::var("XAA_INSTANCE").unwrap_or_else(|_| {
             let id = uuid::Uuid::now_v7().simple().to_string();
@@ -79,6 +90,7 @@ impl App {
                 }
             }
         };
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store));
         let (head_seq, _) = store
             .audit_head()
             .await
@@ -112,17 +124,44 @@ impl App {
             state,
             router,
             server: config.server.clone(),
+            metrics: config.metrics.clone(),
+            metrics_listener: None,
         })
+    }
+
+    /// Bind the metrics listener (`metrics.listen`) now, if metrics are
+    /// enabled, and return its address: a caller that configured port 0
+    /// learns the port here. [`App::serve`] binds it if this was not called.
+    pub async fn bind_metrics(&mut self) -> anyhow::Result<Option<SocketAddr>> {
+        if !self.metrics.enabled {
+            return Ok(None);
+        }
+        if self.metrics_listener.is_none() {
+            let listen = &self.metrics.listen;
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("key `metrics.listen`: cannot listen on {listen}"))?;
+            self.metrics_listener = Some(listener);
+        }
+        Ok(self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok()))
     }
 
     /// Serve until `shutdown` resolves, then drain in-flight requests within
     /// a bounded grace period (`crate::http::server::serve`).
+    /// The metrics listener (`[metrics]`) is served beside it, within the same
+    /// `[server]` limits, and stops with it.
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        crate::http::server::serve(listener, self.router, &self.server, shutdown).await?;
+        let metrics = self.spawn_metrics().await?;
+        let served = crate::http::server::serve(listener, self.router, &self.server, shutdown).await;
+        if let Some((stop, task)) = metrics {
+            drop(stop);
+            let _ = task.await;
+        }
+        served?;
         // The last interval's counts, so a restart loses none.
         if let Err(e) = self.state.flush_noise().await {
             tracing::error!(error = %e, "summaries of unauthenticated requests could not be written at shutdown");
@@ -133,6 +172,35 @@ impl App {
             tracing::error!(error = %format!("{e:#}"), "the audit checkpoint could not be written at shutdown");
         }
         Ok(())
+    }
+}
+
+impl App {
+    /// Serve `/metrics` on the metrics listener until the returned sender is
+    /// dropped. `None` when metrics are disabled.
+    async fn spawn_metrics(
+        &mut self,
+    ) -> anyhow::Result<Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>> {
+        let Some(addr) = self.bind_metrics().await? else {
+            return Ok(None);
+        };
+        let Some(listener) = self.metrics_listener.take() else {
+            return Ok(None);
+        };
+        let allow = AllowList::parse(&self.metrics.allow).map_err(|e| anyhow::anyhow!("key `metrics.allow`: {e}"))?;
+        let router = crate::http::metrics::router(self.state.clone(), allow);
+        let server = self.server.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tracing::info!(listen = %addr, "metrics served at /metrics");
+        let task = tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stopped.await;
+            };
+            if let Err(e) = crate::http::server::serve_as("metrics", listener, router, &server, stopped).await {
+                tracing::error!(error = %format!("{e:#}"), "the metrics listener stopped");
+            }
+        });
+        Ok(Some((stop, task)))
     }
 }
 
@@ -216,7 +284,7 @@ const AUDIT_RESTART_ONLY: &str = "audit.{file,fsync*,rotate_bytes,checkpoint_*}"
 fn restart_only(config: &Config) -> serde_json::Value {
     serde_json::json!({
         "keys": config.keys, "store": config.store, "upstream": config.upstream, "listen": config.listen,
-        "server": config.server,
+        "server": config.server, "metrics": config.metrics,
         // The audit file and checkpoint settings are built once, at start.
         AUDIT_RESTART_ONLY: {
             "file": config.audit.file, "fsync": config.audit.fsync,
@@ -230,7 +298,7 @@ fn restart_only(config: &Config) -> serde_json::Value {
 
 /// Reload the policy from `path`, keeping the old one if the new file is bad.
 /// Issuer and keys are fixed for the life of the process; a file that
-/// changes keys, store, upstream, listen or server is applied for its policy, with a
+/// changes keys, store, upstream, listen, server or metrics is applied for its policy, with a
 /// warning naming what still needs a restart.
 pub fn reload(state: &AppState, path: &std::path::Path) -> Result<(), String> {
     let name = path.display().to_string();
@@ -240,10 +308,18 @@ pub fn reload(state: &AppState, path: &std::path::Path) -> Result<(), String> {
         return Err(format!("{name}: key `issuer`: cannot change without a restart"));
     }
     let now = restart_only(&config);
-    let pending: Vec<&str> = ["keys", "store", "upstream", "listen", "server", AUDIT_RESTART_ONLY]
-        .into_iter()
-        .filter(|k| now.get(k) != state.started_with.get(k))
-        .collect();
+    let pending: Vec<&str> = [
+        "keys",
+        "store",
+        "upstream",
+        "listen",
+        "server",
+        "metrics",
+        AUDIT_RESTART_ONLY,
+    ]
+    .into_iter()
+    .filter(|k| now.get(k) != state.started_with.get(k))
+    .collect();
     if !pending.is_empty() {
         tracing::warn!(config = %name, changed = ?pending, "these settings changed and apply only after a restart");
     }

@@ -88,6 +88,12 @@ impl Checkpointer {
 
     /// True when no `audit.checkpoint_key` was configured: checkpoints of
     /// an earlier run cannot be checked after a restart.
+    /// When the last checkpoint was written (or, before the first, when
+    /// this checkpointer started): `xaa_audit_checkpoint_age_seconds`.
+    pub async fn last_at_ms(&self) -> i64 {
+        self.last.lock().await.at_ms
+    }
+
     pub fn is_ephemeral(&self) -> bool {
         self.ephemeral
     }

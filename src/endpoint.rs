@@ -25,10 +25,15 @@ use crate::policy::{Client, Policy};
 use crate::state::AppState;
 use crate::store::{Commit, CommitPlan, Effect, Mode, ReplayMark, RevocationGuard};
 use crate::trust::validate::Validator;
+use tracing::Instrument;
 
 /// One call in progress.
 pub struct Call<'a> {
     pub state: &'a AppState,
+    /// What was asked, for metrics: the endpoint, or the grant's short name
+    /// once it parsed (static, so the label set stays bounded whatever
+    /// `grant_type` a request sends).
+    pub what: &'static str,
     /// The policy version this whole call uses.
     pub policy: Arc<Policy>,
     pub now: i64,
@@ -52,7 +57,7 @@ pub struct Call<'a> {
 }
 
 impl<'a> Call<'a> {
-    pub fn begin(state: &'a AppState, caller: &Caller, what: &str) -> Self {
+    pub fn begin(state: &'a AppState, caller: &Caller, what: &'static str) -> Self {
         let source_ip = caller.source;
         // The one read of the clock for this request: everything below
         // (validation, the decision, the record) uses this instant.
@@ -61,6 +66,7 @@ impl<'a> Call<'a> {
         audit.asked(what);
         Self {
             state,
+            what,
             policy: state.policy.load_full(),
             now: now_ms.div_euclid(1000),
             audit,
@@ -127,8 +133,15 @@ impl<'a> Call<'a> {
             guards: &self.guards,
             effects: &self.effects,
         };
-        match self.state.store.commit(plan, self.audit.clone()).await {
+        let committed = self
+            .state
+            .store
+            .commit(plan, self.audit.clone())
+            .instrument(store_commit_span())
+            .await;
+        match committed {
             Ok(Commit::Done(record)) => {
+                crate::observe::decision(self.what, true, "", "");
                 record.emit();
                 Ok(value)
             }
@@ -166,6 +179,7 @@ impl<'a> Call<'a> {
         // client's assertion was not used (nothing was decided), so it stays
         // good for the retry after `Retry-After`.
         if self.audit.client_id.is_none() {
+            crate::observe::refused_unauthenticated(err.code.as_str(), err.reason);
             self.state.noise.note(self.source, &err, self.named_client.as_deref());
             return err;
         }
@@ -179,7 +193,10 @@ impl<'a> Call<'a> {
             effects: &[],
         };
         let mut answer = err;
-        let mut outcome = store.commit(plan, self.audit.clone()).await;
+        let mut outcome = store
+            .commit(plan, self.audit.clone())
+            .instrument(store_commit_span())
+            .await;
         if let Ok(Commit::Replayed { index }) = outcome {
             // A replayed client assertion is a failed authentication: it
             // counts against its source like any other.
@@ -188,10 +205,14 @@ impl<'a> Call<'a> {
             self.audit.deny(&answer);
             outcome = store
                 .commit(CommitPlan::record_only(Mode::Deny, self.now), self.audit)
+                .instrument(store_commit_span())
                 .await;
         }
         match outcome {
-            Ok(Commit::Done(record)) => record.emit(),
+            Ok(Commit::Done(record)) => {
+                crate::observe::decision(self.what, false, answer.code.as_str(), answer.reason);
+                record.emit()
+            }
             Ok(Commit::Replayed { .. } | Commit::Revoked { .. }) => {}
             Err(e) => {
                 tracing::error!(error = %e, reason = answer.reason, "audit record of a denial could not be written")
@@ -213,6 +234,11 @@ impl<'a> Call<'a> {
             Err(e) => Err(self.deny(e).await),
         }
     }
+}
+
+/// The step span around one commit (`xaa_step_duration_seconds{step="store_commit"}`).
+fn store_commit_span() -> tracing::Span {
+    tracing::info_span!(target: crate::observe::steps::TARGET, "store_commit")
 }
 
 /// The error for a reused one-time value: a client assertion is client

@@ -32,6 +32,7 @@ pub mod jose;
 pub mod keys;
 pub mod limits;
 pub mod noise;
+pub mod observe;
 pub mod params;
 pub mod policy;
 pub mod revocation;

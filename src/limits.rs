@@ -198,11 +198,14 @@ impl Limits {
         };
         let now = self.clock.0.now_ms();
         match self.blocked.get(&SourceKey::of(ip)) {
-            Some(until) if until > now => Err(OAuthError::rate_limited(
-                "rate_limit.source",
-                "too many failed client authentications from this address; retry later",
-                Duration::from_millis(u64::try_from(until - now).unwrap_or(0)),
-            )),
+            Some(until) if until > now => Err({
+                crate::observe::rate_limited("source");
+                OAuthError::rate_limited(
+                    "rate_limit.source",
+                    "too many failed client authentications from this address; retry later",
+                    Duration::from_millis(u64::try_from(until - now).unwrap_or(0)),
+                )
+            }),
             _ => Ok(()),
         }
     }
@@ -241,11 +244,14 @@ impl Limits {
         }
         match self.client_bucket(policy, client).bucket.check() {
             Ok(_) => Ok(()),
-            Err(not_until) => Err(OAuthError::rate_limited(
-                "rate_limit.client",
-                "this client is over its request rate; retry later",
-                not_until.wait_time_from(self.clock.now()),
-            )),
+            Err(not_until) => {
+                crate::observe::rate_limited("client");
+                Err(OAuthError::rate_limited(
+                    "rate_limit.client",
+                    "this client is over its request rate; retry later",
+                    not_until.wait_time_from(self.clock.now()),
+                ))
+            }
         }
     }
 

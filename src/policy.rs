@@ -54,6 +54,9 @@ pub enum KeySource {
     /// Keys fetched over HTTPS and cached under `cache_key`.
     Remote {
         cache_key: String,
+        /// What metrics call this source: the issuer's name in the config,
+        /// or `client:<id>` for a client's `jwks_uri` (bounded by the config).
+        name: Arc<str>,
         jwks_uri: Option<String>,
         /// Resolve `jwks_uri` from this issuer's metadata.
         discovery_issuer: Option<String>,

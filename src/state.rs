@@ -36,7 +36,8 @@ pub struct AppState {
     pub limits: Limits,
     /// This interval's counts of unauthenticated noise.
     pub noise: Noise,
-    /// The settings a reload cannot apply (keys, store, upstream, listen),
+    /// The settings a reload cannot apply (keys, store, upstream, listen,
+    /// server, metrics, audit file and checkpoints),
     /// as started: a reload that changes them says so.
     pub(crate) started_with: serde_json::Value,
 }

@@ -193,7 +193,11 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Re
                 })?;
                 let issuer = crate::dev::issuer_for(bound);
                 let ras_issuer = crate::dev::issuer_for(ras_listener.local_addr()?);
-                let (config, idp) = crate::dev::embedded_config(&issuer, bound, &ras_issuer)?;
+                let (mut config, idp) = crate::dev::embedded_config(&issuer, bound, &ras_issuer)?;
+                if listen.port() == 0 {
+                    // Any free port asked for: the metrics listener too.
+                    config.metrics.listen = SocketAddr::new(bound.ip(), 0).to_string();
+                }
                 let mut app = App::build(&config, "embedded default", None).await?;
                 // Dev mode only: the built-in IdP, mounted by this command and
                 // never part of a configured deployment.
@@ -202,7 +206,10 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Re
                     &format!("{dev_base}/dev/idp"),
                     crate::http::dev_idp::router(Arc::clone(&idp)),
                 );
-                let ras_config = crate::dev::embedded_ras_config(&ras_issuer, ras_listener.local_addr()?, &issuer)?;
+                let mut ras_config = crate::dev::embedded_ras_config(&ras_issuer, ras_listener.local_addr()?, &issuer)?;
+                // One process, one recorder: the broker's metrics listener
+                // already serves the demo resource AS's metrics.
+                ras_config.metrics.enabled = false;
                 let ras = App::build(&ras_config, "embedded resource AS", None).await?;
                 tracing::warn!("DEVELOPMENT MODE: ephemeral keys, in-memory state, published demo secrets");
                 let exe = std::env::current_exe()

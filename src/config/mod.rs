@@ -56,6 +56,33 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub server: ServerConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// Where `/metrics` (Prometheus text format) is served: never on the OAuth
+/// port, but on a listener of its own, loopback by default, that answers
+/// only the addresses in `allow` (others get 403). Applied at start only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Off: no metrics listener (the counters are still kept, in memory).
+    pub enabled: bool,
+    /// The metrics listener's address (`host:port`). Loopback by default so
+    /// that it is never exposed by accident.
+    pub listen: String,
+    /// CIDR blocks (or single addresses) allowed to scrape.
+    pub allow: Vec<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:9464".into(),
+            allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+        }
+    }
 }
 
 /// Rate limits (MCP EMA §7.5.1: token endpoints SHOULD rate-limit). They

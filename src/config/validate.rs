@@ -9,7 +9,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ClientConfig, Config, ServerConfig, StoreConfig};
+use super::{ClientConfig, Config, MetricsConfig, ServerConfig, StoreConfig};
 use crate::jose::Alg;
 use crate::policy::{
     AgentCap, Audience, AudienceKind, AuditSettings, AuthMethod, Category, Client, ClientRate, KeySource,
@@ -296,6 +296,7 @@ impl Validator {
             self.problem("tokens.max_delegation_depth", "must be at least 1");
         }
         self.server(&c.server);
+        self.metrics(&c.metrics);
     }
 
     fn audiences(&mut self, c: &Config) -> (HashMap<String, Arc<Audience>>, BTreeSet<String>) {
@@ -412,11 +413,13 @@ impl Validator {
             let keys = match (&i.jwks_uri, i.discovery, &i.jwks) {
                 (Some(uri), false, None) => self.url(&format!("{key}.jwks_uri"), uri).map(|u| KeySource::Remote {
                     cache_key: format!("issuer:{iss}"),
+                    name: Arc::from(name.as_str()),
                     jwks_uri: Some(u.to_string()),
                     discovery_issuer: None,
                 }),
                 (None, true, None) => Some(KeySource::Remote {
                     cache_key: format!("issuer:{iss}"),
+                    name: Arc::from(name.as_str()),
                     jwks_uri: None,
                     discovery_issuer: Some(iss.clone()),
                 }),
@@ -695,6 +698,26 @@ impl Validator {
         }
     }
 
+    fn metrics(&mut self, m: &MetricsConfig) {
+        if m.listen.parse::<std::net::SocketAddr>().is_err() {
+            self.problem(
+                "metrics.listen",
+                "must be an IP address and port, such as 127.0.0.1:9464",
+            );
+        }
+        for (i, entry) in m.allow.iter().enumerate() {
+            if let Err(e) = crate::observe::allow::Cidr::parse(entry) {
+                self.problem(format!("metrics.allow[{i}]"), e);
+            }
+        }
+        if m.enabled && m.allow.is_empty() {
+            self.problem(
+                "metrics.allow",
+                "allows no one: list who may scrape (such as 127.0.0.0/8), or set metrics.enabled = false",
+            );
+        }
+    }
+
     fn client_auth(&mut self, key: &str, id: &str, cc: &ClientConfig) -> Option<AuthMethod> {
         let has_keys = cc.jwks.is_some() || cc.jwks_uri.is_some();
         let methods: Vec<String> = match &cc.auth_methods {
@@ -731,6 +754,7 @@ impl Validator {
                 (Some(j), None) => self.inline_jwks(&format!("{key}.jwks"), j, &Alg::ALL),
                 (None, Some(u)) => self.url(&format!("{key}.jwks_uri"), u).map(|u| KeySource::Remote {
                     cache_key: format!("client:{id}"),
+                    name: Arc::from(format!("client:{id}")),
                     jwks_uri: Some(u.to_string()),
                     discovery_issuer: None,
                 }),

@@ -150,6 +150,7 @@ async fn run(call: &mut Call<'_>, req: &OAuthRequest) -> OAuthResult<Issued> {
         )
     })?;
     call.audit.asked(grant.short());
+    call.what = grant.short();
     let client = call.authenticate(req).await?;
     if !client.grants.contains(&grant) {
         return Err(OAuthError::unauthorized_client(

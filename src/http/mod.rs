@@ -12,7 +12,9 @@ pub mod dev_idp;
 pub mod extract;
 pub mod health;
 pub mod jwks;
+pub mod measure;
 pub mod metadata;
+pub mod metrics;
 pub mod oauth;
 pub mod respond;
 pub mod server;
@@ -100,6 +102,7 @@ pub fn router(state: Arc<AppState>, base: &str) -> Router {
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(crate::params::MAX_FORM_BYTES))
+        .layer(axum::middleware::from_fn(measure::measure))
         .with_state(state)
 }
 

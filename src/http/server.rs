@@ -162,6 +162,18 @@ pub async fn serve(
     config: &ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_as("oauth", listener, router, config, shutdown).await
+}
+
+/// As [`serve`], counting open connections under `name` in
+/// `xaa_open_connections{listener}` (`oauth`, `metrics`).
+pub async fn serve_as(
+    name: &'static str,
+    listener: TcpListener,
+    router: Router,
+    config: &ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let limits = Limits::new(config);
     let mut http = hyper::server::conn::http1::Builder::new();
     // No hyper timer: `drive` times the head and idle phases itself, and a
@@ -171,7 +183,10 @@ pub async fn serve(
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     let app = RequestBodyDeadlineLayer::new(limits.body_read).layer(router);
-    let table = Arc::new(Table::default());
+    let table = Arc::new(Table {
+        name,
+        ..Table::default()
+    });
     let mut shutdown = pin!(shutdown);
     let mut full_warned: Option<Instant> = None;
     let mut accept_error_logged: Option<Instant> = None;
@@ -575,6 +590,8 @@ impl AsyncWrite for Tracked {
 /// Every open connection, by id.
 #[derive(Default)]
 struct Table {
+    /// The listener's name in `xaa_open_connections`.
+    name: &'static str,
     entries: Mutex<HashMap<u64, Entry>>,
     next_id: AtomicU64,
     /// Notified whenever an entry is removed.
@@ -595,6 +612,7 @@ impl Table {
     fn insert(&self, conn: Arc<Conn>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.entries().insert(id, Entry { conn, task: None });
+        crate::observe::connection_opened(self.name);
         id
     }
 
@@ -607,7 +625,9 @@ impl Table {
     }
 
     fn remove(&self, id: u64) {
-        self.entries().remove(&id);
+        if self.entries().remove(&id).is_some() {
+            crate::observe::connection_closed(self.name);
+        }
         self.freed.notify_waiters();
     }
 

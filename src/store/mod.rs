@@ -10,6 +10,7 @@
 //! Must never: decide policy, or hold a token (audit records hold jti/hashes).
 
 pub mod memory;
+pub mod metered;
 pub mod redis;
 
 use std::time::Duration;

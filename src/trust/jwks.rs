@@ -107,6 +107,7 @@ impl JwksCache {
             KeySource::Inline(set) => set.find(kid, alg).ok_or(KeyLookupError::UnknownKey),
             KeySource::Remote {
                 cache_key,
+                name,
                 jwks_uri,
                 discovery_issuer,
             } => {
@@ -116,9 +117,12 @@ impl JwksCache {
                 let found = current.as_ref().and_then(|(keys, _)| keys.find(kid, alg));
                 let age = current.as_ref().map(|(_, at)| at.elapsed());
                 let ttl = Duration::from_secs(self.settings.cache_ttl_secs);
-                let fetch = |why| self.refresh(&entry, jwks_uri, discovery_issuer, algs, why, waiting_since);
+                let fetch = |why| self.refresh(&entry, name, jwks_uri, discovery_issuer, algs, why, waiting_since);
                 match (found, age) {
-                    (Some(v), Some(age)) if age < ttl => Ok(v),
+                    (Some(v), Some(age)) if age < ttl => {
+                        crate::observe::jwks_cache_hit(name);
+                        Ok(v)
+                    }
                     (Some(v), Some(age)) => match fetch(Why::Stale).await {
                         Ok(set) => set.find(kid, alg).ok_or(KeyLookupError::UnknownKey),
                         // Keep serving what we had while the IdP is down, up to max_stale.
@@ -152,9 +156,11 @@ impl JwksCache {
 
     /// Fetch and install a new key set, within the limits of `why`. A fetch
     /// another request completed while this one waited is reused.
+    #[allow(clippy::too_many_arguments)]
     async fn refresh(
         &self,
         entry: &Entry,
+        name: &Arc<str>,
         jwks_uri: &Option<String>,
         discovery_issuer: &Option<String>,
         algs: &[Alg],
@@ -178,11 +184,14 @@ impl JwksCache {
         if why == Why::UnknownKid {
             if state.last_kid_refetch.is_some_and(|t| t.elapsed() < interval) {
                 // Budget spent: answer from what we have (the kid stays unknown).
+                crate::observe::jwks_refetch_refused(name);
                 return current.map(|(keys, _)| keys).ok_or(KeyLookupError::UnknownKey);
             }
             state.last_kid_refetch = Some(Instant::now());
         }
-        match self.fetch(jwks_uri, discovery_issuer, algs).await {
+        let fetched = self.fetch(jwks_uri, discovery_issuer, algs).await;
+        crate::observe::jwks_fetch(name, fetched.is_ok());
+        match fetched {
             Ok(set) => {
                 let set = Arc::new(set);
                 *entry.cached.write().unwrap_or_else(|e| e.into_inner()) = Some(Cached {

@@ -41,6 +41,7 @@ mod deploy;
 mod discovery;
 mod http_errors;
 mod key_rotation;
+mod metrics;
 mod quickstart;
 mod reload;
 mod server_limits;

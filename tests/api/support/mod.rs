@@ -63,6 +63,9 @@ pub struct TestApp {
     pub bot_key: Jwk,
     /// The config this instance runs (after wiring and tweaks).
     pub config: Config,
+    /// Where its metrics listener listens (`http://127.0.0.1:<port>`), when
+    /// `metrics.enabled`.
+    pub metrics_base: Option<String>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -267,6 +270,8 @@ impl TestApp {
         let bot_key = Alg::ES256.generate().unwrap();
 
         config.issuer = issuer.clone();
+        // Any free port: tests run many brokers at once.
+        config.metrics.listen = "127.0.0.1:0".into();
         config.keys = KeysConfig {
             ephemeral: true,
             ..KeysConfig::default()
@@ -308,9 +313,10 @@ impl TestApp {
         clock: Arc<dyn Clock>,
     ) -> TestApp {
         let addr = listener.local_addr().unwrap();
-        let app = App::build_with_clock(&config, "test", None, clock)
+        let mut app = App::build_with_clock(&config, "test", None, clock)
             .await
             .expect("test config builds");
+        let metrics_addr = app.bind_metrics().await.expect("the metrics listener binds");
         let state = app.state.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.serve(listener, async move {
@@ -330,8 +336,15 @@ impl TestApp {
             partner,
             bot_key,
             config,
+            metrics_base: metrics_addr.map(|a| format!("http://{a}")),
             _shutdown: tx,
         }
+    }
+
+    /// `/metrics` on this instance's metrics listener.
+    pub fn metrics_url(&self) -> String {
+        let base = self.metrics_base.as_deref().expect("metrics are enabled");
+        format!("{base}/metrics")
     }
 
     pub fn url(&self, path: &str) -> String {
