@@ -33,7 +33,7 @@ fn compose_brokers() -> BTreeMap<String, (BTreeMap<String, String>, String)> {
         let entry = out.get_mut(service).unwrap();
         let t = line.trim();
         if let Some((k, v)) = t.split_once(": ").filter(|(k, _)| k.starts_with("XAA__")) {
-            entry.0.insert(k.to_owned(), v.to_owned());
+            entry.0.insert(k.to_owned(), yaml_unquote(v).to_owned());
         }
         if let Some(src) = t
             .strip_prefix("- ")
@@ -43,6 +43,15 @@ fn compose_brokers() -> BTreeMap<String, (BTreeMap<String, String>, String)> {
         }
     }
     out
+}
+
+/// A YAML scalar as the container sees it: without the quotes a value
+/// needs when it holds YAML syntax (`'["10.0.0.0/8"]'`).
+fn yaml_unquote(v: &str) -> &str {
+    ['\'', '"']
+        .iter()
+        .find_map(|q| v.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
+        .unwrap_or(v)
 }
 
 #[test]
@@ -98,5 +107,46 @@ fn the_config_reference_embeds_the_example_verbatim() {
     assert!(
         spec.contains(&format!("```toml\n{example}```")),
         "specs/config.md's copy of examples/broker.toml is stale"
+    );
+}
+
+/// deploy/prometheus/prometheus.yml scrapes `/metrics` of every broker
+/// service on its metrics port (never the OAuth port), and the compose file
+/// runs Prometheus with exactly that file.
+#[test]
+fn prometheus_scrapes_both_brokers_at_their_metrics_port() {
+    let brokers = compose_brokers();
+    let listen = brokers["broker-1"]
+        .0
+        .get("XAA__METRICS__LISTEN")
+        .expect("a metrics listener");
+    let port = listen.rsplit_once(':').map(|(_, p)| p).unwrap();
+    assert_ne!(port, "8080", "metrics are never served on the OAuth port");
+    let allow = &brokers["broker-1"].0["XAA__METRICS__ALLOW"];
+    assert!(
+        allow.contains("172.16.0.0/12"),
+        "the compose network may scrape: {allow}"
+    );
+
+    let prometheus = std::fs::read_to_string(Path::new(ROOT).join("deploy/prometheus/prometheus.yml")).unwrap();
+    let targets: Vec<&str> = prometheus
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- targets: [")?.strip_suffix(']'))
+        .flat_map(|t| t.split(',').map(|s| s.trim().trim_matches('"')))
+        .collect();
+    let expected: Vec<String> = brokers.keys().map(|b| format!("{b}:{port}")).collect();
+    assert_eq!(targets, expected, "every broker service, at its metrics port");
+    assert!(prometheus.contains("metrics_path: /metrics"));
+
+    let compose = std::fs::read_to_string(Path::new(ROOT).join("docker-compose.yml")).unwrap();
+    let service = compose
+        .split("\n  prometheus:\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .expect("a prometheus service");
+    assert!(
+        service.contains("./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro")
+            && service.contains("--config.file=/etc/prometheus/prometheus.yml"),
+        "{service}"
     );
 }
