@@ -39,14 +39,12 @@ fn matching<'a>(scrape: &'a Scrape, name: &'a str, labels: &'a [(&str, &str)]) -
         .filter(move |s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
 }
 
-/// A free port on loopback (bound and released: a race only with other
-/// processes choosing the same port in between).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Two distinct free ports on loopback (bound together, then released: a
+/// race only with other processes choosing the same port in between).
+fn free_ports() -> (u16, u16) {
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (a, b) = (bind(), bind());
+    (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
 }
 
 /// The real binary serving `app`'s config (its fake IdPs) on ports of its
@@ -70,7 +68,7 @@ async fn real_broker(app: &TestApp) -> Broker {
     let dir = std::env::temp_dir().join(format!("xaa-metrics-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut config = app.config.clone();
-    let (port, metrics_port) = (free_port(), free_port());
+    let (port, metrics_port) = free_ports();
     config.listen = format!("127.0.0.1:{port}");
     config.metrics.listen = format!("127.0.0.1:{metrics_port}");
     let path = dir.join("broker.toml");
@@ -266,6 +264,34 @@ async fn counters_move_by_exactly_the_requests_sent_and_no_label_names_a_user_or
     for secret in &secrets {
         assert!(!text.contains(secret.as_str()), "{secret} appears in the scrape");
     }
+}
+
+#[tokio::test]
+async fn every_429_is_counted_by_its_kind() {
+    let app = TestApp::spawn().await;
+    let broker = real_broker(&app).await;
+    let (before, _) = scrape(&app, &broker.metrics).await;
+    let mut limited = 0.0;
+    // More failed authentications than the source's burst (10).
+    for _ in 0..14 {
+        let (status, _) = exchange(&app, &broker, "triage-agent", "wrong-secret", "not-a-jwt").await;
+        if status == 429 {
+            limited += 1.0;
+        }
+    }
+    assert!(limited >= 1.0, "the source was limited");
+    let (after, text) = scrape(&app, &broker.metrics).await;
+    let delta = |labels: &[(&str, &str)]| {
+        value(&after, "xaa_rate_limited_total", labels) - value(&before, "xaa_rate_limited_total", labels)
+    };
+    assert_eq!(delta(&[("kind", "source")]), limited, "{text}");
+    assert_eq!(delta(&[("kind", "client")]), 0.0, "{text}");
+    let answered_429 = value(
+        &after,
+        "xaa_requests_total",
+        &[("endpoint", "token"), ("status", "429")],
+    );
+    assert_eq!(answered_429, limited, "{text}");
 }
 
 #[tokio::test]
