@@ -173,9 +173,7 @@ impl App {
         }
         Ok(())
     }
-}
 
-impl App {
     /// Serve `/metrics` on the metrics listener until the returned sender is
     /// dropped. `None` when metrics are disabled.
     async fn spawn_metrics(

@@ -11,11 +11,16 @@
 //! one audit record, granted or denied. A call refused before a client is
 //! authenticated, or rate limited, is counted in the noise summaries instead
 //! (specs/decisions.md §13). Where the rate limits are checked (`limits`):
-//! the source before authentication, the client right after it.
+//! the source before authentication, the client right after it. Each record
+//! written is counted in `xaa_decisions_total`, each refusal before
+//! authentication in `xaa_refused_unauthenticated_total` (`observe`), and
+//! the commit is the `store_commit` step span.
 //! Must never: hold endpoint-specific rules.
 
 use std::net::IpAddr;
 use std::sync::Arc;
+
+use tracing::Instrument;
 
 use crate::audit::{AuditRecord, Decision};
 use crate::client_auth;
@@ -25,7 +30,6 @@ use crate::policy::{Client, Policy};
 use crate::state::AppState;
 use crate::store::{Commit, CommitPlan, Effect, Mode, ReplayMark, RevocationGuard};
 use crate::trust::validate::Validator;
-use tracing::Instrument;
 
 /// One call in progress.
 pub struct Call<'a> {
