@@ -15,6 +15,9 @@
 //!   secret is hashed or signature verified. governor cannot peek at a
 //!   bucket, hence the separate "blocked until" map.
 //!
+//! Every 429 either limit answers is counted in `xaa_rate_limited_total`
+//! by kind (`client`, `source`).
+//!
 //! Memory is bounded whatever the number of addresses: both per-source maps
 //! are moka caches capped at [`MAX_SOURCES`] entries, each entry expiring
 //! once it can no longer change an answer (a bucket when it would be full
@@ -198,14 +201,14 @@ impl Limits {
         };
         let now = self.clock.0.now_ms();
         match self.blocked.get(&SourceKey::of(ip)) {
-            Some(until) if until > now => Err({
+            Some(until) if until > now => {
                 crate::observe::rate_limited("source");
-                OAuthError::rate_limited(
+                Err(OAuthError::rate_limited(
                     "rate_limit.source",
                     "too many failed client authentications from this address; retry later",
                     Duration::from_millis(u64::try_from(until - now).unwrap_or(0)),
-                )
-            }),
+                ))
+            }
             _ => Ok(()),
         }
     }

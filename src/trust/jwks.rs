@@ -2,7 +2,8 @@
 //! verifiers per (source, kid, alg), refetch on unknown `kid` at most once per
 //! interval, serve cached keys while the IdP is briefly down.
 //!
-//! Owns: all HTTP to identity providers' key endpoints.
+//! Owns: all HTTP to identity providers' key endpoints, and counting its
+//! fetches, cache hits and refused refetches by source name (`observe`).
 //! Must never: follow redirects, read an unbounded body, fetch keys named by a
 //! token (`jku`, `x5u`: RFC 8725 §3.10), or build a verifier per request.
 
