@@ -295,6 +295,41 @@ async fn every_429_is_counted_by_its_kind() {
 }
 
 #[tokio::test]
+async fn upstream_key_fetches_and_refused_refetches_are_counted_by_issuer_name() {
+    let app = TestApp::spawn().await;
+    let broker = real_broker(&app).await;
+    let (before, _) = scrape(&app, &broker.metrics).await;
+    let hop = |app: &TestApp| app.idp.id_token("alice", "triage-agent", &["developer"]);
+    let (status, _) = exchange(&app, &broker, "triage-agent", "triage-agent-secret", &hop(&app)).await;
+    assert_eq!(status, 200, "first use: one fetch");
+    app.idp.rotate(true);
+    let (status, _) = exchange(&app, &broker, "triage-agent", "triage-agent-secret", &hop(&app)).await;
+    assert_eq!(status, 200, "an unknown kid: one refetch");
+    app.idp.rotate(true);
+    let (status, _) = exchange(&app, &broker, "triage-agent", "triage-agent-secret", &hop(&app)).await;
+    assert_eq!(
+        status, 400,
+        "another unknown kid within min_refetch_interval_secs: refused"
+    );
+
+    let (after, text) = scrape(&app, &broker.metrics).await;
+    let delta = |name: &str, labels: &[(&str, &str)]| value(&after, name, labels) - value(&before, name, labels);
+    let corp = ("issuer", "corp-idp");
+    assert_eq!(
+        delta("xaa_jwks_fetches_total", &[corp, ("result", "ok")]),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        delta("xaa_jwks_fetches_total", &[corp, ("result", "error")]),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(delta("xaa_jwks_refetch_refused_total", &[corp]), 1.0, "{text}");
+    assert_eq!(delta("xaa_jwks_cache_hits_total", &[corp]), 0.0, "{text}");
+}
+
+#[tokio::test]
 async fn metrics_are_served_on_their_own_listener_and_never_on_the_oauth_port() {
     let app = TestApp::spawn().await;
     let (scrape, _) = scrape(&app, &app.metrics_url()).await;
