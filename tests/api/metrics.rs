@@ -17,13 +17,13 @@ use prometheus_parse::{Sample, Scrape, Value};
 use crate::support::*;
 
 /// Parse a scrape with the Prometheus text parser.
-fn parse(text: &str) -> Scrape {
+pub fn parse(text: &str) -> Scrape {
     Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text format")
 }
 
 /// The value of the counter, gauge or untyped sample `name` whose labels
 /// include every pair of `labels` (summed over the others); 0 when absent.
-fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     matching(scrape, name, labels)
         .map(|s| match s.value {
             Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
@@ -133,6 +133,22 @@ async fn exchange(
         .await
         .unwrap();
     (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// `name{labels}` as `app`'s metrics listener serves it now (summed over
+/// the other labels). Process-wide: other tests running at the same time
+/// add to it, so compare with "at least".
+pub async fn current(app: &TestApp, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = app
+        .http
+        .get(app.metrics_url())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    value(&parse(&text), name, labels)
 }
 
 #[tokio::test]

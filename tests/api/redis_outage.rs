@@ -35,6 +35,8 @@ async fn with_redis_down_no_token_is_issued_and_service_resumes_when_it_returns(
     before.assert_ok();
     assert_eq!(app.get("/readyz").await.status, 200);
 
+    let commit_errors = [("operation", "commit")];
+    let errors_before = crate::metrics::current(&app, "xaa_store_errors_total", &commit_errors).await;
     redis.kill().await;
     let down = app.first_hop("triage-agent", LOGS).await;
     down.assert_error(503, "temporarily_unavailable");
@@ -52,6 +54,11 @@ async fn with_redis_down_no_token_is_issued_and_service_resumes_when_it_returns(
         .exchange_for_hop("mcp-logs", before.token(), ACCESS_TOKEN, COST, &[])
         .await;
     next_hop.assert_error(503, "temporarily_unavailable");
+    let errors_after = crate::metrics::current(&app, "xaa_store_errors_total", &commit_errors).await;
+    assert!(
+        errors_after >= errors_before + 3.0,
+        "each failed commit is a store error in /metrics"
+    );
 
     redis.restart().await;
     until_ok(&app).await.assert_ok();
