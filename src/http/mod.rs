@@ -16,6 +16,7 @@ pub mod metadata;
 pub mod oauth;
 pub mod respond;
 pub mod server;
+pub mod trace;
 
 use std::sync::Arc;
 
@@ -100,6 +101,7 @@ pub fn router(state: Arc<AppState>, base: &str) -> Router {
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(crate::params::MAX_FORM_BYTES))
+        .layer(axum::middleware::from_fn(trace::request_span))
         .with_state(state)
 }
 

@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use josekit::jws::JwsVerifier;
+use tracing::Instrument;
 
 use crate::config::UpstreamConfig;
 use crate::jose::Alg;
@@ -182,7 +183,11 @@ impl JwksCache {
             }
             state.last_kid_refetch = Some(Instant::now());
         }
-        match self.fetch(jwks_uri, discovery_issuer, algs).await {
+        let fetched = self
+            .fetch(jwks_uri, discovery_issuer, algs)
+            .instrument(crate::telemetry::step(crate::telemetry::Step::JwksFetch))
+            .await;
+        match fetched {
             Ok(set) => {
                 let set = Arc::new(set);
                 *entry.cached.write().unwrap_or_else(|e| e.into_inner()) = Some(Cached {

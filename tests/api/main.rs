@@ -44,6 +44,7 @@ mod key_rotation;
 mod quickstart;
 mod reload;
 mod server_limits;
+mod telemetry;
 mod upstream_keys;
 
 // The auditor: traces, tool calls, search.
