@@ -20,7 +20,13 @@ pub struct JsonWithIds {
 impl JsonWithIds {
     pub fn new() -> Self {
         Self {
-            inner: tracing_subscriber::fmt::format().json().flatten_event(true),
+            // The event's own fields only, as before traces: the span's
+            // fields are the trace's business, reached by the ids.
+            inner: tracing_subscriber::fmt::format()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false),
         }
     }
 }
@@ -33,9 +39,9 @@ where
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let mut line = String::new();
         self.inner.format_event(ctx, Writer::new(&mut line), event)?;
-        let span = event.parent().cloned().or_else(|| ctx.lookup_current().map(|s| s.id()));
-        // The global dispatcher: the ids live in its span extensions.
-        let ids = span.and_then(|id| tracing::dispatcher::get_default(|d| super::ids_of(&id, d)));
+        // The current span as the whole subscriber sees it: this layer does
+        // not see the request and step spans, whose extensions hold the ids.
+        let ids = super::current_ids();
         match (ids, line.trim_end().strip_suffix('}')) {
             (Some(ids), Some(head)) => {
                 write!(writer, "{head},\"trace_id\":\"{}\"", ids.trace_id)?;

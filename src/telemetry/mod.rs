@@ -63,12 +63,13 @@ impl Telemetry {
 /// carry fields nobody vetted as span attributes). Already initialised
 /// (tests): the existing subscriber stays, and nothing is exported.
 pub fn init() -> Telemetry {
-    // Request and step spans are always enabled for the log layer, whatever
-    // `RUST_LOG` says, so a log line inside a request finds its trace ids.
+    // The log layer never sees the request and step spans: formatting their
+    // fields for every request would cost the hot path for lines nobody
+    // asked for. A JSON line finds its ids through the dispatcher instead.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info"))
-        .add_directive(directive(REQUEST_TARGET))
-        .add_directive(directive(STEP_TARGET));
+        .add_directive(off(REQUEST_TARGET))
+        .add_directive(off(STEP_TARGET));
     let json = std::env::var("XAA_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let logs = if json {
         tracing_subscriber::fmt::layer()
@@ -97,9 +98,23 @@ pub fn init() -> Telemetry {
             .with_location(false)
             .with_threads(false)
             .with_tracked_inactivity(false)
+            // Nothing here reads OTel's `Context::current()`: no context
+            // push and pop on every poll of a request's future. The ids are
+            // read from the span itself (`ids_of`).
+            .with_context_activation(false)
             .with_filter(spans_only)
     });
-    let installed = Registry::default().with(logs).with(otel).try_init().is_ok();
+    // The request span exists even when nothing exports (a registry entry,
+    // no formatting): it carries the caller's trace id to the record and
+    // the log lines. Step spans exist only for a layer that wants them.
+    let request_spans = tracing_subscriber::layer::Identity::new()
+        .with_filter(Targets::new().with_target(REQUEST_TARGET, tracing::Level::INFO));
+    let installed = Registry::default()
+        .with(logs)
+        .with(request_spans)
+        .with(otel)
+        .try_init()
+        .is_ok();
     if !installed {
         // Already initialised (tests): keep the existing subscriber, export nothing.
         if let Some(p) = provider {
@@ -107,17 +122,22 @@ pub fn init() -> Telemetry {
         }
         return Telemetry { provider: None };
     }
+    // Kept for the JSON formatter, which runs inside the dispatch of an
+    // event, where `get_default` may answer "no subscriber" (re-entrancy).
+    tracing::dispatcher::get_default(|d| {
+        let _ = INSTALLED.set(d.downgrade());
+    });
     if let Some(warning) = warning {
         tracing::warn!("{warning}");
     }
     Telemetry { provider }
 }
 
-fn directive(target: &str) -> tracing_subscriber::filter::Directive {
-    // A target name and a level always parse.
-    format!("{target}=info")
+fn off(target: &str) -> tracing_subscriber::filter::Directive {
+    // A target name and `off` always parse.
+    format!("{target}=off")
         .parse()
-        .unwrap_or_else(|_| tracing::Level::INFO.into())
+        .unwrap_or_else(|_| tracing::level_filters::LevelFilter::OFF.into())
 }
 
 /// The steps of a grant, each its own span of target `xaa_step`.
@@ -238,9 +258,18 @@ pub struct TraceIds {
 /// caller's trace id if a `traceparent` came in; `None` outside a request
 /// or when there is no trace at all.
 pub fn current_ids() -> Option<TraceIds> {
-    Span::current()
-        .with_subscriber(|(id, dispatch)| ids_of(id, dispatch))
-        .flatten()
+    match INSTALLED.get().and_then(tracing::dispatcher::WeakDispatch::upgrade) {
+        Some(dispatch) => ids_in(&dispatch),
+        None => tracing::dispatcher::get_default(ids_in),
+    }
+}
+
+/// The subscriber `init` installed (weak: it owns nothing).
+static INSTALLED: std::sync::OnceLock<tracing::dispatcher::WeakDispatch> = std::sync::OnceLock::new();
+
+fn ids_in(dispatch: &Dispatch) -> Option<TraceIds> {
+    let current = dispatch.current_span();
+    current.id().and_then(|id| ids_of(id, dispatch))
 }
 
 /// The ids of span `id` (see `current_ids`).

@@ -69,14 +69,20 @@ struct Broker {
 }
 
 impl Broker {
-    fn start(endpoint: &str) -> Broker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xaa-broker"))
+    /// Exporting to `endpoint`, or nothing when `None`.
+    fn start(endpoint: Option<&str>) -> Broker {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_xaa-broker"));
+        match endpoint {
+            Some(endpoint) => command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            None => command.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        };
+        let mut child = command
             .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .env_remove("XAA_CONFIG")
             .env_remove("XAA_LISTEN")
             .env_remove("RUST_LOG")
             .env("XAA_LOG_FORMAT", "json")
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
             .env("OTEL_EXPORTER_OTLP_TIMEOUT", "2000")
             .stdin(Stdio::null())
@@ -216,7 +222,7 @@ async fn wait_for_trace(received: &Received, trace_id: &str, at_least: usize) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_hop_walk_through_is_one_trace_per_request_with_its_txn_on_every_span_and_no_secret() {
     let (endpoint, received) = otlp_receiver().await;
-    let broker = Broker::start(&endpoint);
+    let broker = Broker::start(Some(&endpoint));
     let b = broker.issuer.clone();
     let http = reqwest::Client::new();
 
@@ -409,7 +415,7 @@ async fn a_collector_that_is_down_fails_no_request() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let broker = Broker::start(&endpoint);
+    let broker = Broker::start(Some(&endpoint));
     let b = broker.issuer.clone();
     let http = reqwest::Client::new();
     for _ in 0..20 {
@@ -433,6 +439,67 @@ async fn a_collector_that_is_down_fails_no_request() {
         )
         .await;
     }
+}
+
+/// Without an endpoint nothing is exported, yet a caller's `traceparent`
+/// still names the trace in the audit record and the JSON log lines (no
+/// span id then: no span of ours has one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_endpoint_the_callers_trace_id_still_reaches_the_record_and_the_logs() {
+    let broker = Broker::start(None);
+    let b = broker.issuer.clone();
+    let http = reqwest::Client::new();
+    let id: Value = http
+        .post(format!("{b}/dev/idp/id-token"))
+        .form_body(&[("user", "alice"), ("client_id", "triage-agent")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let trace_id = "9bf92f3577b34da6a3ce929d0e0e4731";
+    let hop1 = hop(
+        &http,
+        &b,
+        "triage-agent",
+        "https://mcp.logs.example.com",
+        id["id_token"].as_str().unwrap(),
+        "urn:ietf:params:oauth:token-type:id_token",
+        trace_id,
+    )
+    .await;
+    let trace: Value = http
+        .post(format!("{b}/audit/trace"))
+        .basic_auth("auditor", Some("auditor-secret"))
+        .form_body(&[("txn", txn_of(&hop1).as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(trace["records"][0]["trace_id"], trace_id, "{trace}");
+    let start = Instant::now();
+    let audit_line = loop {
+        let found = broker
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["target"] == "audit" && v["trace_id"] == trace_id);
+        if let Some(line) = found {
+            break line;
+        }
+        let logs = broker.logs.lock().unwrap().join("\n");
+        assert!(
+            start.elapsed() < WAIT,
+            "the audit line names the caller's trace:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(audit_line.get("span_id").is_none(), "{audit_line}");
 }
 
 /// docker-compose: the brokers' OTLP endpoint is a receiver the collector's
