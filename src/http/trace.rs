@@ -17,6 +17,10 @@ use tracing::field::Empty;
 use crate::telemetry;
 
 pub async fn request_span(req: Request, next: Next) -> Response {
+    let traceparent = header(req.headers(), "traceparent").is_some();
+    if !telemetry::wants_request_span(traceparent) {
+        return next.run(req).await;
+    }
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
     let name = match &route {

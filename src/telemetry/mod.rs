@@ -122,6 +122,7 @@ pub fn init() -> Telemetry {
         }
         return Telemetry { provider: None };
     }
+    EXPORTING.store(provider.is_some(), std::sync::atomic::Ordering::Relaxed);
     // Kept for the JSON formatter, which runs inside the dispatch of an
     // event, where `get_default` may answer "no subscriber" (re-entrancy).
     tracing::dispatcher::get_default(|d| {
@@ -242,6 +243,16 @@ pub fn adopt(span: &Span, parent: opentelemetry::Context) {
             }
         });
     }
+}
+
+/// Whether spans are exported (set once by `init`).
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a request needs its span: when spans are exported, or when the
+/// caller sent a trace to correlate with. Otherwise the request runs without
+/// one, and the hot path pays for no span at all.
+pub fn wants_request_span(has_traceparent: bool) -> bool {
+    has_traceparent || EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The ids a log line or an audit record is correlated by.
