@@ -29,6 +29,7 @@ use crate::params::{Caller, OAuthRequest};
 use crate::policy::{Client, Policy};
 use crate::state::AppState;
 use crate::store::{Commit, CommitPlan, Effect, Mode, ReplayMark, RevocationGuard};
+use crate::telemetry::{self, Step};
 use crate::trust::validate::Validator;
 
 /// One call in progress.
@@ -68,6 +69,8 @@ impl<'a> Call<'a> {
         let now_ms = state.clock.now_ms();
         let mut audit = AuditRecord::begin(now_ms, source_ip.map(|ip| ip.to_string()), caller.user_agent.as_deref());
         audit.asked(what);
+        // The record names the request's trace, so an auditor can open it.
+        audit.trace_id = telemetry::current_ids().map(|ids| ids.trace_id);
         Self {
             state,
             what,
@@ -98,6 +101,13 @@ impl<'a> Call<'a> {
     /// counts against its source, and a client over its rate is refused
     /// before any grant work.
     pub async fn authenticate(&mut self, req: &OAuthRequest) -> OAuthResult<Arc<Client>> {
+        let span = telemetry::step(Step::ClientAuthentication);
+        let client = self.authenticate_inner(req).instrument(span).await?;
+        telemetry::record_request("oauth.client_id", &client.id);
+        Ok(client)
+    }
+
+    async fn authenticate_inner(&mut self, req: &OAuthRequest) -> OAuthResult<Arc<Client>> {
         let (authorization, params) = (req.authorization.as_deref(), &req.params);
         self.state.limits.check_source(&self.policy, self.source)?;
         let validator = Validator {
@@ -141,12 +151,13 @@ impl<'a> Call<'a> {
             .state
             .store
             .commit(plan, self.audit.clone())
-            .instrument(store_commit_span())
+            .instrument(telemetry::step(Step::StoreCommit))
             .await;
         match committed {
             Ok(Commit::Done(record)) => {
                 crate::observe::decision(self.what, true, "", "");
                 record.emit();
+                telemetry::record_request("xaa.outcome", "granted");
                 Ok(value)
             }
             Ok(Commit::Replayed { index }) => {
@@ -175,7 +186,15 @@ impl<'a> Call<'a> {
     /// whatever else was wrong. A failed audit write does not change the
     /// answer (nothing is released either way); it is logged.
     /// Returns the error to answer with.
-    pub async fn deny(mut self, err: OAuthError) -> OAuthError {
+    pub async fn deny(self, err: OAuthError) -> OAuthError {
+        let answer = self.deny_inner(err).await;
+        telemetry::record_request("xaa.outcome", "denied");
+        telemetry::record_request("oauth.error", answer.code.as_str());
+        telemetry::record_request("xaa.reason", answer.reason);
+        answer
+    }
+
+    async fn deny_inner(mut self, err: OAuthError) -> OAuthError {
         self.effects.clear();
         // No authenticated client (or one over its rate): noise, counted in
         // the summaries rather than chained (decisions §13). No mark is
@@ -199,7 +218,7 @@ impl<'a> Call<'a> {
         let mut answer = err;
         let mut outcome = store
             .commit(plan, self.audit.clone())
-            .instrument(store_commit_span())
+            .instrument(telemetry::step(Step::StoreCommit))
             .await;
         if let Ok(Commit::Replayed { index }) = outcome {
             // A replayed client assertion is a failed authentication: it
@@ -209,7 +228,7 @@ impl<'a> Call<'a> {
             self.audit.deny(&answer);
             outcome = store
                 .commit(CommitPlan::record_only(Mode::Deny, self.now), self.audit)
-                .instrument(store_commit_span())
+                .instrument(telemetry::step(Step::StoreCommit))
                 .await;
         }
         match outcome {
@@ -238,11 +257,6 @@ impl<'a> Call<'a> {
             Err(e) => Err(self.deny(e).await),
         }
     }
-}
-
-/// The step span around one commit (`xaa_step_duration_seconds{step="store_commit"}`).
-fn store_commit_span() -> tracing::Span {
-    tracing::info_span!(target: crate::observe::steps::TARGET, "store_commit")
 }
 
 /// The error for a reused one-time value: a client assertion is client

@@ -155,9 +155,9 @@ pub fn main() -> ExitCode {
 }
 
 fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    crate::telemetry::init();
+    let telemetry = crate::telemetry::init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         match config_path {
             Some(path) => {
                 let config = Config::load(&path)?;
@@ -231,7 +231,12 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Re
                 result
             }
         }
-    })
+    });
+    // The spans of the last requests, sent within a bounded time, outside
+    // the runtime (the exporter's client blocks).
+    drop(runtime);
+    telemetry.shutdown();
+    served
 }
 
 fn config_check(file: &Path) -> anyhow::Result<()> {

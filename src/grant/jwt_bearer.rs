@@ -11,6 +11,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use crate::audit::AuditRecord;
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::grant::{Draft, GrantContext, Issued, mint};
@@ -54,15 +56,20 @@ async fn run(
         .map_err(|e| OAuthError::invalid_grant("scope.malformed", e))?;
 
     // Steps 1–4: typ, trusted issuer, alg, signature, aud, exp/iat/nbf, jti.
+    // The assertion is this grant's subject: its validation is the step.
+    let validation = crate::telemetry::step(crate::telemetry::Step::SubjectValidation);
     let v = cx
         .validator
         .validate(assertion, Expect::IdJag)
+        .instrument(validation.clone())
         .await
         .map_err(|r| r.into_error(ErrorCode::InvalidGrant, "assertion"))?;
     let principal = subject(&v);
     audit.subject_verified(&v.claims.iss, v.claims.jti.as_deref(), &principal);
     let txn = crate::chain::inherit_txn(v.claims.txn.as_deref());
     audit.chain(&txn, None);
+    validation.in_scope(|| crate::telemetry::record_txn(&txn));
+    drop(validation);
 
     // The draft's steps 5, 4 and 6, then the resource: each its own
     // function below, in this order.
@@ -108,22 +115,26 @@ async fn run(
         (None, Some(s)) => Some(s.clone()),
         (None, None) => None,
     };
-    let grant = decide(
-        cx.policy,
-        &ExchangeContext {
-            client,
-            audience: &audience,
-            requested: requested.as_ref(),
-            roles: None,
-            subject_scope: id_jag_scope.as_ref(),
-            chain: chain.as_ref(),
-            now: cx.now,
-            // The ID-JAG is a grant, not the token being exchanged: the
-            // access token's life is the resource's TTL (§4.4).
-            subject_exp: i64::MAX,
-        },
-        &mut audit.scope_withheld,
-    )?;
+    let decision = crate::telemetry::step(crate::telemetry::Step::Decision);
+    decision.record("xaa.txn", txn.as_str());
+    let grant = decision.in_scope(|| {
+        decide(
+            cx.policy,
+            &ExchangeContext {
+                client,
+                audience: &audience,
+                requested: requested.as_ref(),
+                roles: None,
+                subject_scope: id_jag_scope.as_ref(),
+                chain: chain.as_ref(),
+                now: cx.now,
+                // The ID-JAG is a grant, not the token being exchanged: the
+                // access token's life is the resource's TTL (§4.4).
+                subject_exp: i64::MAX,
+            },
+            &mut audit.scope_withheld,
+        )
+    })?;
 
     // Only the roles this issuer is trusted to assert (`issuers.*.roles`).
     let roles = match &v.issuer {

@@ -86,11 +86,13 @@ pub fn mint(cx: &GrantContext<'_>, audit: &mut AuditRecord, d: Draft) -> OAuthRe
         act: d.act,
         identity: d.identity,
     };
-    let token = cx
-        .state
-        .keys
-        .sign(typ, &claims)
-        .map_err(|e| OAuthError::internal("mint.sign_failed", &e))?;
+    let token = {
+        let _sign = crate::telemetry::step(crate::telemetry::Step::Sign).entered();
+        cx.state
+            .keys
+            .sign(typ, &claims)
+            .map_err(|e| OAuthError::internal("mint.sign_failed", &e))?
+    };
     audit.issued(&claims.jti, claims.exp, d.output.uri(), &claims.scope);
     Ok(Issued {
         token,
@@ -151,6 +153,7 @@ async fn run(call: &mut Call<'_>, req: &OAuthRequest) -> OAuthResult<Issued> {
     })?;
     call.audit.asked(grant.short());
     call.what = grant.short();
+    crate::telemetry::record_request("oauth.grant_type", grant.short());
     let client = call.authenticate(req).await?;
     if !client.grants.contains(&grant) {
         return Err(OAuthError::unauthorized_client(

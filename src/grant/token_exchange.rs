@@ -18,8 +18,10 @@ use crate::grant::{Draft, GrantContext, Issued, mint};
 use crate::params::OAuthParams;
 use crate::policy::{Audience, AudienceKind, Client, ExchangeContext, decide};
 use crate::store::RevocationGuard;
+use crate::telemetry::{self, Step};
 use crate::trust::validate::{Expect, Rejected, Verified};
 use crate::types::{Principal, ScopeSet, TokenType};
+use tracing::Instrument;
 
 /// The parsed request (RFC 8693 §2.1).
 struct Request<'a> {
@@ -57,8 +59,17 @@ pub async fn exchange(
     audit: &mut AuditRecord,
 ) -> OAuthResult<Issued> {
     let req = parse(cx, params, audit)?;
-    let subject = validate_subject(cx, client, &req, audit).await?;
-    let actor_token = validate_actor(cx, &req, &subject, audit).await?;
+    let subject = validate_subject(cx, client, &req, audit)
+        .instrument(telemetry::step(Step::SubjectValidation))
+        .await?;
+    let actor_token = match req.actor {
+        Some(_) => {
+            let span = telemetry::step(Step::ActorValidation);
+            span.record("xaa.txn", subject.txn.as_str());
+            validate_actor(cx, &req, &subject, audit).instrument(span).await?
+        }
+        None => None,
+    };
 
     let actor = chain::new_actor(client.presenter(), actor_token.as_ref().map(|(claim, _)| claim)).map_err(|_| {
         OAuthError::invalid_request(
@@ -88,20 +99,24 @@ pub async fn exchange(
     let chain = chain::wrap(subject.chain.clone(), actor.as_ref());
     audit.chain(&subject.txn, chain.as_ref());
 
-    let grant = decide(
-        cx.policy,
-        &ExchangeContext {
-            client,
-            audience: &req.audience,
-            requested: req.scope.as_ref(),
-            roles: Some(&subject.roles),
-            subject_scope: subject.scope_same_audience.as_ref(),
-            chain: chain.as_ref(),
-            now: cx.now,
-            subject_exp: subject.exp,
-        },
-        &mut audit.scope_withheld,
-    )?;
+    let decision = telemetry::step(Step::Decision);
+    decision.record("xaa.txn", subject.txn.as_str());
+    let grant = decision.in_scope(|| {
+        decide(
+            cx.policy,
+            &ExchangeContext {
+                client,
+                audience: &req.audience,
+                requested: req.scope.as_ref(),
+                roles: Some(&subject.roles),
+                subject_scope: subject.scope_same_audience.as_ref(),
+                chain: chain.as_ref(),
+                now: cx.now,
+                subject_exp: subject.exp,
+            },
+            &mut audit.scope_withheld,
+        )
+    })?;
 
     let client_id = match req.requested {
         // ID-JAG §4.3.3 step 5: the client's id at the resource AS.
@@ -185,6 +200,8 @@ fn parse<'a>(cx: &GrantContext<'_>, params: &'a OAuthParams, audit: &mut AuditRe
         }
     };
     audit.target(requested.uri(), &audience.id, resource.as_deref(), scope.as_ref());
+    telemetry::record_request("oauth.requested_token_type", requested.uri());
+    telemetry::record_request("oauth.audience", &audience.id);
     Ok(Request {
         subject_token,
         subject_token_type,
@@ -354,6 +371,7 @@ fn id_token_subject(
     };
     let txn = chain::inherit_txn(None);
     audit.chain(&txn, None);
+    telemetry::record_txn(&txn);
     Ok(Subject {
         token_issuer: v.claims.iss.clone(),
         principal,
@@ -382,6 +400,7 @@ fn access_token_subject(
 ) -> OAuthResult<Subject> {
     let txn = chain::inherit_txn(v.claims.txn.as_deref());
     audit.chain(&txn, None);
+    telemetry::record_txn(&txn);
     let aud = v.claims.aud.as_ref();
     let issued_for_client = v.claims.client_id.as_deref() == Some(client.id.as_str())
         || client

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod respond;
 pub mod server;
+pub mod trace;
 
 use std::sync::Arc;
 
@@ -103,6 +104,7 @@ pub fn router(state: Arc<AppState>, base: &str) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(crate::params::MAX_FORM_BYTES))
         .layer(axum::middleware::from_fn(measure::measure))
+        .layer(axum::middleware::from_fn(trace::request_span))
         .with_state(state)
 }
 

@@ -35,7 +35,7 @@ mod redis_outage;
 mod store_contract;
 
 // Operations: the HTTP edge, discovery, upstream keys, keys, reload, the
-// command line, the quickstart and the deployment files.
+// command line, the quickstart, traces (OTLP) and the deployment files.
 mod cli;
 mod deploy;
 mod discovery;
@@ -45,6 +45,7 @@ mod metrics;
 mod quickstart;
 mod reload;
 mod server_limits;
+mod telemetry;
 mod upstream_keys;
 
 // The auditor: traces, tool calls, search.
