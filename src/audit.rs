@@ -413,6 +413,15 @@ pub fn format_time_ms(at_ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// A time as the audit API and commands accept it: Unix seconds, or RFC
+/// 3339. Unix milliseconds.
+pub fn parse_instant_ms(text: &str) -> Option<i64> {
+    match text.parse::<i64>() {
+        Ok(secs) => secs.checked_mul(1000),
+        Err(_) => parse_time_ms(text),
+    }
+}
+
 /// RFC 3339 text as Unix milliseconds.
 pub fn parse_time_ms(text: &str) -> Option<i64> {
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;

@@ -12,7 +12,7 @@
 
 use serde_json::{Value, json};
 
-use crate::audit::{format_time_ms, parse_time_ms};
+use crate::audit::{format_time_ms, parse_instant_ms};
 use crate::endpoint::Call;
 use crate::error::{OAuthError, OAuthResult};
 use crate::params::{OAuthParams, OAuthRequest};
@@ -48,9 +48,10 @@ async fn auditor(call: &mut Call<'_>, req: &OAuthRequest) -> OAuthResult<()> {
 
 fn bounded<'p>(params: &'p OAuthParams, name: &'static str) -> OAuthResult<Option<&'p str>> {
     match params.get(name) {
-        Some(v) if v.is_empty() || v.len() > MAX_VALUE => Err(OAuthError::invalid_request(
+        // (An empty value never gets here: it counts as omitted.)
+        Some(v) if v.len() > MAX_VALUE => Err(OAuthError::invalid_request(
             "audit.parameter_length",
-            format!("{name} must be 1 to {MAX_VALUE} bytes"),
+            format!("{name} must be at most {MAX_VALUE} bytes"),
         )),
         other => Ok(other),
     }
@@ -98,11 +99,7 @@ fn time_param(params: &OAuthParams, name: &'static str) -> OAuthResult<Option<i6
     let Some(v) = bounded(params, name)? else {
         return Ok(None);
     };
-    let ms = match v.parse::<i64>() {
-        Ok(secs) => secs.checked_mul(1000),
-        Err(_) => parse_time_ms(v),
-    };
-    ms.map(Some).ok_or_else(|| {
+    parse_instant_ms(v).map(Some).ok_or_else(|| {
         OAuthError::invalid_request(
             "audit.time_malformed",
             format!("{name} must be an RFC 3339 time (2026-11-30T14:00:00Z) or Unix seconds"),

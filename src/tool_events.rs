@@ -16,13 +16,13 @@
 
 use serde_json::{Value, json};
 
-use crate::audit::{ToolEvent, ToolOutcome, format_time_ms, parse_time_ms};
+use crate::audit::{ToolEvent, ToolOutcome, format_time_ms, parse_instant_ms};
 use crate::endpoint::Call;
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::params::{OAuthParams, OAuthRequest};
 use crate::policy::Category;
 use crate::state::AppState;
-use crate::store::redis::JTI_REPORT_GRACE_SECS;
+use crate::store::JTI_REPORT_GRACE_SECS;
 use crate::types::Principal;
 
 /// Longest tool name, summary and call id kept.
@@ -85,7 +85,14 @@ pub async fn report(state: &AppState, req: &OAuthRequest) -> OAuthResult<Value> 
                     .map_err(|e| OAuthError::unavailable("store.audit_query_failed", &e))?;
                 // One answer whether the jti is unknown or another client's:
                 // a reporter learns nothing about tokens that are not its own.
-                let issued = issued.filter(|r| r.client_id.as_deref() == Some(client.id.as_str()));
+                // Past the grace the token may no longer be reported on,
+                // whether or not the store still holds its record.
+                let now = call.now;
+                let issued = issued.filter(|r| {
+                    r.client_id.as_deref() == Some(client.id.as_str())
+                        && r.issued_exp
+                            .is_some_and(|exp| exp.saturating_add(JTI_REPORT_GRACE_SECS) > now)
+                });
                 let Some(r) = issued else {
                     return Err(OAuthError::invalid_request(
                         "event.jti_unknown",
@@ -191,11 +198,8 @@ fn parse_event(params: &OAuthParams, now: i64, skew: i64) -> OAuthResult<ToolEve
     let at_ms = match params.get("at") {
         None => now * 1000,
         Some(at) => {
-            let ms = match at.parse::<i64>() {
-                Ok(secs) => secs.checked_mul(1000),
-                Err(_) => parse_time_ms(at),
-            }
-            .ok_or_else(|| invalid("event.at", "at must be an RFC 3339 time or Unix seconds".into()))?;
+            let ms = parse_instant_ms(at)
+                .ok_or_else(|| invalid("event.at", "at must be an RFC 3339 time or Unix seconds".into()))?;
             // A report may come late (a long call), never from the future.
             if ms > (now + skew) * 1000 || ms < (now - JTI_REPORT_GRACE_SECS) * 1000 {
                 return Err(invalid(

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::audit::{AuditRecord, Decision, format_time_ms, parse_time_ms};
+use crate::audit::{AuditRecord, Decision, format_time_ms, parse_instant_ms};
 use crate::trace::{TraceNode, TxnSummary, summarise};
 
 /// Where the broker is and who is asking.
@@ -180,7 +180,7 @@ async fn post(conn: &Connection, path: &str, form: &[(&str, &str)]) -> anyhow::R
 /// `--since`/`--until`: RFC 3339 and Unix seconds go as they are; a
 /// duration (`90s`, `30m`, `2h`, `7d`) means that long before now.
 fn time_arg(text: &str, now_ms: i64) -> anyhow::Result<String> {
-    if text.parse::<i64>().is_ok() || parse_time_ms(text).is_some() {
+    if parse_instant_ms(text).is_some() {
         return Ok(text.to_owned());
     }
     let (n, unit) = text.split_at(text.len().saturating_sub(1));

@@ -8,10 +8,9 @@
 //! Must never: hold audit logic (that is `audit_api` and `tool_events`), or
 //! read a credential from a URL.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine;
@@ -21,9 +20,9 @@ use serde_json::json;
 use crate::audit_api::PAGE_PARAMS;
 use crate::error::{ErrorCode, OAuthError};
 use crate::http::audit_page;
-use crate::http::extract::user_agent;
+use crate::http::extract::caller_and_authorization;
 use crate::http::respond::{json_no_store, no_store_headers};
-use crate::params::{Caller, OAuthParams, OAuthRequest};
+use crate::params::{OAuthParams, OAuthRequest};
 use crate::state::AppState;
 
 /// Longest page query read: its parameters are a txn, a user, two times and
@@ -58,18 +57,7 @@ pub async fn events(State(state): State<Arc<AppState>>, req: OAuthRequest) -> Re
 /// `client_secret` in a URL (which ends up in histories and proxy logs) is
 /// never a credential.
 pub async fn page(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let source = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| peer.ip());
-    let headers = req.headers();
-    let caller = Caller {
-        source,
-        user_agent: user_agent(headers).map(str::to_owned),
-    };
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let (caller, authorization) = caller_and_authorization(&req);
     let result = match page_params(req.uri().query().unwrap_or("")) {
         Ok(params) => {
             let request = OAuthRequest {

@@ -49,18 +49,7 @@ impl<S: Send + Sync> FromRequest<S> for OAuthRequest {
     type Rejection = OAuthError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let source = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| peer.ip());
-        let headers = req.headers();
-        let caller = Caller {
-            source,
-            user_agent: user_agent(headers).map(str::to_owned),
-        };
-        let authorization = headers
-            .get(header::AUTHORIZATION)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let (caller, authorization) = caller_and_authorization(&req);
         let params = OAuthParams::from_request(req, state).await?;
         Ok(OAuthRequest {
             caller,
@@ -68,6 +57,25 @@ impl<S: Send + Sync> FromRequest<S> for OAuthRequest {
             params,
         })
     }
+}
+
+/// The caller (peer address, user agent) and the `Authorization` header of a
+/// request: undecodable bytes are replaced, so a malformed header still
+/// fails Basic decoding as one.
+pub fn caller_and_authorization(req: &Request) -> (Caller, Option<String>) {
+    let source = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
+    let headers = req.headers();
+    let caller = Caller {
+        source,
+        user_agent: user_agent(headers).map(str::to_owned),
+    };
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    (caller, authorization)
 }
 
 /// The facts about the caller an audit record keeps.

@@ -151,6 +151,11 @@ pub struct StoreError(pub String);
 /// more than this is a runaway client, and the answer says it was cut.
 pub const MAX_TRACE_RECORDS: usize = 10_000;
 
+/// How long past its `exp` a token may still be reported on (a tool call
+/// that started before expiry may finish after it): `/audit/events`
+/// accepts the token, or finds its issuing record by `jti`, this long.
+pub const JTI_REPORT_GRACE_SECS: i64 = 86_400;
+
 /// A search of the audit trail (`/audit/records`): records in a time range,
 /// optionally of one user, a page at a time.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -55,8 +55,8 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 
 use super::{
-    AuditSink, ChainPage, Commit, CommitPlan, MAX_TRACE_RECORDS, Mode, Revocation, SearchPage, SearchQuery, Store,
-    StoreError, TokenRef, issued_before_cutoff, revocation_key, sink_error, subject_key,
+    AuditSink, ChainPage, Commit, CommitPlan, JTI_REPORT_GRACE_SECS, MAX_TRACE_RECORDS, Mode, Revocation, SearchPage,
+    SearchQuery, Store, StoreError, TokenRef, issued_before_cutoff, revocation_key, sink_error, subject_key,
 };
 use crate::audit::NoiseSummary;
 use crate::audit::{AuditRecord, Checkpoint, GENESIS};
@@ -86,10 +86,6 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How many times `commit` reseals and retries when the chain head in Redis
 /// moved under it (another process appending as the same instance).
 const HEAD_CONFLICT_RETRIES: usize = 3;
-
-/// How long past its `exp` a token's issuing record can be found by `jti`
-/// (tool calls reported after the token expired).
-pub const JTI_REPORT_GRACE_SECS: i64 = 86_400;
 
 /// Checkpoints kept per instance (the oldest are dropped).
 const MAX_CHECKPOINTS: isize = 100_000;
