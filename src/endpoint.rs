@@ -20,8 +20,6 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use tracing::Instrument;
-
 use crate::audit::{AuditRecord, Decision};
 use crate::client_auth;
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
@@ -101,8 +99,7 @@ impl<'a> Call<'a> {
     /// counts against its source, and a client over its rate is refused
     /// before any grant work.
     pub async fn authenticate(&mut self, req: &OAuthRequest) -> OAuthResult<Arc<Client>> {
-        let span = telemetry::step(Step::ClientAuthentication);
-        let client = self.authenticate_inner(req).instrument(span).await?;
+        let client = telemetry::timed(Step::ClientAuthentication, self.authenticate_inner(req)).await?;
         telemetry::record_request("oauth.client_id", &client.id);
         Ok(client)
     }
@@ -147,17 +144,12 @@ impl<'a> Call<'a> {
             guards: &self.guards,
             effects: &self.effects,
         };
-        let committed = self
-            .state
-            .store
-            .commit(plan, self.audit.clone())
-            .instrument(telemetry::step(Step::StoreCommit))
-            .await;
+        let committed = telemetry::timed(Step::StoreCommit, self.state.store.commit(plan, self.audit.clone())).await;
         match committed {
             Ok(Commit::Done(record)) => {
                 crate::observe::decision(self.what, true, "", "");
                 record.emit();
-                telemetry::record_request("xaa.outcome", "granted");
+                telemetry::record_request_static("xaa.outcome", "granted");
                 Ok(value)
             }
             Ok(Commit::Replayed { index }) => {
@@ -188,9 +180,9 @@ impl<'a> Call<'a> {
     /// Returns the error to answer with.
     pub async fn deny(self, err: OAuthError) -> OAuthError {
         let answer = self.deny_inner(err).await;
-        telemetry::record_request("xaa.outcome", "denied");
-        telemetry::record_request("oauth.error", answer.code.as_str());
-        telemetry::record_request("xaa.reason", answer.reason);
+        telemetry::record_request_static("xaa.outcome", "denied");
+        telemetry::record_request_static("oauth.error", answer.code.as_str());
+        telemetry::record_request_static("xaa.reason", answer.reason);
         answer
     }
 
@@ -216,20 +208,18 @@ impl<'a> Call<'a> {
             effects: &[],
         };
         let mut answer = err;
-        let mut outcome = store
-            .commit(plan, self.audit.clone())
-            .instrument(telemetry::step(Step::StoreCommit))
-            .await;
+        let mut outcome = telemetry::timed(Step::StoreCommit, store.commit(plan, self.audit.clone())).await;
         if let Ok(Commit::Replayed { index }) = outcome {
             // A replayed client assertion is a failed authentication: it
             // counts against its source like any other.
             self.state.limits.note_failure(&self.policy, self.source);
             answer = replay_error(&self.marks[index]);
             self.audit.deny(&answer);
-            outcome = store
-                .commit(CommitPlan::record_only(Mode::Deny, self.now), self.audit)
-                .instrument(telemetry::step(Step::StoreCommit))
-                .await;
+            outcome = telemetry::timed(
+                Step::StoreCommit,
+                store.commit(CommitPlan::record_only(Mode::Deny, self.now), self.audit),
+            )
+            .await;
         }
         match outcome {
             Ok(Commit::Done(record)) => {

@@ -11,8 +11,6 @@
 
 use std::sync::Arc;
 
-use tracing::Instrument;
-
 use crate::audit::AuditRecord;
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::grant::{Draft, GrantContext, Issued, mint};
@@ -57,19 +55,17 @@ async fn run(
 
     // Steps 1–4: typ, trusted issuer, alg, signature, aud, exp/iat/nbf, jti.
     // The assertion is this grant's subject: its validation is the step.
-    let validation = crate::telemetry::step(crate::telemetry::Step::SubjectValidation);
-    let v = cx
-        .validator
-        .validate(assertion, Expect::IdJag)
-        .instrument(validation.clone())
-        .await
-        .map_err(|r| r.into_error(ErrorCode::InvalidGrant, "assertion"))?;
+    let v = crate::telemetry::timed(
+        crate::telemetry::Step::SubjectValidation,
+        cx.validator.validate(assertion, Expect::IdJag),
+    )
+    .await
+    .map_err(|r| r.into_error(ErrorCode::InvalidGrant, "assertion"))?;
     let principal = subject(&v);
     audit.subject_verified(&v.claims.iss, v.claims.jti.as_deref(), &principal);
     let txn = crate::chain::inherit_txn(v.claims.txn.as_deref());
     audit.chain(&txn, None);
-    validation.in_scope(|| crate::telemetry::record_txn(&txn));
-    drop(validation);
+    crate::telemetry::record_txn(&txn);
 
     // The draft's steps 5, 4 and 6, then the resource: each its own
     // function below, in this order.
@@ -115,9 +111,7 @@ async fn run(
         (None, Some(s)) => Some(s.clone()),
         (None, None) => None,
     };
-    let decision = crate::telemetry::step(crate::telemetry::Step::Decision);
-    decision.record("xaa.txn", txn.as_str());
-    let grant = decision.in_scope(|| {
+    let grant = crate::telemetry::step(crate::telemetry::Step::Decision).in_scope(|| {
         decide(
             cx.policy,
             &ExchangeContext {

@@ -87,7 +87,7 @@ pub fn mint(cx: &GrantContext<'_>, audit: &mut AuditRecord, d: Draft) -> OAuthRe
         identity: d.identity,
     };
     let token = {
-        let _sign = crate::telemetry::step(crate::telemetry::Step::Sign).entered();
+        let _sign = crate::telemetry::step(crate::telemetry::Step::Sign);
         cx.state
             .keys
             .sign(typ, &claims)
@@ -153,7 +153,7 @@ async fn run(call: &mut Call<'_>, req: &OAuthRequest) -> OAuthResult<Issued> {
     })?;
     call.audit.asked(grant.short());
     call.what = grant.short();
-    crate::telemetry::record_request("oauth.grant_type", grant.short());
+    crate::telemetry::record_request_static("oauth.grant_type", grant.short());
     let client = call.authenticate(req).await?;
     if !client.grants.contains(&grant) {
         return Err(OAuthError::unauthorized_client(

@@ -21,7 +21,6 @@ use crate::store::RevocationGuard;
 use crate::telemetry::{self, Step};
 use crate::trust::validate::{Expect, Rejected, Verified};
 use crate::types::{Principal, ScopeSet, TokenType};
-use tracing::Instrument;
 
 /// The parsed request (RFC 8693 §2.1).
 struct Request<'a> {
@@ -59,15 +58,9 @@ pub async fn exchange(
     audit: &mut AuditRecord,
 ) -> OAuthResult<Issued> {
     let req = parse(cx, params, audit)?;
-    let subject = validate_subject(cx, client, &req, audit)
-        .instrument(telemetry::step(Step::SubjectValidation))
-        .await?;
+    let subject = telemetry::timed(Step::SubjectValidation, validate_subject(cx, client, &req, audit)).await?;
     let actor_token = match req.actor {
-        Some(_) => {
-            let span = telemetry::step(Step::ActorValidation);
-            span.record("xaa.txn", subject.txn.as_str());
-            validate_actor(cx, &req, &subject, audit).instrument(span).await?
-        }
+        Some(_) => telemetry::timed(Step::ActorValidation, validate_actor(cx, &req, &subject, audit)).await?,
         None => None,
     };
 
@@ -99,9 +92,7 @@ pub async fn exchange(
     let chain = chain::wrap(subject.chain.clone(), actor.as_ref());
     audit.chain(&subject.txn, chain.as_ref());
 
-    let decision = telemetry::step(Step::Decision);
-    decision.record("xaa.txn", subject.txn.as_str());
-    let grant = decision.in_scope(|| {
+    let grant = telemetry::step(Step::Decision).in_scope(|| {
         decide(
             cx.policy,
             &ExchangeContext {
@@ -200,7 +191,7 @@ fn parse<'a>(cx: &GrantContext<'_>, params: &'a OAuthParams, audit: &mut AuditRe
         }
     };
     audit.target(requested.uri(), &audience.id, resource.as_deref(), scope.as_ref());
-    telemetry::record_request("oauth.requested_token_type", requested.uri());
+    telemetry::record_request_static("oauth.requested_token_type", requested.uri());
     telemetry::record_request("oauth.audience", &audience.id);
     Ok(Request {
         subject_token,

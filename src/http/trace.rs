@@ -9,58 +9,43 @@
 //! query string or a body (credentials travel there).
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::Response;
-use tracing::field::Empty;
 
-use crate::telemetry;
+use crate::telemetry::{self, RequestStart};
 
 pub async fn request_span(req: Request, next: Next) -> Response {
-    let traceparent = header(req.headers(), "traceparent").is_some();
-    if !telemetry::wants_request_span(traceparent) {
+    let traceparent = header(req.headers(), "traceparent");
+    if !telemetry::wants_request_span(traceparent.is_some()) {
         return next.run(req).await;
     }
+    let caller = telemetry::incoming_trace(traceparent, header(req.headers(), "tracestate"));
     let method = req.method().clone();
+    let path = req.uri().path().to_owned();
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
     let name = match &route {
         Some(route) => format!("{method} {route}"),
         None => method.to_string(),
     };
-    let span = tracing::info_span!(
-        target: "xaa_request",
-        "request",
-        otel.name = %name,
-        otel.kind = "server",
-        otel.status_code = Empty,
-        http.request.method = %method,
-        url.path = %req.uri().path(),
-        http.route = route,
-        http.response.status_code = Empty,
-        xaa.txn = Empty,
-        oauth.client_id = Empty,
-        oauth.grant_type = Empty,
-        oauth.requested_token_type = Empty,
-        oauth.audience = Empty,
-        xaa.outcome = Empty,
-        oauth.error = Empty,
-        xaa.reason = Empty,
-    );
-    if !span.is_disabled()
-        && let Some(parent) = telemetry::incoming_trace(
-            header(req.headers(), "traceparent"),
-            header(req.headers(), "tracestate"),
-        )
-    {
-        telemetry::adopt(&span, parent);
+    let start = RequestStart {
+        name,
+        method: method_value(&method),
+        path: &path,
+        route: route.as_deref(),
+    };
+    telemetry::in_request(start, caller, next.run(req), |r: &Response| r.status().as_u16()).await
+}
+
+/// The method as a span attribute, without a copy for the usual ones.
+fn method_value(method: &Method) -> opentelemetry::Value {
+    match *method {
+        Method::GET => "GET".into(),
+        Method::POST => "POST".into(),
+        Method::HEAD => "HEAD".into(),
+        Method::OPTIONS => "OPTIONS".into(),
+        _ => method.as_str().to_owned().into(),
     }
-    let response = telemetry::in_request(span.clone(), next.run(req)).await;
-    let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
-    if status.is_server_error() {
-        span.record("otel.status_code", "error");
-    }
-    response
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -1,65 +1,40 @@
-//! Step latency from tracing spans: every span with target [`TARGET`]
-//! (`client_authentication`, `subject_validation`, `store_commit`, …) is
-//! timed from creation to close and recorded in
-//! `xaa_step_duration_seconds{step="<span name>"}`.
+//! Step latency: every grant step (`telemetry::Step`) is one sample of
+//! `xaa_step_duration_seconds{step="<step name>"}` when it ends, whether or
+//! not its span is exported.
 //!
-//! Owns: the `tracing_subscriber` layer that turns step spans into the
-//! histogram, so the code that does a step only opens a span.
-//! Must never: read a span's fields (they may carry request values); the
-//! label is the span's name, a static string at its call site.
+//! Owns: the histogram handle of each step, registered once, so a sample
+//! is an atomic push, not a registry lookup with label hashing.
+//! Must never: take a label from a request; the label is the step's static
+//! name.
 
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::time::Duration;
 
-use tracing::span::{Attributes, Id};
-use tracing::{Subscriber, span};
-use tracing_subscriber::Layer;
-use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::LookupSpan;
+use metrics::{Histogram, histogram};
 
-/// The target of step spans. A span is timed only with this target, so
-/// the layer costs other spans one string comparison.
-pub const TARGET: &str = "xaa_step";
+/// Step slots: more than `telemetry::Step` has variants.
+const SLOTS: usize = 16;
 
-/// When a step span started (kept in the span's extensions).
-struct Started(Instant);
+static HANDLES: [OnceLock<Histogram>; SLOTS] = [const { OnceLock::new() }; SLOTS];
 
-/// Records each step span's duration when it closes. Add it to the
-/// subscriber next to the log formatter (`telemetry::init`); the spans
-/// must pass the subscriber's filter (`RUST_LOG`: step spans are `info`).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct StepLayer;
-
-impl<S> Layer<S> for StepLayer
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if attrs.metadata().target() != TARGET {
-            return;
-        }
-        if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(Started(Instant::now()));
-        }
-    }
-
-    fn on_close(&self, id: span::Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(&id) else {
-            return;
-        };
-        if span.metadata().target() != TARGET {
-            return;
-        }
-        if let Some(Started(at)) = span.extensions().get::<Started>() {
-            metrics::histogram!(super::STEP_DURATION, "step" => span.metadata().name())
-                .record(at.elapsed().as_secs_f64());
-        }
-    }
+/// One sample for the step in `slot` (its index, stable for the process),
+/// labelled `name`.
+pub fn record(slot: usize, name: &'static str, took: Duration) {
+    let Some(cell) = HANDLES.get(slot) else {
+        histogram!(super::STEP_DURATION, "step" => name).record(took.as_secs_f64());
+        return;
+    };
+    let handle = cell.get_or_init(|| {
+        // Registered with our recorder: install it first if nobody has
+        // (a handle taken from the no-op recorder would stay a no-op).
+        let _ = super::install();
+        histogram!(super::STEP_DURATION, "step" => name)
+    });
+    handle.record(took.as_secs_f64());
 }
 
 #[cfg(test)]
 mod tests {
-    use tracing_subscriber::layer::SubscriberExt;
-
     use super::*;
 
     /// The count of `xaa_step_duration_seconds{step="<step>"}` in the
@@ -74,25 +49,13 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_step_span_is_one_sample_labelled_by_its_name_and_other_spans_none() {
+    fn each_sample_counts_once_under_its_steps_name() {
         crate::observe::install();
-        let subscriber = tracing_subscriber::registry().with(StepLayer);
-        tracing::subscriber::with_default(subscriber, || {
-            let before = step_count("unit_test_step");
-            {
-                let span = tracing::info_span!(target: TARGET, "unit_test_step", sub = "alice");
-                let _entered = span.enter();
-            }
-            // Same name, another target: not a step.
-            drop(tracing::info_span!(target: "xaa_broker::other", "unit_test_step").entered());
-            // Entered twice, closed once: one sample.
-            let span = tracing::info_span!(target: TARGET, "unit_test_step");
-            drop(span.enter());
-            drop(span.enter());
-            drop(span);
-            assert_eq!(step_count("unit_test_step") - before, 2);
-            let text = crate::observe::render().unwrap_or_default();
-            assert!(!text.contains("alice"), "a span field became a label: {text}");
-        });
+        let before = step_count("unit_test_step");
+        record(SLOTS - 1, "unit_test_step", Duration::from_micros(5));
+        record(SLOTS - 1, "unit_test_step", Duration::from_micros(7));
+        record(SLOTS + 3, "unit_test_step_beyond", Duration::from_micros(7));
+        assert_eq!(step_count("unit_test_step") - before, 2);
+        assert_eq!(step_count("unit_test_step_beyond"), 1);
     }
 }

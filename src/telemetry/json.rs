@@ -1,6 +1,6 @@
 //! The JSON log line (`XAA_LOG_FORMAT=json`) with the ids of its trace:
 //! tracing-subscriber's JSON object, plus `trace_id` and `span_id` when the
-//! line is written inside a span that has them (`telemetry::current_ids`'s
+//! line is written while serving a traced request (`telemetry::current_ids`'s
 //! rule), so a line leads to its trace and its audit record.
 //!
 //! Owns: adding the two ids. Must never: change or drop what the JSON
@@ -39,8 +39,7 @@ where
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let mut line = String::new();
         self.inner.format_event(ctx, Writer::new(&mut line), event)?;
-        // The current span as the whole subscriber sees it: this layer does
-        // not see the request and step spans, whose extensions hold the ids.
+        // The request this task serves, and its innermost open step.
         let ids = super::current_ids();
         match (ids, line.trim_end().strip_suffix('}')) {
             (Some(ids), Some(head)) => {

@@ -12,7 +12,6 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use josekit::jws::JwsVerifier;
-use tracing::Instrument;
 
 use crate::config::UpstreamConfig;
 use crate::jose::Alg;
@@ -191,10 +190,11 @@ impl JwksCache {
             }
             state.last_kid_refetch = Some(Instant::now());
         }
-        let fetched = self
-            .fetch(jwks_uri, discovery_issuer, algs)
-            .instrument(crate::telemetry::step(crate::telemetry::Step::JwksFetch))
-            .await;
+        let fetched = crate::telemetry::timed(
+            crate::telemetry::Step::JwksFetch,
+            self.fetch(jwks_uri, discovery_issuer, algs),
+        )
+        .await;
         crate::observe::jwks_fetch(name, fetched.is_ok());
         match fetched {
             Ok(set) => {
