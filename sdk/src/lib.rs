@@ -9,6 +9,9 @@
 //! RFC 9728 metadata route.
 //! Must never: depend on the `xaa-broker` crate, log or return a token, a
 //! secret or an assertion, or read an unbounded input.
+//!
+//! The README below is the guide; its examples are compiled as doc tests.
+#![doc = include_str!("../README.md")]
 
 pub mod act;
 pub mod alg;
@@ -33,11 +36,11 @@ pub mod tool_policy;
 pub mod traceparent;
 pub mod validator;
 
+#[cfg(feature = "axum")]
+pub use crate::axum::{AuthRejection, Authenticated, ProtectedResource};
 pub use act::{ActError, Actor, MAX_ACT_DEPTH};
 pub use alg::Alg;
 pub use audit_reporter::{AuditReporter, FlushTimedOut, ReporterConfig, ReporterStats, ToolCall, ToolOutcome};
-#[cfg(feature = "axum")]
-pub use axum::{AuthRejection, Authenticated, ProtectedResource};
 pub use bearer::BearerToken;
 pub use client_auth::{ClientAuth, ClientAuthError};
 pub use discovery::AuthorizationServer;
