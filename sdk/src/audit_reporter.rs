@@ -35,9 +35,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, mpsc};
 
 use crate::bearer::BearerToken;
-use crate::client_auth::{ASSERTION_TYPE, ClientAuth, Credentials};
+use crate::client_auth::ClientAuth;
 use crate::discovery::AuthorizationServer;
-use crate::http::{Authorization, Http, HttpConfig, TransportError};
+use crate::http::{Http, HttpConfig, TransportError};
 use crate::principal::Principal;
 use crate::tool_policy::Category;
 use crate::traceparent::{TraceParent, hex};
@@ -433,15 +433,7 @@ impl Worker {
         if let Some(s) = &c.summary {
             form.push(("summary", s));
         }
-        let authorization = match &credentials {
-            Credentials::Basic(h) => Authorization::Header(h),
-            Credentials::Assertion(a) => {
-                form.push(("client_id", self.auth.client_id()));
-                form.push(("client_assertion_type", ASSERTION_TYPE));
-                form.push(("client_assertion", a));
-                Authorization::None
-            }
-        };
+        let authorization = credentials.attach(self.auth.client_id(), &mut form);
         match self.http.post_form(&self.url, &form, authorization, &event.trace).await {
             Ok(r) if r.status == 200 => Attempt::Sent,
             Ok(r) => {

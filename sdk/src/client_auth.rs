@@ -19,6 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use crate::alg::Alg;
+use crate::http::Authorization;
 use crate::jws::sign_compact;
 
 /// RFC 7523 §2.2's `client_assertion_type`.
@@ -60,6 +61,22 @@ pub(crate) enum Credentials {
     Basic(String),
     /// `client_assertion` (with `client_assertion_type` and `client_id`).
     Assertion(String),
+}
+
+impl Credentials {
+    /// Put the credentials where they go: the Basic header (returned), or
+    /// the assertion's parameters appended to `form` (RFC 7523 §2.2).
+    pub(crate) fn attach<'a>(&'a self, client_id: &'a str, form: &mut Vec<(&'a str, &'a str)>) -> Authorization<'a> {
+        match self {
+            Credentials::Basic(header) => Authorization::Header(header),
+            Credentials::Assertion(assertion) => {
+                form.push(("client_id", client_id));
+                form.push(("client_assertion_type", ASSERTION_TYPE));
+                form.push(("client_assertion", assertion));
+                Authorization::None
+            }
+        }
+    }
 }
 
 impl ClientAuth {

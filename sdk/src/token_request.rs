@@ -10,9 +10,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::bearer::BearerToken;
-use crate::client_auth::{ASSERTION_TYPE, ClientAuth, Credentials};
+use crate::client_auth::ClientAuth;
 use crate::discovery::AuthorizationServer;
-use crate::http::{Authorization, Http};
+use crate::http::Http;
 use crate::oauth_error::TokenError;
 use crate::traceparent::TraceParent;
 
@@ -48,19 +48,7 @@ pub(crate) async fn post(
 ) -> Result<TokenResponse, TokenError> {
     let credentials = auth.credentials(&server.issuer)?;
     let mut form: Vec<(&str, &str)> = form.to_vec();
-    let header;
-    let authorization = match &credentials {
-        Credentials::Basic(value) => {
-            header = value.as_str();
-            Authorization::Header(header)
-        }
-        Credentials::Assertion(assertion) => {
-            form.push(("client_id", auth.client_id()));
-            form.push(("client_assertion_type", ASSERTION_TYPE));
-            form.push(("client_assertion", assertion));
-            Authorization::None
-        }
-    };
+    let authorization = credentials.attach(auth.client_id(), &mut form);
     let reply = http
         .post_form(&server.token_endpoint, &form, authorization, trace)
         .await?;

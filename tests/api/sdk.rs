@@ -21,7 +21,7 @@ use xaa_sdk::{
     ToolPolicy, TraceParent, ValidationError,
 };
 
-use crate::support::dev_broker::DevBroker;
+use crate::support::dev_broker::{DevBroker, FormBody};
 use crate::support::redis::{dedicated_redis, unique_prefix};
 use crate::support::*;
 
@@ -71,8 +71,7 @@ async fn trace_records(http: &reqwest::Client, issuer: &str, txn: &str) -> Vec<V
     let r: Value = http
         .post(format!("{issuer}/audit/trace"))
         .basic_auth("auditor", Some("auditor-secret"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("txn={txn}"))
+        .form_body(&[("txn", txn)])
         .send()
         .await
         .unwrap()
@@ -720,8 +719,7 @@ async fn every_call_the_sdk_makes_carries_the_callers_trace_to_the_audit_record(
     let http = reqwest::Client::new();
     let id: Value = http
         .post(format!("{b}/dev/idp/id-token"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("user=alice&client_id=triage-agent")
+        .form_body(&[("user", "alice"), ("client_id", "triage-agent")])
         .send()
         .await
         .unwrap()
@@ -802,19 +800,4 @@ async fn every_call_the_sdk_makes_carries_the_callers_trace_to_the_audit_record(
         .to_owned();
     let jag_records = trace_records(&http, &b, &jag_txn).await;
     assert_eq!(jag_records[0]["trace_id"], trace.trace_id());
-}
-
-/// A form body (RFC 6749 requests are form-encoded).
-trait FormBody {
-    fn form_body(self, pairs: &[(&str, &str)]) -> Self;
-}
-
-impl FormBody for reqwest::RequestBuilder {
-    fn form_body(self, pairs: &[(&str, &str)]) -> Self {
-        self.header("content-type", "application/x-www-form-urlencoded").body(
-            form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(pairs)
-                .finish(),
-        )
-    }
 }

@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use serde_json::Value;
 
-use crate::support::dev_broker::DevBroker as Broker;
+use crate::support::dev_broker::{DevBroker as Broker, FormBody};
 
 /// A hang guard, not a timing assertion.
 const WAIT: Duration = Duration::from_secs(60);
@@ -58,21 +58,6 @@ async fn otlp_receiver() -> (String, Received) {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{addr}"), received)
-}
-
-/// A form body (RFC 6749 requests are form-encoded).
-trait FormBody {
-    fn form_body(self, pairs: &[(&str, &str)]) -> Self;
-}
-
-impl FormBody for reqwest::RequestBuilder {
-    fn form_body(self, pairs: &[(&str, &str)]) -> Self {
-        self.header("content-type", "application/x-www-form-urlencoded").body(
-            form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(pairs)
-                .finish(),
-        )
-    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -1,6 +1,7 @@
 //! The real binary in dev mode (`xaa-broker serve --dev`), for tests that
 //! need what only a process has: its own tracing subscriber (traces, the
-//! audit record's `trace_id`, JSON logs) and the embedded default.
+//! audit record's `trace_id`, JSON logs) and the embedded default; and
+//! `FormBody`, a form-encoded body for a plain reqwest request to it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -77,5 +78,20 @@ impl Drop for DevBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A form body (RFC 6749 requests are form-encoded).
+pub trait FormBody {
+    fn form_body(self, pairs: &[(&str, &str)]) -> Self;
+}
+
+impl FormBody for reqwest::RequestBuilder {
+    fn form_body(self, pairs: &[(&str, &str)]) -> Self {
+        self.header("content-type", "application/x-www-form-urlencoded").body(
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish(),
+        )
     }
 }
