@@ -286,3 +286,53 @@ fn the_cycle_finder_finds_a_cycle() {
     g.insert("d".into(), ["a".to_owned()].into());
     assert_eq!(cycles(&g), vec![vec!["a".to_owned(), "b".to_owned(), "c".to_owned()]]);
 }
+
+/// The SDK (`sdk/`, ARCHITECTURE.md "The SDK") is for servers and agents
+/// that must not link the broker: its manifest names no broker crate, its
+/// code names none, and only its feature-gated `axum` module knows axum.
+#[test]
+fn the_sdk_never_depends_on_the_broker_and_only_its_axum_module_knows_axum() {
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk");
+    let manifest: toml::Value = toml::from_str(&std::fs::read_to_string(sdk.join("Cargo.toml")).unwrap()).unwrap();
+    for section in ["dependencies", "dev-dependencies", "build-dependencies"] {
+        let deps = manifest.get(section).and_then(|d| d.as_table());
+        assert!(
+            !deps.is_some_and(|d| d.contains_key("xaa-broker")),
+            "sdk/Cargo.toml [{section}] names xaa-broker"
+        );
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(sdk.join("src"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .collect();
+    files.sort();
+    assert!(files.len() > 10, "the walk found the SDK's modules: {files:?}");
+    let mut problems = Vec::new();
+    let mut axum_seen = false;
+    for path in &files {
+        let code: String = without_test_items(&std::fs::read_to_string(path).unwrap())
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        if names_crate(&code, "xaa_broker") {
+            problems.push(format!("{}: uses the broker crate", path.display()));
+        }
+        let is_axum_module = path.file_name().is_some_and(|n| n == "axum.rs");
+        if names_crate(&code, "axum") {
+            if is_axum_module {
+                axum_seen = true;
+            } else {
+                problems.push(format!("{}: uses axum outside sdk/src/axum.rs", path.display()));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(axum_seen, "the check can see axum");
+    let lib = std::fs::read_to_string(sdk.join("src/lib.rs")).unwrap();
+    assert!(
+        lib.contains("#[cfg(feature = \"axum\")]\npub mod axum;"),
+        "the axum module is behind the `axum` feature"
+    );
+}

@@ -51,6 +51,10 @@ mod upstream_keys;
 // The auditor: traces, tool calls, search.
 mod audit_trail;
 
+// The SDK (sdk/, crate xaa-sdk) as MCP servers and agents use it, against
+// this broker.
+mod sdk;
+
 // The repository itself: the module graph, and citations and links.
 mod architecture;
 mod citations;

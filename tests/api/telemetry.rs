@@ -3,9 +3,7 @@
 //! real receiver in this test, which decodes the protobuf. The subscriber is
 //! process-wide, so each test drives its own broker process.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -14,6 +12,8 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use serde_json::Value;
+
+use crate::support::dev_broker::{DevBroker as Broker, FormBody};
 
 /// A hang guard, not a timing assertion.
 const WAIT: Duration = Duration::from_secs(60);
@@ -58,89 +58,6 @@ async fn otlp_receiver() -> (String, Received) {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{addr}"), received)
-}
-
-/// `xaa-broker serve --dev` exporting to `endpoint`, JSON logs on stderr
-/// kept in `logs`; killed on drop.
-struct Broker {
-    child: Child,
-    issuer: String,
-    logs: Arc<Mutex<Vec<String>>>,
-}
-
-impl Broker {
-    /// Exporting to `endpoint`, or nothing when `None`.
-    fn start(endpoint: Option<&str>) -> Broker {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_xaa-broker"));
-        match endpoint {
-            Some(endpoint) => command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
-            None => command.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT"),
-        };
-        let mut child = command
-            .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
-            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .env_remove("XAA_CONFIG")
-            .env_remove("XAA_LISTEN")
-            .env_remove("RUST_LOG")
-            .env("XAA_LOG_FORMAT", "json")
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .env("OTEL_EXPORTER_OTLP_TIMEOUT", "2000")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let (tx, rx) = mpsc::channel();
-        // Keeps draining stdout after the banner: a closed pipe would kill the broker.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut broker = Broker {
-            child,
-            issuer: String::new(),
-            logs,
-        };
-        while broker.issuer.is_empty() {
-            let line = rx.recv_timeout(WAIT).expect("the banner names the issuer");
-            if let Some(rest) = line.trim_start().strip_prefix("issuer") {
-                broker.issuer = rest.trim().to_owned();
-            }
-        }
-        broker
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A form body (RFC 6749 requests are form-encoded).
-trait FormBody {
-    fn form_body(self, pairs: &[(&str, &str)]) -> Self;
-}
-
-impl FormBody for reqwest::RequestBuilder {
-    fn form_body(self, pairs: &[(&str, &str)]) -> Self {
-        self.header("content-type", "application/x-www-form-urlencoded").body(
-            form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(pairs)
-                .finish(),
-        )
-    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -2,6 +2,7 @@
 //! `examples/broker.toml` with its upstream issuers pointed at real local
 //! fake IdPs, and helpers that read as scenarios.
 
+pub mod dev_broker;
 pub mod fake_idp;
 pub mod redis;
 

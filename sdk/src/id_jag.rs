@@ -1,0 +1,137 @@
+//! `IdJagClient`: the client side of Cross-App Access
+//! (draft-ietf-oauth-identity-assertion-authz-grant) for Rust agents.
+//!
+//! Owns: requesting an ID-JAG at the broker (RFC 8693 token exchange of the
+//! user's ID token, §4.3 of the draft: `requested_token_type` id-jag,
+//! `audience` the resource AS, optional `resource` and `scope`), and
+//! redeeming it at the resource AS (RFC 7523 §2.1 jwt-bearer, §4.4 of the
+//! draft), each with its own client authentication.
+//! Must never: send the ID token or the ID-JAG anywhere but the token
+//! endpoint it is for, accept a response of the wrong token type, or log a
+//! token.
+
+use crate::bearer::BearerToken;
+use crate::client_auth::ClientAuth;
+use crate::discovery::AuthorizationServer;
+use crate::http::{Http, HttpConfig, TransportError};
+use crate::oauth_error::TokenError;
+use crate::token_request::{self, GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ID_JAG, TOKEN_TYPE_ID_TOKEN};
+use crate::traceparent::TraceParent;
+
+/// What to ask the broker for.
+#[derive(Debug, Clone, Copy)]
+pub struct IdJagRequest<'a> {
+    /// The user's ID token, issued to this client (`aud`).
+    pub id_token: &'a str,
+    /// The resource AS's issuer (or an alias the broker knows).
+    pub audience: &'a str,
+    /// The resource at that AS (RFC 8707), when it serves several.
+    pub resource: Option<&'a str>,
+    /// The scopes wanted; none: everything allowed.
+    pub scopes: &'a [&'a str],
+}
+
+/// An ID-JAG: an assertion for the resource AS, not an access token
+/// (`token_type` `N_A`).
+#[derive(Debug, Clone)]
+pub struct IdJag {
+    pub assertion: BearerToken,
+    /// Unix seconds, when the broker said (`expires_in`).
+    pub expires_at: Option<i64>,
+    pub scopes: Vec<String>,
+}
+
+/// An access token from the resource AS.
+#[derive(Debug, Clone)]
+pub struct ResourceToken {
+    pub token: BearerToken,
+    pub expires_at: Option<i64>,
+    pub scopes: Vec<String>,
+}
+
+/// Requests and redeems ID-JAGs as one client.
+#[derive(Debug, Clone)]
+pub struct IdJagClient {
+    http: Http,
+    broker: AuthorizationServer,
+    auth: ClientAuth,
+}
+
+impl IdJagClient {
+    /// A client of `broker`, authenticating there as `auth`.
+    pub fn new(broker: AuthorizationServer, auth: ClientAuth) -> Result<Self, TransportError> {
+        Self::with_http(broker, auth, &HttpConfig::default())
+    }
+
+    pub fn with_http(broker: AuthorizationServer, auth: ClientAuth, http: &HttpConfig) -> Result<Self, TransportError> {
+        Ok(Self {
+            http: Http::new(http)?,
+            broker,
+            auth,
+        })
+    }
+
+    /// Exchange the user's ID token for an ID-JAG (draft §4.3).
+    pub async fn request(&self, req: &IdJagRequest<'_>, trace: Option<&TraceParent>) -> Result<IdJag, TokenError> {
+        if req.audience.is_empty() {
+            return Err(TokenError::InvalidRequest("the audience must not be empty"));
+        }
+        let scope = req.scopes.join(" ");
+        let mut form = vec![
+            ("grant_type", GRANT_TOKEN_EXCHANGE),
+            ("requested_token_type", TOKEN_TYPE_ID_JAG),
+            ("audience", req.audience),
+            ("subject_token", req.id_token),
+            ("subject_token_type", TOKEN_TYPE_ID_TOKEN),
+        ];
+        if let Some(resource) = req.resource {
+            form.push(("resource", resource));
+        }
+        if !scope.is_empty() {
+            form.push(("scope", &scope));
+        }
+        let trace = TraceParent::child_of(trace);
+        let r = token_request::post(&self.http, &self.broker, &self.auth, &form, &trace).await?;
+        if r.issued_token_type.as_deref() != Some(TOKEN_TYPE_ID_JAG) {
+            return Err(TokenError::InvalidResponse("issued_token_type is not an ID-JAG"));
+        }
+        if !r.token_type.eq_ignore_ascii_case("N_A") {
+            return Err(TokenError::InvalidResponse("an ID-JAG's token_type must be N_A"));
+        }
+        Ok(IdJag {
+            assertion: r.access_token,
+            expires_at: r.expires_at,
+            scopes: r.scopes,
+        })
+    }
+
+    /// Redeem `id_jag` at `resource_as` with the jwt-bearer grant (RFC 7523
+    /// §2.1), authenticating there as `auth` (this client's id at that AS).
+    pub async fn redeem(
+        &self,
+        resource_as: &AuthorizationServer,
+        auth: &ClientAuth,
+        id_jag: &IdJag,
+        scopes: &[&str],
+        trace: Option<&TraceParent>,
+    ) -> Result<ResourceToken, TokenError> {
+        let scope = scopes.join(" ");
+        let mut form = vec![
+            ("grant_type", GRANT_JWT_BEARER),
+            ("assertion", id_jag.assertion.expose()),
+        ];
+        if !scope.is_empty() {
+            form.push(("scope", &scope));
+        }
+        let trace = TraceParent::child_of(trace);
+        let r = token_request::post(&self.http, resource_as, auth, &form, &trace).await?;
+        if !r.token_type.eq_ignore_ascii_case("bearer") {
+            return Err(TokenError::InvalidResponse("token_type is not Bearer"));
+        }
+        Ok(ResourceToken {
+            token: r.access_token,
+            expires_at: r.expires_at,
+            scopes: r.scopes,
+        })
+    }
+}
