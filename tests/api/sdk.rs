@@ -717,16 +717,7 @@ async fn every_call_the_sdk_makes_carries_the_callers_trace_to_the_audit_record(
     let dev = DevBroker::start(None);
     let b = dev.issuer.clone();
     let http = reqwest::Client::new();
-    let id: Value = http
-        .post(format!("{b}/dev/idp/id-token"))
-        .form_body(&[("user", "alice"), ("client_id", "triage-agent")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id_token = id["id_token"].as_str().unwrap();
+    let id_token = dev.id_token(&http, "alice", "triage-agent").await;
     let trace = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
     let broker = AuthorizationServer::discover(&b).await.unwrap();
 
@@ -735,7 +726,7 @@ async fn every_call_the_sdk_makes_carries_the_callers_trace_to_the_audit_record(
         let form = [
             ("grant_type", TOKEN_EXCHANGE),
             ("resource", LOGS),
-            ("subject_token", id_token),
+            ("subject_token", id_token.as_str()),
             ("subject_token_type", ID_TOKEN),
         ];
         let r: Value = http
@@ -777,7 +768,7 @@ async fn every_call_the_sdk_makes_carries_the_callers_trace_to_the_audit_record(
     let jag = agent
         .request(
             &IdJagRequest {
-                id_token,
+                id_token: &id_token,
                 audience: "urn:example:saas",
                 resource: None,
                 scopes: &[],

@@ -72,6 +72,20 @@ impl DevBroker {
         }
         broker
     }
+
+    /// An ID token for `user`, issued to `client_id` by the dev IdP.
+    pub async fn id_token(&self, http: &reqwest::Client, user: &str, client_id: &str) -> String {
+        let answer: serde_json::Value = http
+            .post(format!("{}/dev/idp/id-token", self.issuer))
+            .form_body(&[("user", user), ("client_id", client_id)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["id_token"].as_str().unwrap().to_owned()
+    }
 }
 
 impl Drop for DevBroker {
