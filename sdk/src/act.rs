@@ -32,13 +32,12 @@ pub struct Actor {
 
 impl Actor {
     /// Whether this entry is capped as an agent. As at the broker
-    /// (ARCHITECTURE.md "The chain"), an entry without `sub_profile` counts
-    /// as an agent: only an explicit non-agent profile lifts the cap.
+    /// (`chain::Act::is_agent`, ARCHITECTURE.md "The chain"), only an
+    /// explicit `service` lifts the cap: an entry without `sub_profile`, or
+    /// with one this SDK does not know, counts as an agent, so a profile
+    /// nobody defined can never widen what a chain may do.
     pub fn is_agent(&self) -> bool {
-        match self.sub_profile.as_deref() {
-            None => true,
-            Some(p) => p == PROFILE_AGENT,
-        }
+        self.sub_profile.as_deref() != Some(PROFILE_SERVICE)
     }
 }
 
@@ -119,9 +118,11 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_without_a_profile_counts_as_an_agent() {
+    fn an_entry_without_a_profile_or_with_an_unknown_one_counts_as_an_agent() {
         let chain = parse_act_chain(Some(&json!({"sub": "someone"})), MAX_ACT_DEPTH).unwrap();
         assert!(chain[0].is_agent());
+        let chain = parse_act_chain(Some(&json!({"sub": "someone", "sub_profile": "human"})), MAX_ACT_DEPTH).unwrap();
+        assert!(chain[0].is_agent(), "only `service` lifts the cap");
     }
 
     #[test]

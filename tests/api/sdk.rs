@@ -792,3 +792,83 @@ async fn every_call_the_sdk_makes_carries_the_callers_trace_to_the_audit_record(
     let jag_records = trace_records(&http, &b, &jag_txn).await;
     assert_eq!(jag_records[0]["trace_id"], trace.trace_id());
 }
+
+// ---------------------------------------------------------------------------
+// One rule, two crates: the SDK keeps its own copies of the rules it shares
+// with the broker (it must not depend on the server), and these checks make
+// a divergence fail the build instead of a deployment.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn the_sdk_and_the_broker_accept_the_same_algorithms() {
+    let broker: Vec<&str> = BrokerAlg::ALL.iter().map(|a| a.name()).collect();
+    let sdk: Vec<&str> = xaa_sdk::Alg::ALL.iter().map(|a| a.name()).collect();
+    assert_eq!(sdk, broker);
+    for name in ["none", "HS256", "HS512"] {
+        assert!(
+            BrokerAlg::parse(name).is_none() && xaa_sdk::Alg::parse(name).is_none(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn the_sdk_and_the_broker_cap_the_same_act_entries_as_agents() {
+    for profile in [
+        None,
+        Some("ai_agent"),
+        Some("service"),
+        Some("human"),
+        Some("app"),
+        Some(""),
+    ] {
+        let mut entry = json!({"sub": "someone"});
+        if let Some(p) = profile {
+            entry["sub_profile"] = json!(p);
+        }
+        let broker: xaa_broker::chain::Act = serde_json::from_value(entry.clone()).unwrap();
+        let sdk = xaa_sdk::act::parse_act_chain(Some(&entry), xaa_sdk::MAX_ACT_DEPTH).unwrap();
+        assert_eq!(sdk[0].is_agent(), broker.is_agent(), "sub_profile {profile:?}");
+    }
+}
+
+#[test]
+fn the_sdk_names_tool_categories_and_outcomes_as_the_broker_reads_them() {
+    use xaa_sdk::{Category, ToolOutcome};
+    for category in [Category::Read, Category::Write, Category::Destructive, Category::Admin] {
+        let broker: xaa_broker::policy::Category = serde_json::from_value(json!(category.as_str())).unwrap();
+        assert_eq!(serde_json::to_value(broker).unwrap(), json!(category.as_str()));
+    }
+    for outcome in [
+        ToolOutcome::Allowed,
+        ToolOutcome::Denied,
+        ToolOutcome::Succeeded,
+        ToolOutcome::Failed,
+    ] {
+        assert!(
+            xaa_broker::audit::ToolOutcome::parse(outcome.as_str()).is_some(),
+            "{}",
+            outcome.as_str()
+        );
+    }
+}
+
+#[test]
+fn every_error_code_the_token_endpoint_answers_is_one_the_sdk_types() {
+    use xaa_broker::error::ErrorCode as Broker;
+    for code in Broker::ALL {
+        let wire = code.as_str();
+        if matches!(
+            code,
+            Broker::NotFound | Broker::ServerError | Broker::UnsupportedTokenType | Broker::UnsupportedResponseType
+        ) {
+            continue; // not answered by /token to a well-formed grant request
+        }
+        let sdk = xaa_sdk::ErrorCode::parse(wire);
+        assert!(
+            !matches!(sdk, xaa_sdk::ErrorCode::Other(_)),
+            "{wire} is untyped in the SDK"
+        );
+        assert_eq!(sdk.as_str(), wire);
+    }
+}
