@@ -78,7 +78,8 @@ pub fn embedded_ras_config(ras_issuer: &str, listen: SocketAddr, broker_issuer: 
             algs: vec!["ES256".into()],
             groups_claim: "groups".into(),
             actor_profile: None,
-            roles: None,
+            // The roles B defines, as A asserts them in its ID-JAGs.
+            roles: Some(config.roles.keys().cloned().collect()),
         },
     );
     Ok(config)
