@@ -26,7 +26,6 @@ use std::sync::OnceLock;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
@@ -38,21 +37,23 @@ use request::RequestTrace;
 /// [`Telemetry::shutdown`] when serving ends, so the last spans are sent.
 #[must_use]
 pub struct Telemetry {
-    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    exporting: bool,
 }
 
 impl Telemetry {
     /// Whether spans are exported (an OTLP endpoint is set).
     pub fn exporting(&self) -> bool {
-        self.provider.is_some()
+        self.exporting
     }
 
     /// Send what is queued and stop the exporter, waiting at most
     /// `export::SHUTDOWN_TIMEOUT`: a collector that is down costs the spans
     /// still queued, never a stuck shutdown.
     pub fn shutdown(self) {
-        if let Some(provider) = self.provider {
-            export::shutdown(provider);
+        if self.exporting
+            && let Some(pipeline) = PIPELINE.get()
+        {
+            pipeline.shutdown();
         }
     }
 }
@@ -79,27 +80,21 @@ pub fn init() -> Telemetry {
             .with_filter(filter)
             .boxed()
     };
-    let (provider, warning) = export::provider_from_env();
     if Registry::default().with(logs).try_init().is_err() {
         // Already initialised (tests): keep the existing subscriber, export nothing.
-        if let Some(p) = provider {
-            export::shutdown(p);
-        }
-        return Telemetry { provider: None };
+        return Telemetry { exporting: false };
     }
-    if let Some(p) = &provider {
-        use opentelemetry::trace::TracerProvider as _;
-        let _ = TRACER.set(p.tracer("xaa-broker"));
-    }
+    let (pipeline, warning) = export::Pipeline::from_env();
+    let exporting = pipeline.is_some_and(|p| PIPELINE.set(p).is_ok());
     if let Some(warning) = warning {
         tracing::warn!("{warning}");
     }
-    Telemetry { provider }
+    Telemetry { exporting }
 }
 
-/// The tracer, once `init` found an OTLP endpoint: its presence is what
-/// "exporting" means.
-static TRACER: OnceLock<SdkTracer> = OnceLock::new();
+/// The export pipeline, once `init` found an OTLP endpoint: its presence is
+/// what "exporting" means.
+static PIPELINE: OnceLock<export::Pipeline> = OnceLock::new();
 
 /// The steps of a grant, each its own span, named for the step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,9 +135,9 @@ pub struct StepGuard {
 
 /// Start `step` now (see [`StepGuard`]); for an async step, [`timed`].
 pub fn step(step: Step) -> StepGuard {
-    let span = TRACER.get().and_then(|tracer| {
+    let span = PIPELINE.get().and_then(|pipeline| {
         REQUEST
-            .try_with(|request| request.start_step(tracer, step.name()))
+            .try_with(|request| request.start_step(pipeline, step.name()))
             .ok()
             .flatten()
     });
@@ -202,8 +197,8 @@ pub async fn in_request<F, T>(
 where
     F: std::future::Future<Output = T>,
 {
-    let trace = match (TRACER.get(), caller) {
-        (Some(tracer), caller) => RequestTrace::exporting(tracer, start, &caller.unwrap_or_default()),
+    let trace = match (PIPELINE.get(), caller) {
+        (Some(pipeline), caller) => RequestTrace::exporting(pipeline, start, &caller.unwrap_or_default()),
         (None, Some(caller)) => match request::trace_of(&caller) {
             Some(trace_id) => RequestTrace::caller_only(trace_id),
             None => return f.await,
@@ -212,9 +207,9 @@ where
     };
     let mut scoped = std::pin::pin!(REQUEST.scope(trace, f));
     let out = scoped.as_mut().await;
-    if let Some(trace) = scoped.as_mut().take_value() {
+    if let (Some(trace), Some(pipeline)) = (scoped.as_mut().take_value(), PIPELINE.get()) {
         let status = status_of(&out);
-        trace.finish(status, status >= 500);
+        trace.finish(pipeline, status, status >= 500);
     }
     out
 }
@@ -223,14 +218,14 @@ where
 /// `oauth.requested_token_type`, `oauth.audience`, `xaa.outcome`,
 /// `oauth.error`, `xaa.reason`) on the request span, when there is one.
 pub fn record_request(field: &'static str, value: &str) {
-    if TRACER.get().is_some() {
+    if PIPELINE.get().is_some() {
         let _ = REQUEST.try_with(|request| request.set(opentelemetry::KeyValue::new(field, value.to_owned())));
     }
 }
 
 /// [`record_request`] for a code or name fixed at build time: no copy.
 pub fn record_request_static(field: &'static str, value: &'static str) {
-    if TRACER.get().is_some() {
+    if PIPELINE.get().is_some() {
         let _ = REQUEST.try_with(|request| request.set(opentelemetry::KeyValue::new(field, value)));
     }
 }
@@ -261,7 +256,7 @@ pub fn incoming_trace(traceparent: Option<&str>, tracestate: Option<&str>) -> Op
 /// caller sent a trace to correlate with. Otherwise the request runs
 /// untraced, and the hot path pays for nothing.
 pub fn wants_request_span(has_traceparent: bool) -> bool {
-    has_traceparent || TRACER.get().is_some()
+    has_traceparent || PIPELINE.get().is_some()
 }
 
 /// The ids a log line or an audit record is correlated by.

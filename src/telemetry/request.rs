@@ -1,34 +1,33 @@
-//! The spans of one request, built straight on the OpenTelemetry SDK: the
-//! request span (kind server, a child of the caller's `traceparent`) is
-//! started when the request arrives, each grant step's span when the step
-//! starts, and all of them end together when the response leaves, each
-//! with its own end time and the request's `xaa.txn`.
+//! The spans of one request, recorded as plain data while it runs: the
+//! request span (kind server, a child of the caller's `traceparent`) starts
+//! when the request arrives, each grant step's span when the step starts
+//! (a child of the innermost open step), and when the response leaves the
+//! whole record — ids, times, names, attributes, the request's `xaa.txn`
+//! for every span — goes to the export thread in one queue send
+//! (`export::Pipeline::submit`), which builds the SDK's span data from it.
 //!
-//! Why not `tracing` spans bridged by `tracing-opentelemetry`: that bridge
-//! sends every span through the subscriber's registry and every layer on
-//! creation, enter, exit, record and close, then rebuilds it as an SDK span
-//! when it closes; on the 2-core benchmark that alone cost ~10 % of a token
-//! exchange, twice the cost of the spans themselves (operations.md,
-//! Performance). Here a step costs one SDK span and a push on a vector.
-//! Ending the spans together also gives every span the transaction id, even
-//! a step that finished before the transaction was known (client
-//! authentication), with no shared state between requests.
+//! Why: every span of a request is known whole when the response leaves, so
+//! nothing needs a live span object; a step costs a clock read and a push
+//! on a vector here. Ending the spans together also gives every span the
+//! transaction id, even a step that finished before the transaction was
+//! known (client authentication), with no state shared between requests.
 //!
 //! Owns: the per-request record (task-local, one request per task), the
-//! step stack (a log line's `span_id` is its innermost open step), the
-//! bound on steps per request, and ending every span once (a request
-//! dropped before its response, by a client that went away or a deadline,
-//! still ends its spans: the SDK ends a span when it is dropped).
+//! step stack (a log line's `span_id` is its innermost open step), and the
+//! bound on steps per request.
 //! Must never: be handed a credential (attributes are ids, names and
-//! outcomes), hold spans past the request, or share anything between
-//! requests.
+//! outcomes), hold anything past the request, or share anything between
+//! requests. A request dropped before its response (a client that went
+//! away, a deadline) exports nothing: it has no outcome to report.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use opentelemetry::trace::{Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceId, Tracer as _};
-use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::trace::{SdkTracer, Span as SdkSpan};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+
+use super::export::{Finished, FinishedStep, Pipeline};
 
 /// Steps exported per request at most; more (a pathological loop of key
 /// fetches) are timed for the metrics and not exported.
@@ -42,18 +41,29 @@ pub struct RequestTrace {
 struct Inner {
     /// The trace: the caller's, or the one our request span started.
     trace_id: TraceId,
-    /// The request span, when exporting and the sampler kept it.
-    span: Option<SdkSpan>,
-    /// The steps started so far, in start order, with their end times.
-    steps: Vec<StepSpan>,
-    /// Indices into `steps` of the steps still open, innermost last.
-    open: Vec<usize>,
-    /// Shared by every span's `xaa.txn`: one allocation per request.
-    txn: Option<std::sync::Arc<str>>,
+    /// Our request span, when exporting and the sampler kept it.
+    recording: Option<Recording>,
+    txn: Option<Arc<str>>,
 }
 
-struct StepSpan {
-    span: SdkSpan,
+struct Recording {
+    span_id: SpanId,
+    flags: TraceFlags,
+    state: TraceState,
+    parent: Option<SpanId>,
+    name: String,
+    start: SystemTime,
+    attributes: Vec<KeyValue>,
+    steps: Vec<Step>,
+    /// Indices into `steps` of the steps still open, innermost last.
+    open: Vec<usize>,
+}
+
+struct Step {
+    name: &'static str,
+    span_id: SpanId,
+    parent: SpanId,
+    start: SystemTime,
     end: Option<SystemTime>,
 }
 
@@ -66,22 +76,31 @@ pub struct RequestStart<'a> {
 }
 
 impl RequestTrace {
-    /// A request that exports: its span starts now, a child of `caller`
-    /// (the `traceparent` context; an empty context starts a trace).
-    pub fn exporting(tracer: &SdkTracer, start: RequestStart<'_>, caller: &Context) -> Self {
-        let mut attributes = Vec::with_capacity(12);
-        attributes.push(KeyValue::new("http.request.method", start.method));
-        attributes.push(KeyValue::new("url.path", start.path.to_owned()));
-        if let Some(route) = start.route {
-            attributes.push(KeyValue::new("http.route", route.to_owned()));
-        }
-        let span = tracer
-            .span_builder(start.name)
-            .with_kind(SpanKind::Server)
-            .with_attributes(attributes)
-            .start_with_context(tracer, caller);
-        let trace_id = span.span_context().trace_id();
-        Self::new(trace_id, span.is_recording().then_some(span))
+    /// A request that exports (if the sampler keeps it): its span starts
+    /// now, a child of `caller` (the `traceparent` context; an empty one
+    /// starts a trace).
+    pub fn exporting(pipeline: &Pipeline, start: RequestStart<'_>, caller: &opentelemetry::Context) -> Self {
+        let started = pipeline.start(caller, &start.name);
+        let recording = started.recorded.map(|(flags, state)| {
+            let mut attributes = Vec::with_capacity(12);
+            attributes.push(KeyValue::new("http.request.method", start.method));
+            attributes.push(KeyValue::new("url.path", start.path.to_owned()));
+            if let Some(route) = start.route {
+                attributes.push(KeyValue::new("http.route", route.to_owned()));
+            }
+            Recording {
+                span_id: started.span_id,
+                flags,
+                state,
+                parent: started.parent,
+                name: start.name,
+                start: SystemTime::now(),
+                attributes,
+                steps: Vec::new(),
+                open: Vec::new(),
+            }
+        });
+        Self::new(started.trace_id, recording)
     }
 
     /// A request that does not export but whose caller named a trace: the
@@ -90,13 +109,11 @@ impl RequestTrace {
         Self::new(trace_id, None)
     }
 
-    fn new(trace_id: TraceId, span: Option<SdkSpan>) -> Self {
+    fn new(trace_id: TraceId, recording: Option<Recording>) -> Self {
         Self {
             inner: RefCell::new(Inner {
                 trace_id,
-                span,
-                steps: Vec::new(),
-                open: Vec::new(),
+                recording,
                 txn: None,
             }),
         }
@@ -105,9 +122,9 @@ impl RequestTrace {
     /// Set an attribute on the request span (no-op when not recording).
     pub fn set(&self, attribute: KeyValue) {
         if let Ok(mut inner) = self.inner.try_borrow_mut()
-            && let Some(span) = inner.span.as_mut()
+            && let Some(r) = inner.recording.as_mut()
         {
-            span.set_attribute(attribute);
+            r.attributes.push(attribute);
         }
     }
 
@@ -120,37 +137,38 @@ impl RequestTrace {
     /// Start a step span under the innermost open step (or the request);
     /// the index to hand back to [`RequestTrace::end_step`], `None` when
     /// nothing is recorded.
-    pub fn start_step(&self, tracer: &SdkTracer, name: &'static str) -> Option<usize> {
+    pub fn start_step(&self, pipeline: &Pipeline, name: &'static str) -> Option<usize> {
         let mut inner = self.inner.try_borrow_mut().ok()?;
-        let request = inner.span.as_ref()?;
-        if inner.steps.len() >= MAX_STEPS {
+        let r = inner.recording.as_mut()?;
+        if r.steps.len() >= MAX_STEPS {
             return None;
         }
-        let parent = match inner.open.last() {
-            Some(&i) => inner.steps[i].span.span_context().clone(),
-            None => request.span_context().clone(),
+        let parent = match r.open.last() {
+            Some(&i) => r.steps[i].span_id,
+            None => r.span_id,
         };
-        // A local parent: `with_remote_span_context` only wraps the span
-        // context, whose `is_remote` is false for our own spans.
-        let cx = Context::new().with_remote_span_context(parent);
-        let span = tracer
-            .span_builder(name)
-            .with_kind(SpanKind::Internal)
-            .start_with_context(tracer, &cx);
-        let index = inner.steps.len();
-        inner.steps.push(StepSpan { span, end: None });
-        inner.open.push(index);
+        let index = r.steps.len();
+        r.steps.push(Step {
+            name,
+            span_id: pipeline.new_span_id(),
+            parent,
+            start: SystemTime::now(),
+            end: None,
+        });
+        r.open.push(index);
         Some(index)
     }
 
     pub fn end_step(&self, index: usize) {
-        if let Ok(mut inner) = self.inner.try_borrow_mut() {
-            if let Some(step) = inner.steps.get_mut(index) {
+        if let Ok(mut inner) = self.inner.try_borrow_mut()
+            && let Some(r) = inner.recording.as_mut()
+        {
+            if let Some(step) = r.steps.get_mut(index) {
                 step.end = Some(SystemTime::now());
             }
             // Steps end in reverse order of starting; tolerate any order.
-            if let Some(at) = inner.open.iter().rposition(|&i| i == index) {
-                inner.open.remove(at);
+            if let Some(at) = r.open.iter().rposition(|&i| i == index) {
+                r.open.remove(at);
             }
         }
     }
@@ -159,45 +177,53 @@ impl RequestTrace {
     /// request span (`None` when nothing is recorded).
     pub fn ids(&self) -> Option<(TraceId, Option<SpanId>)> {
         let inner = self.inner.try_borrow().ok()?;
-        let span_id = match (inner.open.last(), inner.span.as_ref()) {
-            (_, None) => None,
-            (Some(&i), Some(_)) => Some(inner.steps[i].span.span_context().span_id()),
-            (None, Some(request)) => Some(request.span_context().span_id()),
-        };
+        let span_id = inner.recording.as_ref().map(|r| match r.open.last() {
+            Some(&i) => r.steps[i].span_id,
+            None => r.span_id,
+        });
         Some((inner.trace_id, span_id))
     }
 
-    /// End every span: the steps at their own end times, the request now,
-    /// each with the request's `xaa.txn`; `failed` marks the request span
-    /// as an error (a 5xx answer).
-    pub fn finish(self, status: u16, failed: bool) {
-        let mut inner = self.inner.into_inner();
-        let Some(mut request) = inner.span.take() else {
+    /// End every span (a step still open ends now) and hand the request to
+    /// the export thread; `failed` marks the request span as an error (a
+    /// 5xx answer).
+    pub fn finish(self, pipeline: &Pipeline, status: u16, failed: bool) {
+        let inner = self.inner.into_inner();
+        let Some(mut r) = inner.recording else {
             return;
         };
-        let txn = inner.txn.take();
-        for mut step in inner.steps.drain(..) {
-            if let Some(txn) = &txn {
-                step.span.set_attribute(KeyValue::new("xaa.txn", txn.clone()));
-            }
-            match step.end {
-                Some(end) => step.span.end_with_timestamp(end),
-                None => step.span.end(),
-            }
-        }
-        request.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
-        if let Some(txn) = txn {
-            request.set_attribute(KeyValue::new("xaa.txn", txn));
-        }
-        if failed {
-            request.set_status(Status::error(""));
-        }
-        request.end();
+        let end = SystemTime::now();
+        r.attributes
+            .push(KeyValue::new("http.response.status_code", i64::from(status)));
+        pipeline.submit(Finished {
+            trace_id: inner.trace_id,
+            span_id: r.span_id,
+            flags: r.flags,
+            state: r.state,
+            parent: r.parent,
+            name: r.name,
+            start: r.start,
+            end,
+            attributes: r.attributes,
+            failed,
+            txn: inner.txn,
+            steps: r
+                .steps
+                .into_iter()
+                .map(|s| FinishedStep {
+                    name: s.name,
+                    span_id: s.span_id,
+                    parent: s.parent,
+                    start: s.start,
+                    end: s.end.unwrap_or(end),
+                })
+                .collect(),
+        });
     }
 }
 
 /// Whether `cx` carries a valid span context (the caller's trace).
-pub fn trace_of(cx: &Context) -> Option<TraceId> {
+pub fn trace_of(cx: &opentelemetry::Context) -> Option<TraceId> {
     let span = cx.span();
     let sc: &SpanContext = span.span_context();
     sc.is_valid().then(|| sc.trace_id())

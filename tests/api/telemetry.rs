@@ -473,3 +473,61 @@ fn docker_compose_sends_the_brokers_traces_through_the_collector_to_jaeger() {
     }
     assert_eq!(brokers, 2, "both broker instances export");
 }
+
+/// The sampler is the SDK's, from `OTEL_TRACES_SAMPLER`: by default
+/// (`parentbased_always_on`) a caller's unsampled trace is not exported, and
+/// `always_off` exports nothing; either way the audit record still names the
+/// caller's trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sampler_decides_what_is_exported_and_the_record_names_the_trace_regardless() {
+    let (endpoint, received) = otlp_receiver().await;
+    let by_default = Broker::start(Some(&endpoint));
+    let never = Broker::start_with(Some(&endpoint), &[("OTEL_TRACES_SAMPLER", "always_off")]);
+    let http = reqwest::Client::new();
+    let sampled = "abf92f3577b34da6a3ce929d0e0e4731";
+    let unsampled = "bbf92f3577b34da6a3ce929d0e0e4732";
+    let off = "cbf92f3577b34da6a3ce929d0e0e4733";
+    let mut txns = Vec::new();
+    for (broker, trace_id, flags) in [
+        (&by_default, sampled, "01"),
+        (&by_default, unsampled, "00"),
+        (&never, off, "01"),
+    ] {
+        let id_token = broker.id_token(&http, "alice", "triage-agent").await;
+        let answer: Value = http
+            .post(format!("{}/token", broker.issuer))
+            .basic_auth("triage-agent", Some("triage-agent-secret"))
+            .header("traceparent", format!("00-{trace_id}-{CALLER_SPAN}-{flags}"))
+            .form_body(&[
+                ("grant_type", TOKEN_EXCHANGE),
+                ("resource", "https://mcp.logs.example.com"),
+                ("subject_token", &id_token),
+                ("subject_token_type", "urn:ietf:params:oauth:token-type:id_token"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        txns.push((broker, trace_id, txn_of(answer["access_token"].as_str().unwrap())));
+    }
+    wait_for_trace(&received, sampled, 5).await;
+    // Ten schedule delays: whatever was going to be exported has been.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(received.in_trace(unsampled).is_empty(), "the caller did not sample it");
+    assert!(received.in_trace(off).is_empty(), "OTEL_TRACES_SAMPLER=always_off");
+    for (broker, trace_id, txn) in txns {
+        let trace: Value = http
+            .post(format!("{}/audit/trace", broker.issuer))
+            .basic_auth("auditor", Some("auditor-secret"))
+            .form_body(&[("txn", txn.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(trace["records"][0]["trace_id"], trace_id, "{trace}");
+    }
+}

@@ -24,7 +24,18 @@ pub struct DevBroker {
 impl DevBroker {
     /// Exporting to `endpoint`, or nothing when `None`.
     pub fn start(endpoint: Option<&str>) -> DevBroker {
+        Self::start_with(endpoint, &[])
+    }
+
+    /// [`DevBroker::start`] with more environment (`OTEL_TRACES_SAMPLER`, …).
+    pub fn start_with(endpoint: Option<&str>, env: &[(&str, &str)]) -> DevBroker {
         let mut command = Command::new(env!("CARGO_BIN_EXE_xaa-broker"));
+        command
+            .env_remove("OTEL_TRACES_SAMPLER")
+            .env_remove("OTEL_TRACES_SAMPLER_ARG");
+        for (name, value) in env {
+            command.env(name, value);
+        }
         match endpoint {
             Some(endpoint) => command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
             None => command.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT"),
