@@ -1,0 +1,340 @@
+//! `cargo run --example demo`: the whole chain in one command. On loopback,
+//! on ports the system picks, it starts the broker in dev mode, the logs
+//! API and the logs MCP server, runs the agent once, prints the audit trace
+//! of that run (the user, the agent chain, one `txn` across every hop, the
+//! tool calls and the refused destructive call) and the audit page's URL,
+//! checks that the trace says so, stops everything and exits 0; on any
+//! failure it names the step and exits 1.
+//!
+//! The broker runs **in process**: `xaa_broker::cli::DevMode` is exactly
+//! what `xaa-broker serve --dev` runs, built from this same checkout. A
+//! spawned binary could be missing or stale (`cargo run --example` builds
+//! the example, not the binary), and a child process could outlive a demo
+//! that failed; here everything stops when the process ends.
+//!
+//! Owns: the order of the run, the bound on every wait, the checks, and the
+//! printed trace (drawn by `xaa_broker::cli::draw_trace`, as
+//! `xaa-broker audit trace` draws it).
+//! Must never: leave a server running after it exits (except with `--keep`,
+//! until Ctrl-C), listen beyond loopback, or print a token or a secret.
+
+#[path = "common/agent.rs"]
+mod agent;
+#[path = "common/logging.rs"]
+mod logging;
+#[path = "common/logs_api.rs"]
+mod logs_api;
+#[path = "common/mcp_server.rs"]
+mod mcp_server;
+#[path = "common/mcp_tools.rs"]
+mod mcp_tools;
+#[path = "common/principal_json.rs"]
+mod principal_json;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use clap::Parser;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use xaa_broker::audit::{AuditRecord, Decision, ToolOutcome};
+use xaa_broker::cli::{DevMode, draw_trace};
+use xaa_broker::dev::issuer_for;
+
+/// A server's start: bound, keys discovered, answering.
+const START: Duration = Duration::from_secs(30);
+/// The agent's whole run.
+const RUN: Duration = Duration::from_secs(90);
+/// A server's stop, its last audit reports flushed.
+const STOP: Duration = Duration::from_secs(15);
+/// The dev broker's audit client (src/dev/embedded.toml).
+const AUDITOR: (&str, &str) = ("auditor", "auditor-secret");
+/// The audiences of the embedded default the examples play.
+const MCP_RESOURCE: &str = "https://mcp.logs.example.com";
+const LOGS_API_RESOURCE: &str = "https://logs-api.example.com";
+
+/// The whole xaa-broker chain on loopback, once: broker, logs API, MCP
+/// server, agent; then the audit trace of the run.
+#[derive(Parser)]
+struct Cli {
+    /// Keep the broker and the servers running after the run, until Ctrl-C,
+    /// to open the audit page.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    logging::init("warn");
+    let cli = Cli::parse();
+    match demo(cli.keep).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("[demo] FAILED: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo(keep: bool) -> anyhow::Result<()> {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+
+    let dev = bounded("building the broker", START, DevMode::bind(loopback)).await??;
+    let issuer = dev.issuer.clone();
+    let mut broker = Server::spawn("the broker", |stopped| dev.serve(stopped));
+    broker.wait_until_up(&http, &format!("{issuer}/readyz")).await?;
+    println!("[demo] broker (dev mode, in process) at {issuer}");
+
+    let listener = TcpListener::bind(loopback).await?;
+    let logs_url = issuer_for(listener.local_addr()?);
+    let settings = logs_api::Settings {
+        broker: issuer.clone(),
+        resource: LOGS_API_RESOURCE.into(),
+        listen: listener.local_addr()?,
+    };
+    let mut logs = Server::spawn("the logs API", |stopped| async move {
+        logs_api::serve(listener, &settings, stopped).await
+    });
+    logs.wait_until_up(&http, &format!("{logs_url}/.well-known/oauth-protected-resource"))
+        .await?;
+    println!("[demo] logs API at {logs_url}/logs (resource {LOGS_API_RESOURCE})");
+
+    let listener = TcpListener::bind(loopback).await?;
+    let mcp_base = issuer_for(listener.local_addr()?);
+    let settings = mcp_server::Settings {
+        broker: issuer.clone(),
+        resource: MCP_RESOURCE.into(),
+        listen: listener.local_addr()?,
+        client_id: "mcp-logs".into(),
+        client_secret: "mcp-logs-secret".into(),
+        logs_api_url: logs_url.clone(),
+        logs_api_resource: LOGS_API_RESOURCE.into(),
+    };
+    let mut mcp = Server::spawn("the MCP server", |stopped| async move {
+        mcp_server::serve(listener, &settings, stopped).await
+    });
+    mcp.wait_until_up(&http, &format!("{mcp_base}/.well-known/oauth-protected-resource"))
+        .await?;
+    let mcp_url = format!("{mcp_base}{}", mcp_server::MCP_PATH);
+    println!("[demo] MCP server at {mcp_url} (resource {MCP_RESOURCE}, broker client mcp-logs)");
+
+    let settings = agent::Settings {
+        broker: issuer.clone(),
+        mcp_url,
+        user: "alice".into(),
+        client_id: "triage-agent".into(),
+        client_secret: "triage-agent-secret".into(),
+    };
+    let outcome = bounded("the agent", RUN, agent::run(&settings)).await??;
+
+    // The MCP server flushes its audit reports as it stops: after this, the
+    // trace holds every tool call.
+    let reports = mcp.stop().await?;
+    if reports.dropped > 0 {
+        bail!("the MCP server dropped {} audit reports", reports.dropped);
+    }
+
+    let body = trace(&http, &issuer, &outcome.txn).await?;
+    println!(
+        "\n[demo] the audit trace of txn {} (as `xaa-broker audit trace` draws it):\n",
+        outcome.txn
+    );
+    print!("{}", draw_trace(&body)?);
+    let checked = check(&body, &outcome)?;
+    let page = format!("{issuer}/audit/ui?txn={}", outcome.txn);
+    println!("\n[demo] summary");
+    println!(
+        "  user         {} (vouched for by {})",
+        outcome.user, outcome.user_issuer
+    );
+    println!("  agent chain  {} (current actor first)", outcome.act.join(" ← "));
+    println!(
+        "  txn          {}: one correlation id across {} hops and {} tool reports",
+        outcome.txn, checked.hops, checked.tool_reports
+    );
+    println!("  tool calls   {}", checked.tool_calls.join("; "));
+    println!("  refused      delete_logs, by rule {}", outcome.refusal_rule);
+    println!("  trace id     {} (agent → MCP server → logs API)", outcome.trace_id);
+    println!("  audit page   {page}  (user auditor, password auditor-secret)");
+
+    if keep {
+        // The MCP server already stopped, to flush its reports.
+        println!("[demo] --keep: the broker and the logs API keep running until Ctrl-C");
+        let _ = tokio::signal::ctrl_c().await;
+    } else {
+        println!("  (the page is served while the broker runs: `cargo run --example demo -- --keep` keeps it up)");
+    }
+    logs.stop().await?;
+    broker.stop().await?;
+    println!("[demo] ok: the agent, the MCP server, the logs API and the broker have stopped");
+    Ok(())
+}
+
+/// `POST /audit/trace` as the dev broker's audit client (specs/audit.md).
+async fn trace(http: &reqwest::Client, issuer: &str, txn: &str) -> anyhow::Result<Value> {
+    let url = format!("{issuer}/audit/trace");
+    let response = http
+        .post(&url)
+        .basic_auth(AUDITOR.0, Some(AUDITOR.1))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("txn", txn)
+                .finish(),
+        )
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body: Value = response
+        .json()
+        .await
+        .with_context(|| format!("{url} answered {status} without JSON"))?;
+    if !status.is_success() {
+        bail!("{url} answered {status}: {body}");
+    }
+    Ok(body)
+}
+
+/// What the trace proved.
+struct Checked {
+    hops: usize,
+    tool_reports: usize,
+    tool_calls: Vec<String>,
+}
+
+/// The run as the broker recorded it: every record in one `txn` for the
+/// user; the agent's hop to the MCP server and the MCP server's hop to the
+/// logs API, both granted; `search_logs` allowed and succeeded;
+/// `delete_logs` denied and never allowed.
+fn check(body: &Value, outcome: &agent::Outcome) -> anyhow::Result<Checked> {
+    let records: Vec<AuditRecord> =
+        serde_json::from_value(body["records"].clone()).context("the trace has no records")?;
+    if let Some(r) = records.iter().find(|r| r.txn.as_deref() != Some(outcome.txn.as_str())) {
+        bail!("record {} is not in txn {}", r.id, outcome.txn);
+    }
+    if let Some(r) = records.iter().find(|r| r.sub.as_deref() != Some(outcome.user.as_str())) {
+        bail!("record {} is not about {}", r.id, outcome.user);
+    }
+    let hop = |client: &str, audience: &str| {
+        records.iter().any(|r| {
+            r.event.is_none()
+                && r.decision == Decision::Granted
+                && r.client_id.as_deref() == Some(client)
+                && r.audience.as_deref() == Some(audience)
+        })
+    };
+    if !hop("triage-agent", MCP_RESOURCE) {
+        bail!("the trace lacks the agent's granted hop to {MCP_RESOURCE}");
+    }
+    if !hop("mcp-logs", LOGS_API_RESOURCE) {
+        bail!("the trace lacks the MCP server's granted hop to {LOGS_API_RESOURCE}");
+    }
+    let reported = |tool: &str, outcome: ToolOutcome| {
+        records
+            .iter()
+            .filter_map(|r| r.event.as_ref())
+            .any(|e| e.tool == tool && e.outcome == outcome)
+    };
+    for (tool, wanted) in [
+        (mcp_tools::SEARCH, ToolOutcome::Allowed),
+        (mcp_tools::SEARCH, ToolOutcome::Succeeded),
+        (mcp_tools::DELETE, ToolOutcome::Denied),
+    ] {
+        if !reported(tool, wanted) {
+            bail!("the trace lacks the report {tool} {wanted:?}");
+        }
+    }
+    if reported(mcp_tools::DELETE, ToolOutcome::Allowed) || reported(mcp_tools::DELETE, ToolOutcome::Succeeded) {
+        bail!("delete_logs ran for an agent chain");
+    }
+    Ok(Checked {
+        hops: records.iter().filter(|r| r.event.is_none()).count(),
+        tool_reports: records.iter().filter(|r| r.event.is_some()).count(),
+        tool_calls: vec![
+            format!("{} (read): allowed, succeeded", mcp_tools::SEARCH),
+            format!("{} (destructive): denied", mcp_tools::DELETE),
+        ],
+    })
+}
+
+/// One server of the demo, running as a task of this process until told
+/// to stop.
+struct Server<T> {
+    name: &'static str,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<T>>,
+}
+
+impl<T: Send + 'static> Server<T> {
+    /// Spawn `serve(stopped)`, where `stopped` resolves on [`Server::stop`].
+    fn spawn<F, Fut>(name: &'static str, serve: F) -> Self
+    where
+        F: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+        Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(Box::pin(async move {
+            let _ = stopped.await;
+        })));
+        Self {
+            name,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Until `url` answers 200, within [`START`]; the server's own error if
+    /// it stopped first.
+    async fn wait_until_up(&mut self, http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + START;
+        loop {
+            if self.task.is_finished() {
+                let ended = (&mut self.task).await;
+                return Err(match ended {
+                    Ok(Err(e)) => e.context(format!("{} did not start", self.name)),
+                    Ok(Ok(_)) => anyhow!("{} stopped before it answered", self.name),
+                    Err(e) => anyhow!("{} crashed: {e}", self.name),
+                });
+            }
+            if let Ok(r) = http.get(url).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("{} did not answer {url} within {}s", self.name, START.as_secs());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stop it and wait, within [`STOP`], for what it returns.
+    async fn stop(mut self) -> anyhow::Result<T> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let name = self.name;
+        match tokio::time::timeout(STOP, self.task).await {
+            Err(_) => bail!("{name} did not stop within {}s", STOP.as_secs()),
+            Ok(Err(e)) => bail!("{name} crashed: {e}"),
+            Ok(Ok(result)) => result.with_context(|| format!("{name} failed")),
+        }
+    }
+}
+
+/// `fut`, or an error naming `what` after `limit`.
+async fn bounded<T>(what: &str, limit: Duration, fut: impl Future<Output = T>) -> anyhow::Result<T> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| anyhow!("{what}: not done within {}s", limit.as_secs()))
+}
