@@ -52,6 +52,8 @@ const START: Duration = Duration::from_secs(30);
 const RUN: Duration = Duration::from_secs(90);
 /// A server's stop, its last audit reports flushed.
 const STOP: Duration = Duration::from_secs(15);
+/// The audit reports of the run reaching the trace.
+const SETTLE: Duration = Duration::from_secs(15);
 /// The dev broker's audit client (src/dev/embedded.toml).
 const AUDITOR: (&str, &str) = ("auditor", "auditor-secret");
 /// The audiences of the embedded default the examples play.
@@ -62,17 +64,23 @@ const LOGS_API_RESOURCE: &str = "https://logs-api.example.com";
 /// server, agent; then the audit trace of the run.
 #[derive(Parser)]
 struct Cli {
-    /// Keep the broker and the servers running after the run, until Ctrl-C,
-    /// to open the audit page.
+    /// Keep the broker and the servers running after the run, until Ctrl-C:
+    /// to open the audit page, or to point another MCP client at the server.
     #[arg(long)]
     keep: bool,
+    /// Make the MCP server's resource identifier its own URL
+    /// (`http://127.0.0.1:PORT/mcp`) in place of `https://mcp.logs.example.com`,
+    /// at the broker too: what the MCP TypeScript SDK requires of RFC 9728
+    /// metadata (§3.3).
+    #[arg(long)]
+    mcp_resource_is_url: bool,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     logging::init("warn");
     let cli = Cli::parse();
-    match demo(cli.keep).await {
+    match demo(&cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("[demo] FAILED: {e:#}");
@@ -81,75 +89,83 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn demo(keep: bool) -> anyhow::Result<()> {
+async fn demo(cli: &Cli) -> anyhow::Result<()> {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
+    // Every port first: the broker's configuration may name the MCP
+    // server's URL.
+    let logs_listener = TcpListener::bind(loopback).await?;
+    let logs_url = issuer_for(logs_listener.local_addr()?);
+    let mcp_listener = TcpListener::bind(loopback).await?;
+    let mcp_base = issuer_for(mcp_listener.local_addr()?);
+    let mcp_url = format!("{mcp_base}{}", mcp_server::MCP_PATH);
+    let mcp_resource = match cli.mcp_resource_is_url {
+        true => mcp_url.clone(),
+        false => MCP_RESOURCE.to_owned(),
+    };
 
-    let dev = bounded("building the broker", START, DevMode::bind(loopback)).await??;
+    let resource = mcp_resource.clone();
+    let dev = bounded(
+        "building the broker",
+        START,
+        DevMode::bind_with(loopback, move |config| {
+            xaa_broker::dev::rename_resource(config, MCP_RESOURCE, &resource)
+        }),
+    )
+    .await??;
     let issuer = dev.issuer.clone();
-    let mut broker = Server::spawn("the broker", |stopped| dev.serve(stopped));
-    broker.wait_until_up(&http, &format!("{issuer}/readyz")).await?;
+    let broker = Server::spawn("the broker", |stopped| dev.serve(stopped));
+    let broker = broker.until_up(&http, &format!("{issuer}/readyz")).await?;
     println!("[demo] broker (dev mode, in process) at {issuer}");
 
-    let listener = TcpListener::bind(loopback).await?;
-    let logs_url = issuer_for(listener.local_addr()?);
     let settings = logs_api::Settings {
         broker: issuer.clone(),
         resource: LOGS_API_RESOURCE.into(),
-        listen: listener.local_addr()?,
+        listen: logs_listener.local_addr()?,
     };
-    let mut logs = Server::spawn("the logs API", |stopped| async move {
-        logs_api::serve(listener, &settings, stopped).await
+    let logs = Server::spawn("the logs API", |stopped| async move {
+        logs_api::serve(logs_listener, &settings, stopped).await
     });
-    logs.wait_until_up(&http, &format!("{logs_url}/.well-known/oauth-protected-resource"))
+    let logs = logs
+        .until_up(&http, &format!("{logs_url}/.well-known/oauth-protected-resource"))
         .await?;
     println!("[demo] logs API at {logs_url}/logs (resource {LOGS_API_RESOURCE})");
 
-    let listener = TcpListener::bind(loopback).await?;
-    let mcp_base = issuer_for(listener.local_addr()?);
     let settings = mcp_server::Settings {
         broker: issuer.clone(),
-        resource: MCP_RESOURCE.into(),
-        listen: listener.local_addr()?,
+        resource: mcp_resource.clone(),
+        listen: mcp_listener.local_addr()?,
         client_id: "mcp-logs".into(),
         client_secret: "mcp-logs-secret".into(),
         logs_api_url: logs_url.clone(),
         logs_api_resource: LOGS_API_RESOURCE.into(),
     };
-    let mut mcp = Server::spawn("the MCP server", |stopped| async move {
-        mcp_server::serve(listener, &settings, stopped).await
+    let mcp = Server::spawn("the MCP server", |stopped| async move {
+        mcp_server::serve(mcp_listener, &settings, stopped).await
     });
-    mcp.wait_until_up(&http, &format!("{mcp_base}/.well-known/oauth-protected-resource"))
+    let mcp = mcp
+        .until_up(&http, &format!("{mcp_base}/.well-known/oauth-protected-resource"))
         .await?;
-    let mcp_url = format!("{mcp_base}{}", mcp_server::MCP_PATH);
-    println!("[demo] MCP server at {mcp_url} (resource {MCP_RESOURCE}, broker client mcp-logs)");
+    println!("[demo] MCP server at {mcp_url} (resource {mcp_resource}, broker client mcp-logs)");
 
     let settings = agent::Settings {
         broker: issuer.clone(),
-        mcp_url,
+        mcp_url: mcp_url.clone(),
         user: "alice".into(),
         client_id: "triage-agent".into(),
         client_secret: "triage-agent-secret".into(),
     };
     let outcome = bounded("the agent", RUN, agent::run(&settings)).await??;
 
-    // The MCP server flushes its audit reports as it stops: after this, the
-    // trace holds every tool call.
-    let reports = mcp.stop().await?;
-    if reports.dropped > 0 {
-        bail!("the MCP server dropped {} audit reports", reports.dropped);
-    }
-
-    let body = trace(&http, &issuer, &outcome.txn).await?;
+    let (body, checked) = settled_trace(&http, &issuer, &outcome, &mcp_resource).await?;
     println!(
         "\n[demo] the audit trace of txn {} (as `xaa-broker audit trace` draws it):\n",
         outcome.txn
     );
     print!("{}", draw_trace(&body)?);
-    let checked = check(&body, &outcome)?;
     let page = format!("{issuer}/audit/ui?txn={}", outcome.txn);
     println!("\n[demo] summary");
     println!(
@@ -166,17 +182,44 @@ async fn demo(keep: bool) -> anyhow::Result<()> {
     println!("  trace id     {} (agent → MCP server → logs API)", outcome.trace_id);
     println!("  audit page   {page}  (user auditor, password auditor-secret)");
 
-    if keep {
-        // The MCP server already stopped, to flush its reports.
-        println!("[demo] --keep: the broker and the logs API keep running until Ctrl-C");
+    if cli.keep {
+        println!("[demo] --keep: everything keeps running until Ctrl-C; the agent again:");
+        println!("  cargo run --example agent -- --broker {issuer} --mcp-url {mcp_url}");
         let _ = tokio::signal::ctrl_c().await;
     } else {
-        println!("  (the page is served while the broker runs: `cargo run --example demo -- --keep` keeps it up)");
+        println!("  (served while the broker runs: `cargo run --example demo -- --keep` keeps it up)");
+    }
+    let reports = mcp.stop().await?;
+    if reports.dropped > 0 {
+        bail!("the MCP server dropped {} audit reports", reports.dropped);
     }
     logs.stop().await?;
     broker.stop().await?;
     println!("[demo] ok: the agent, the MCP server, the logs API and the broker have stopped");
     Ok(())
+}
+
+/// The run's trace once it holds everything [`check`] looks for: the MCP
+/// server reports tool calls in the background (`AuditReporter`), so the
+/// last reports may land a moment after the agent has its answers.
+async fn settled_trace(
+    http: &reqwest::Client,
+    issuer: &str,
+    outcome: &agent::Outcome,
+    mcp_resource: &str,
+) -> anyhow::Result<(Value, Checked)> {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let body = trace(http, issuer, &outcome.txn).await?;
+        match check(&body, outcome, mcp_resource) {
+            Ok(checked) => return Ok((body, checked)),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                print!("{}", draw_trace(&body).unwrap_or_default());
+                return Err(e.context(format!("the audit trace after {}s", SETTLE.as_secs())));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 /// `POST /audit/trace` as the dev broker's audit client (specs/audit.md).
@@ -216,7 +259,7 @@ struct Checked {
 /// user; the agent's hop to the MCP server and the MCP server's hop to the
 /// logs API, both granted; `search_logs` allowed and succeeded;
 /// `delete_logs` denied and never allowed.
-fn check(body: &Value, outcome: &agent::Outcome) -> anyhow::Result<Checked> {
+fn check(body: &Value, outcome: &agent::Outcome, mcp_resource: &str) -> anyhow::Result<Checked> {
     let records: Vec<AuditRecord> =
         serde_json::from_value(body["records"].clone()).context("the trace has no records")?;
     if let Some(r) = records.iter().find(|r| r.txn.as_deref() != Some(outcome.txn.as_str())) {
@@ -233,8 +276,8 @@ fn check(body: &Value, outcome: &agent::Outcome) -> anyhow::Result<Checked> {
                 && r.audience.as_deref() == Some(audience)
         })
     };
-    if !hop("triage-agent", MCP_RESOURCE) {
-        bail!("the trace lacks the agent's granted hop to {MCP_RESOURCE}");
+    if !hop("triage-agent", mcp_resource) {
+        bail!("the trace lacks the agent's granted hop to {mcp_resource}");
     }
     if !hop("mcp-logs", LOGS_API_RESOURCE) {
         bail!("the trace lacks the MCP server's granted hop to {LOGS_API_RESOURCE}");
@@ -293,9 +336,9 @@ impl<T: Send + 'static> Server<T> {
         }
     }
 
-    /// Until `url` answers 200, within [`START`]; the server's own error if
-    /// it stopped first.
-    async fn wait_until_up(&mut self, http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    /// The server, once `url` answers 200, within [`START`]; else its own
+    /// error if it stopped first.
+    async fn until_up(mut self, http: &reqwest::Client, url: &str) -> anyhow::Result<Self> {
         let deadline = tokio::time::Instant::now() + START;
         loop {
             if self.task.is_finished() {
@@ -309,7 +352,7 @@ impl<T: Send + 'static> Server<T> {
             if let Ok(r) = http.get(url).send().await
                 && r.status().is_success()
             {
-                return Ok(());
+                return Ok(self);
             }
             if tokio::time::Instant::now() >= deadline {
                 bail!("{} did not answer {url} within {}s", self.name, START.as_secs());

@@ -17,6 +17,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::app::App;
+use crate::config::Config;
 
 /// Both deployments of the embedded default, bound and built, not yet
 /// serving.
@@ -36,6 +37,15 @@ impl DevMode {
     /// free port too) and the port after it for the demo resource AS, and
     /// build both apps.
     pub async fn bind(listen: SocketAddr) -> anyhow::Result<DevMode> {
+        Self::bind_with(listen, |_| Ok(())).await
+    }
+
+    /// [`DevMode::bind`], with the broker's embedded configuration changed
+    /// by `tweak` before it is validated (e.g. `crate::dev::rename_resource`).
+    pub async fn bind_with(
+        listen: SocketAddr,
+        tweak: impl FnOnce(&mut Config) -> anyhow::Result<()>,
+    ) -> anyhow::Result<DevMode> {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -51,6 +61,7 @@ impl DevMode {
         let issuer = crate::dev::issuer_for(bound);
         let ras_issuer = crate::dev::issuer_for(ras_listener.local_addr()?);
         let (mut config, idp) = crate::dev::embedded_config(&issuer, bound, &ras_issuer)?;
+        tweak(&mut config)?;
         if listen.port() == 0 {
             // Any free port asked for: the metrics listener too.
             config.metrics.listen = SocketAddr::new(bound.ip(), 0).to_string();
