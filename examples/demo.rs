@@ -43,7 +43,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use xaa_broker::audit::{AuditRecord, Decision, ToolOutcome};
-use xaa_broker::cli::{DevMode, draw_trace};
+use xaa_broker::cli::{DevMode, draw_trace, fetch_trace};
 use xaa_broker::dev::issuer_for;
 
 /// A server's start: bound, keys discovered, answering.
@@ -54,7 +54,8 @@ const RUN: Duration = Duration::from_secs(90);
 const STOP: Duration = Duration::from_secs(15);
 /// The audit reports of the run reaching the trace.
 const SETTLE: Duration = Duration::from_secs(15);
-/// The dev broker's audit client (src/dev/embedded.toml).
+/// The dev broker's audit client (src/dev/embedded.toml), which reads the
+/// trace (`POST /audit/trace`, specs/audit.md).
 const AUDITOR: (&str, &str) = ("auditor", "auditor-secret");
 /// The audiences of the embedded default the examples play.
 const MCP_RESOURCE: &str = "https://mcp.logs.example.com";
@@ -160,7 +161,7 @@ async fn demo(cli: &Cli) -> anyhow::Result<()> {
     };
     let outcome = bounded("the agent", RUN, agent::run(&settings)).await??;
 
-    let (body, checked) = settled_trace(&http, &issuer, &outcome, &mcp_resource).await?;
+    let (body, checked) = settled_trace(&issuer, &outcome, &mcp_resource).await?;
     println!(
         "\n[demo] the audit trace of txn {} (as `xaa-broker audit trace` draws it):\n",
         outcome.txn
@@ -202,15 +203,10 @@ async fn demo(cli: &Cli) -> anyhow::Result<()> {
 /// The run's trace once it holds everything [`check`] looks for: the MCP
 /// server reports tool calls in the background (`AuditReporter`), so the
 /// last reports may land a moment after the agent has its answers.
-async fn settled_trace(
-    http: &reqwest::Client,
-    issuer: &str,
-    outcome: &agent::Outcome,
-    mcp_resource: &str,
-) -> anyhow::Result<(Value, Checked)> {
+async fn settled_trace(issuer: &str, outcome: &agent::Outcome, mcp_resource: &str) -> anyhow::Result<(Value, Checked)> {
     let deadline = tokio::time::Instant::now() + SETTLE;
     loop {
-        let body = trace(http, issuer, &outcome.txn).await?;
+        let body = fetch_trace(issuer, AUDITOR.0, AUDITOR.1, &outcome.txn).await?;
         match check(&body, outcome, mcp_resource) {
             Ok(checked) => return Ok((body, checked)),
             Err(e) if tokio::time::Instant::now() >= deadline => {
@@ -220,32 +216,6 @@ async fn settled_trace(
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-}
-
-/// `POST /audit/trace` as the dev broker's audit client (specs/audit.md).
-async fn trace(http: &reqwest::Client, issuer: &str, txn: &str) -> anyhow::Result<Value> {
-    let url = format!("{issuer}/audit/trace");
-    let response = http
-        .post(&url)
-        .basic_auth(AUDITOR.0, Some(AUDITOR.1))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(
-            form_urlencoded::Serializer::new(String::new())
-                .append_pair("txn", txn)
-                .finish(),
-        )
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
-    let status = response.status();
-    let body: Value = response
-        .json()
-        .await
-        .with_context(|| format!("{url} answered {status} without JSON"))?;
-    if !status.is_success() {
-        bail!("{url} answered {status}: {body}");
-    }
-    Ok(body)
 }
 
 /// What the trace proved.

@@ -4,7 +4,7 @@
 //! scopes, client). Defaults fit `cargo run -- serve --dev`; see
 //! `--help` and examples/README.md.
 //!
-//! Owns: the command line and the process: flags, binding, Ctrl-C.
+//! Owns: the command line (flags and environment).
 //! Must never: hold the API's logic (that is `common/logs_api.rs`, which the
 //! demo runs in process too).
 
@@ -14,6 +14,8 @@ mod logging;
 mod logs_api;
 #[path = "common/principal_json.rs"]
 mod principal_json;
+#[path = "common/process.rs"]
+mod process;
 
 use std::process::ExitCode;
 
@@ -30,24 +32,10 @@ struct Cli {
 async fn main() -> ExitCode {
     logging::init("info");
     let cli = Cli::parse();
-    let listener = match tokio::net::TcpListener::bind(cli.settings.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("logs_api: cannot listen on {}: {e}", cli.settings.listen);
-            return ExitCode::FAILURE;
-        }
+    let served = async {
+        let (listener, base) = process::listen(cli.settings.listen).await?;
+        println!("logs_api: listening on {base}/logs");
+        logs_api::serve(listener, &cli.settings, process::ctrl_c()).await
     };
-    if let Ok(addr) = listener.local_addr() {
-        println!("logs_api: listening on {}/logs", xaa_broker::dev::issuer_for(addr));
-    }
-    let stop = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    match logs_api::serve(listener, &cli.settings, stop).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("logs_api: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    process::exit("logs_api", served.await)
 }

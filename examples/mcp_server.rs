@@ -5,7 +5,7 @@
 //! `cargo run -- serve --dev` and `cargo run --example logs_api`; see
 //! `--help` and examples/README.md.
 //!
-//! Owns: the command line and the process: flags, binding, Ctrl-C.
+//! Owns: the command line (flags and environment).
 //! Must never: hold the server's logic (that is `common/mcp_server.rs` and
 //! `common/mcp_tools.rs`, which the demo runs in process too).
 
@@ -17,6 +17,8 @@ mod mcp_server;
 mod mcp_tools;
 #[path = "common/principal_json.rs"]
 mod principal_json;
+#[path = "common/process.rs"]
+mod process;
 
 use std::process::ExitCode;
 
@@ -33,35 +35,20 @@ struct Cli {
 async fn main() -> ExitCode {
     logging::init("info");
     let cli = Cli::parse();
-    let listener = match tokio::net::TcpListener::bind(cli.settings.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("mcp_server: cannot listen on {}: {e}", cli.settings.listen);
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Ok(addr) = listener.local_addr() {
+    let settings = &cli.settings;
+    let served = async {
+        let (listener, base) = process::listen(settings.listen).await?;
         println!(
-            "mcp_server: listening on {}{} (resource {})",
-            xaa_broker::dev::issuer_for(addr),
+            "mcp_server: listening on {base}{} (resource {})",
             mcp_server::MCP_PATH,
-            cli.settings.resource
+            settings.resource
         );
-    }
-    let stop = async {
-        let _ = tokio::signal::ctrl_c().await;
+        let stats = mcp_server::serve(listener, settings, process::ctrl_c()).await?;
+        eprintln!(
+            "mcp_server: audit reports sent {}, dropped {}",
+            stats.sent, stats.dropped
+        );
+        Ok(())
     };
-    match mcp_server::serve(listener, &cli.settings, stop).await {
-        Ok(stats) => {
-            eprintln!(
-                "mcp_server: audit reports sent {}, dropped {}",
-                stats.sent, stats.dropped
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("mcp_server: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    process::exit("mcp_server", served.await)
 }

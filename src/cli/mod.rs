@@ -2,7 +2,8 @@
 //! check, key and secret generation, token decoding, and the auditor's
 //! commands (`audit trace|search|verify`, in `audit` and `verify`). The
 //! embedded default is composed in `dev_mode` (also what `examples/demo.rs`
-//! runs in process), and a trace is drawn by `draw_trace`.
+//! runs in process), and a trace is read by `fetch_trace` and drawn by
+//! `draw_trace`.
 //!
 //! Owns: argument parsing and process exit codes.
 //! Must never: print a secret except the one `secret generate` was asked for.
@@ -20,7 +21,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use clap::{Parser, Subcommand};
 
-pub use self::audit::draw_trace;
+pub use self::audit::{draw_trace, fetch_trace};
 pub use self::dev_mode::DevMode;
 use crate::app::{self, App};
 use crate::config::Config;

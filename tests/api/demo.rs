@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::dev_broker::{DevBroker, FormBody};
+use crate::support::dev_broker::{DevBroker, trace_records};
 use crate::support::example_bin::{self, Running};
 use crate::support::*;
 
@@ -75,37 +75,6 @@ fn the_demo_runs_the_chain_and_prints_one_txn_the_tool_calls_and_the_refusal() {
     );
 }
 
-/// An ID token for alice from the dev IdP, exchanged by `triage-agent` for
-/// a token for `resource`.
-async fn agent_token(http: &reqwest::Client, dev: &DevBroker, resource: &str) -> String {
-    let id: Value = http
-        .post(format!("{}/dev/idp/id-token", dev.issuer))
-        .form_body(&[("user", "alice"), ("client_id", "triage-agent")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id_token = id["id_token"].as_str().unwrap();
-    let token: Value = http
-        .post(format!("{}/token", dev.issuer))
-        .basic_auth("triage-agent", Some("triage-agent-secret"))
-        .form_body(&[
-            ("grant_type", TOKEN_EXCHANGE),
-            ("subject_token", id_token),
-            ("subject_token_type", ID_TOKEN),
-            ("resource", resource),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    token["access_token"].as_str().expect("an access token").to_owned()
-}
-
 #[tokio::test]
 async fn the_example_mcp_server_answers_401_with_resource_metadata_without_a_token_or_with_anothers() {
     let dev = DevBroker::start(None);
@@ -142,7 +111,8 @@ async fn the_example_mcp_server_answers_401_with_resource_metadata_without_a_tok
         assert_eq!(doc["authorization_servers"], serde_json::json!([dev.issuer]), "{path}");
     }
 
-    let for_cost = agent_token(&http, &dev, COST).await;
+    let id_token = dev.id_token("alice", "triage-agent").await;
+    let for_cost = dev.first_hop("triage-agent", &id_token, COST).await;
     let foreign = http.post(&url).bearer_auth(&for_cost).send().await.unwrap();
     assert_eq!(foreign.status(), 401, "a token for another audience");
     let c = challenge(&foreign);
@@ -194,19 +164,8 @@ async fn the_agent_example_is_refused_the_destructive_tool_and_the_broker_record
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     let events = loop {
-        let trace: Value = http
-            .post(format!("{}/audit/trace", dev.issuer))
-            .basic_auth("auditor", Some("auditor-secret"))
-            .form_body(&[("txn", &txn)])
-            .send()
+        let events: Vec<(String, String)> = trace_records(&http, &dev.issuer, &txn)
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let events: Vec<(String, String)> = trace["records"]
-            .as_array()
-            .unwrap()
             .iter()
             .filter_map(|r| r.get("event"))
             .map(|e| {

@@ -143,16 +143,7 @@ async fn a_three_hop_walk_through_is_one_trace_per_request_with_its_txn_on_every
     let b = broker.issuer.clone();
     let http = reqwest::Client::new();
 
-    let id: Value = http
-        .post(format!("{b}/dev/idp/id-token"))
-        .form_body(&[("user", "alice"), ("client_id", "triage-agent")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id_token = id["id_token"].as_str().unwrap().to_owned();
+    let id_token = broker.id_token("alice", "triage-agent").await;
     let traces = [
         "4bf92f3577b34da6a3ce929d0e0e4736",
         "5bf92f3577b34da6a3ce929d0e0e4737",
@@ -336,21 +327,13 @@ async fn a_collector_that_is_down_fails_no_request() {
     let b = broker.issuer.clone();
     let http = reqwest::Client::new();
     for _ in 0..20 {
-        let id: Value = http
-            .post(format!("{b}/dev/idp/id-token"))
-            .form_body(&[("user", "alice"), ("client_id", "triage-agent")])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let id_token = broker.id_token("alice", "triage-agent").await;
         hop(
             &http,
             &b,
             "triage-agent",
             "https://mcp.logs.example.com",
-            id["id_token"].as_str().unwrap(),
+            &id_token,
             "urn:ietf:params:oauth:token-type:id_token",
             "8bf92f3577b34da6a3ce929d0e0e4730",
         )
@@ -366,22 +349,14 @@ async fn without_an_endpoint_the_callers_trace_id_still_reaches_the_record_and_t
     let broker = Broker::start(None);
     let b = broker.issuer.clone();
     let http = reqwest::Client::new();
-    let id: Value = http
-        .post(format!("{b}/dev/idp/id-token"))
-        .form_body(&[("user", "alice"), ("client_id", "triage-agent")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let id_token = broker.id_token("alice", "triage-agent").await;
     let trace_id = "9bf92f3577b34da6a3ce929d0e0e4731";
     let hop1 = hop(
         &http,
         &b,
         "triage-agent",
         "https://mcp.logs.example.com",
-        id["id_token"].as_str().unwrap(),
+        &id_token,
         "urn:ietf:params:oauth:token-type:id_token",
         trace_id,
     )
