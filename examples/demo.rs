@@ -20,6 +20,8 @@
 
 #[path = "common/agent.rs"]
 mod agent;
+#[path = "common/base_url.rs"]
+mod base_url;
 #[path = "common/logging.rs"]
 mod logging;
 #[path = "common/logs_api.rs"]
@@ -44,7 +46,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use xaa_broker::audit::{AuditRecord, Decision, ToolOutcome};
 use xaa_broker::cli::{DevMode, draw_trace, fetch_trace};
-use xaa_broker::dev::issuer_for;
 
 /// A server's start: bound, keys discovered, answering.
 const START: Duration = Duration::from_secs(30);
@@ -99,9 +100,9 @@ async fn demo(cli: &Cli) -> anyhow::Result<()> {
     // Every port first: the broker's configuration may name the MCP
     // server's URL.
     let logs_listener = TcpListener::bind(loopback).await?;
-    let logs_url = issuer_for(logs_listener.local_addr()?);
+    let logs_url = base_url::of(&logs_listener)?;
     let mcp_listener = TcpListener::bind(loopback).await?;
-    let mcp_base = issuer_for(mcp_listener.local_addr()?);
+    let mcp_base = base_url::of(&mcp_listener)?;
     let mcp_url = format!("{mcp_base}{}", mcp_server::MCP_PATH);
     let mcp_resource = match cli.mcp_resource_is_url {
         true => mcp_url.clone(),

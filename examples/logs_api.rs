@@ -8,6 +8,8 @@
 //! Must never: hold the API's logic (that is `common/logs_api.rs`, which the
 //! demo runs in process too).
 
+#[path = "common/base_url.rs"]
+mod base_url;
 #[path = "common/logging.rs"]
 mod logging;
 #[path = "common/logs_api.rs"]

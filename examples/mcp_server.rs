@@ -9,6 +9,8 @@
 //! Must never: hold the server's logic (that is `common/mcp_server.rs` and
 //! `common/mcp_tools.rs`, which the demo runs in process too).
 
+#[path = "common/base_url.rs"]
+mod base_url;
 #[path = "common/logging.rs"]
 mod logging;
 #[path = "common/mcp_server.rs"]

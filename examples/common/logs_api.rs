@@ -55,7 +55,7 @@ pub async fn serve(
     settings: &Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let local = xaa_broker::dev::issuer_for(listener.local_addr()?);
+    let local = crate::base_url::of(&listener)?;
     let router = router(settings, &local).await?;
     tracing::info!(url = %format!("{local}/logs"), resource = %settings.resource, "logs API listening");
     axum::serve(listener, router)

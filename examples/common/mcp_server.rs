@@ -96,7 +96,7 @@ pub async fn serve(
     settings: &Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ReporterStats> {
-    let local = xaa_broker::dev::issuer_for(listener.local_addr()?);
+    let local = crate::base_url::of(&listener)?;
     let broker = AuthorizationServer::discover(&settings.broker)
         .await
         .with_context(|| format!("cannot discover the broker at {}", settings.broker))?;

@@ -18,7 +18,7 @@ pub async fn listen(addr: SocketAddr) -> anyhow::Result<(TcpListener, String)> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let base = xaa_broker::dev::issuer_for(listener.local_addr()?);
+    let base = crate::base_url::of(&listener)?;
     Ok((listener, base))
 }
 
