@@ -145,6 +145,19 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// `POST {broker}/audit/trace` for `txn` as the audit client `client_id`:
+/// the broker's JSON answer, what [`draw_trace`] draws (`examples/demo.rs`
+/// reads its run's trace with it).
+pub async fn fetch_trace(broker: &str, client_id: &str, client_secret: &str, txn: &str) -> anyhow::Result<Value> {
+    let conn = Connection {
+        url: broker.to_owned(),
+        client_id: client_id.to_owned(),
+        client_secret: client_secret.to_owned(),
+        json: true,
+    };
+    post(&conn, "/audit/trace", &[("txn", txn)]).await
+}
+
 /// POST a form to the broker as the audit client; the JSON answer, or the
 /// OAuth error it sent.
 async fn post(conn: &Connection, path: &str, form: &[(&str, &str)]) -> anyhow::Result<Value> {

@@ -1,23 +1,28 @@
 //! The command line: serve (embedded default or a config file), config
 //! check, key and secret generation, token decoding, and the auditor's
-//! commands (`audit trace|search|verify`, in `audit` and `verify`).
+//! commands (`audit trace|search|verify`, in `audit` and `verify`). The
+//! embedded default is composed in `dev_mode` (also what `examples/demo.rs`
+//! runs in process), and a trace is read by `fetch_trace` and drawn by
+//! `draw_trace`.
 //!
 //! Owns: argument parsing and process exit codes.
 //! Must never: print a secret except the one `secret generate` was asked for.
 
 mod audit;
+pub mod dev_mode;
 mod verify;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use clap::{Parser, Subcommand};
 
+pub use self::audit::{draw_trace, fetch_trace};
+pub use self::dev_mode::DevMode;
 use crate::app::{self, App};
 use crate::config::Config;
 use crate::jose::{self, Alg};
@@ -179,56 +184,12 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Re
             }
             None => {
                 let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-                let listener = tokio::net::TcpListener::bind(listen)
-                    .await
-                    .with_context(|| format!("cannot listen on {listen}"))?;
-                let bound = listener.local_addr()?;
-                // Deployment B (the demo resource AS) takes the next port.
-                let ras_listen = match bound.port() {
-                    0 | u16::MAX => SocketAddr::new(bound.ip(), 0),
-                    p => SocketAddr::new(bound.ip(), if listen.port() == 0 { 0 } else { p + 1 }),
-                };
-                let ras_listener = tokio::net::TcpListener::bind(ras_listen).await.with_context(|| {
-                    format!("cannot listen on {ras_listen} (the demo resource AS uses the port after --listen)")
-                })?;
-                let issuer = crate::dev::issuer_for(bound);
-                let ras_issuer = crate::dev::issuer_for(ras_listener.local_addr()?);
-                let (mut config, idp) = crate::dev::embedded_config(&issuer, bound, &ras_issuer)?;
-                if listen.port() == 0 {
-                    // Any free port asked for: the metrics listener too.
-                    config.metrics.listen = SocketAddr::new(bound.ip(), 0).to_string();
-                }
-                let mut app = App::build(&config, "embedded default", None).await?;
-                // Dev mode only: the built-in IdP, mounted by this command and
-                // never part of a configured deployment.
-                let dev_base = crate::http::base_path(&issuer);
-                app.router = app.router.nest_service(
-                    &format!("{dev_base}/dev/idp"),
-                    crate::http::dev_idp::router(Arc::clone(&idp)),
-                );
-                let mut ras_config = crate::dev::embedded_ras_config(&ras_issuer, ras_listener.local_addr()?, &issuer)?;
-                // One process, one recorder: the broker's metrics listener
-                // already serves the demo resource AS's metrics.
-                ras_config.metrics.enabled = false;
-                let ras = App::build(&ras_config, "embedded resource AS", None).await?;
-                tracing::warn!("DEVELOPMENT MODE: ephemeral keys, in-memory state, published demo secrets");
+                let dev = DevMode::bind(listen).await?;
                 let exe = std::env::current_exe()
                     .map(|p| p.display().to_string())
                     .unwrap_or_else(|_| "xaa-broker".into());
-                println!("{}", crate::dev::banner(&issuer, &ras_issuer, &exe));
-                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-                let mut ras_stop = stop_rx.clone();
-                let ras_task = tokio::spawn(ras.serve(ras_listener, async move {
-                    let _ = ras_stop.changed().await;
-                }));
-                let result = app
-                    .serve(listener, async move {
-                        app::shutdown_signal().await;
-                        let _ = stop_tx.send(true);
-                    })
-                    .await;
-                let _ = ras_task.await;
-                result
+                println!("{}", crate::dev::banner(&dev.issuer, &dev.ras_issuer, &exe));
+                dev.serve(app::shutdown_signal()).await
             }
         }
     });

@@ -61,6 +61,28 @@ pub fn embedded_config(issuer: &str, listen: SocketAddr, ras_issuer: &str) -> an
     Ok((config, idp))
 }
 
+/// Re-key the audience `from` of a dev configuration as `to`, in the
+/// catalog, in every client's `audiences` and as a service's `resource`:
+/// e.g. the logs MCP server's `https://mcp.logs.example.com` as the URL it
+/// really serves (`http://127.0.0.1:PORT/mcp`), which MCP clients that check
+/// RFC 9728 metadata against the server's URL require (RFC 9728 §3.3).
+pub fn rename_resource(config: &mut Config, from: &str, to: &str) -> anyhow::Result<()> {
+    let audience = config
+        .audiences
+        .remove(from)
+        .ok_or_else(|| anyhow::anyhow!("the configuration has no audience {from}"))?;
+    config.audiences.insert(to.to_owned(), audience);
+    for client in config.clients.values_mut() {
+        for a in client.audiences.iter_mut().filter(|a| *a == from) {
+            *a = to.to_owned();
+        }
+        if client.resource.as_deref() == Some(from) {
+            client.resource = Some(to.to_owned());
+        }
+    }
+    Ok(())
+}
+
 /// Deployment B of the demo: a resource AS at `ras_issuer` that redeems
 /// ID-JAGs from the broker at `broker_issuer`, fetching its keys over HTTP.
 pub fn embedded_ras_config(ras_issuer: &str, listen: SocketAddr, broker_issuer: &str) -> anyhow::Result<Config> {

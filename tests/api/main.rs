@@ -55,6 +55,10 @@ mod audit_trail;
 // this broker.
 mod sdk;
 
+// The examples (examples/): the one-command demo, and the example MCP
+// server, logs API and agent as processes.
+mod demo;
+
 // The repository itself: the module graph, and citations and links.
 mod architecture;
 mod citations;

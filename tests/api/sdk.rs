@@ -21,7 +21,7 @@ use xaa_sdk::{
     ToolPolicy, TraceParent, ValidationError,
 };
 
-use crate::support::dev_broker::{DevBroker, FormBody};
+use crate::support::dev_broker::{DevBroker, trace_records};
 use crate::support::redis::{dedicated_redis, unique_prefix};
 use crate::support::*;
 
@@ -64,21 +64,6 @@ fn tampered(token: &str, tweak: impl FnOnce(&mut Value)) -> String {
 fn forged(header: Value, claims: &Value) -> String {
     let key = BrokerAlg::ES256.generate().unwrap();
     sign_jws(&key, header, claims)
-}
-
-/// Records of `txn` as an auditor reads them (`POST /audit/trace`).
-async fn trace_records(http: &reqwest::Client, issuer: &str, txn: &str) -> Vec<Value> {
-    let r: Value = http
-        .post(format!("{issuer}/audit/trace"))
-        .basic_auth("auditor", Some("auditor-secret"))
-        .form_body(&[("txn", txn)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    r["records"].as_array().cloned().unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------
@@ -717,30 +702,13 @@ async fn every_call_the_sdk_makes_carries_the_callers_trace_to_the_audit_record(
     let dev = DevBroker::start(None);
     let b = dev.issuer.clone();
     let http = reqwest::Client::new();
-    let id_token = dev.id_token(&http, "alice", "triage-agent").await;
+    let id_token = dev.id_token("alice", "triage-agent").await;
+    let id_token = id_token.as_str();
     let trace = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
     let broker = AuthorizationServer::discover(&b).await.unwrap();
 
     // The agent's own call: a hop for the logs server, inside the trace.
-    let agent_hop = {
-        let form = [
-            ("grant_type", TOKEN_EXCHANGE),
-            ("resource", LOGS),
-            ("subject_token", id_token.as_str()),
-            ("subject_token_type", ID_TOKEN),
-        ];
-        let r: Value = http
-            .post(format!("{b}/token"))
-            .basic_auth("triage-agent", Some("triage-agent-secret"))
-            .form_body(&form)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        r["access_token"].as_str().unwrap().to_owned()
-    };
+    let agent_hop = dev.first_hop("triage-agent", id_token, LOGS).await;
     // The logs server: validates (inside the caller's trace), exchanges,
     // reports.
     let v = TokenValidator::builder(&b, LOGS).build().await.unwrap();

@@ -143,7 +143,7 @@ async fn a_three_hop_walk_through_is_one_trace_per_request_with_its_txn_on_every
     let b = broker.issuer.clone();
     let http = reqwest::Client::new();
 
-    let id_token = broker.id_token(&http, "alice", "triage-agent").await;
+    let id_token = broker.id_token("alice", "triage-agent").await;
     let traces = [
         "4bf92f3577b34da6a3ce929d0e0e4736",
         "5bf92f3577b34da6a3ce929d0e0e4737",
@@ -327,7 +327,7 @@ async fn a_collector_that_is_down_fails_no_request() {
     let b = broker.issuer.clone();
     let http = reqwest::Client::new();
     for _ in 0..20 {
-        let id_token = broker.id_token(&http, "alice", "triage-agent").await;
+        let id_token = broker.id_token("alice", "triage-agent").await;
         hop(
             &http,
             &b,
@@ -349,7 +349,7 @@ async fn without_an_endpoint_the_callers_trace_id_still_reaches_the_record_and_t
     let broker = Broker::start(None);
     let b = broker.issuer.clone();
     let http = reqwest::Client::new();
-    let id_token = broker.id_token(&http, "alice", "triage-agent").await;
+    let id_token = broker.id_token("alice", "triage-agent").await;
     let trace_id = "9bf92f3577b34da6a3ce929d0e0e4731";
     let hop1 = hop(
         &http,
@@ -493,7 +493,7 @@ async fn the_sampler_decides_what_is_exported_and_the_record_names_the_trace_reg
         (&by_default, unsampled, "00"),
         (&never, off, "01"),
     ] {
-        let id_token = broker.id_token(&http, "alice", "triage-agent").await;
+        let id_token = broker.id_token("alice", "triage-agent").await;
         let answer: Value = http
             .post(format!("{}/token", broker.issuer))
             .basic_auth("triage-agent", Some("triage-agent-secret"))

@@ -1,7 +1,9 @@
 //! The real binary in dev mode (`xaa-broker serve --dev`), for tests that
 //! need what only a process has: its own tracing subscriber (traces, the
-//! audit record's `trace_id`, JSON logs) and the embedded default; and
-//! `FormBody`, a form-encoded body for a plain reqwest request to it.
+//! audit record's `trace_id`, JSON logs) and the embedded default, with its
+//! dev IdP's ID tokens; `FormBody`, a form-encoded body for a plain reqwest
+//! request to it; and `trace_records`, a transaction as its auditor reads
+//! it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -83,19 +85,46 @@ impl DevBroker {
         }
         broker
     }
+}
 
-    /// An ID token for `user`, issued to `client_id` by the dev IdP.
-    pub async fn id_token(&self, http: &reqwest::Client, user: &str, client_id: &str) -> String {
-        let answer: serde_json::Value = http
+impl DevBroker {
+    /// An ID token for `user` from the dev IdP, its audience `client_id`
+    /// (`POST /dev/idp/id-token`).
+    pub async fn id_token(&self, user: &str, client_id: &str) -> String {
+        let id: serde_json::Value = reqwest::Client::new()
             .post(format!("{}/dev/idp/id-token", self.issuer))
             .form_body(&[("user", user), ("client_id", client_id)])
             .send()
             .await
-            .unwrap()
+            .expect("the dev IdP answers")
             .json()
             .await
-            .unwrap();
-        answer["id_token"].as_str().unwrap().to_owned()
+            .expect("the dev IdP answers JSON");
+        id["id_token"].as_str().expect("an id_token").to_owned()
+    }
+
+    /// The first hop: `client` (secret `<client>-secret`) exchanges an ID
+    /// token for an access token for `resource` (RFC 8693).
+    pub async fn first_hop(&self, client: &str, id_token: &str, resource: &str) -> String {
+        let r: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/token", self.issuer))
+            .basic_auth(client, Some(format!("{client}-secret")))
+            .form_body(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+                ("resource", resource),
+                ("subject_token", id_token),
+                ("subject_token_type", "urn:ietf:params:oauth:token-type:id_token"),
+            ])
+            .send()
+            .await
+            .expect("the broker answers")
+            .json()
+            .await
+            .expect("the broker answers JSON");
+        r["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("an access token: {r}"))
+            .to_owned()
     }
 }
 
@@ -119,4 +148,20 @@ impl FormBody for reqwest::RequestBuilder {
                 .finish(),
         )
     }
+}
+
+/// Records of `txn` as the auditor (`auditor`, in the embedded default and
+/// examples/broker.toml) reads them at `issuer` (`POST /audit/trace`).
+pub async fn trace_records(http: &reqwest::Client, issuer: &str, txn: &str) -> Vec<serde_json::Value> {
+    let r: serde_json::Value = http
+        .post(format!("{issuer}/audit/trace"))
+        .basic_auth("auditor", Some("auditor-secret"))
+        .form_body(&[("txn", txn)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["records"].as_array().cloned().unwrap_or_default()
 }

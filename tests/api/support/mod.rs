@@ -3,6 +3,7 @@
 //! fake IdPs, and helpers that read as scenarios.
 
 pub mod dev_broker;
+pub mod example_bin;
 pub mod fake_idp;
 pub mod redis;
 
