@@ -736,7 +736,7 @@ async fn every_call_the_sdk_makes_carries_the_callers_trace_to_the_audit_record(
     let jag = agent
         .request(
             &IdJagRequest {
-                id_token: &id_token,
+                id_token,
                 audience: "urn:example:saas",
                 resource: None,
                 scopes: &[],

@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use serde_json::Value;
 
-use crate::support::dev_broker::{DevBroker as Broker, FormBody};
+use crate::support::dev_broker::{DevBroker as Broker, FormBody, trace_records};
 
 /// A hang guard, not a timing assertion.
 const WAIT: Duration = Duration::from_secs(60);
@@ -277,22 +277,8 @@ async fn a_three_hop_walk_through_is_one_trace_per_request_with_its_txn_on_every
     }
 
     // The audit record names the exported trace.
-    let trace: Value = http
-        .post(format!("{b}/audit/trace"))
-        .basic_auth("auditor", Some("auditor-secret"))
-        .form_body(&[("txn", txn.as_str())])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let recorded: Vec<&str> = trace["records"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{trace}"))
-        .iter()
-        .filter_map(|r| r["trace_id"].as_str())
-        .collect();
+    let records = trace_records(&http, &b, &txn).await;
+    let recorded: Vec<&str> = records.iter().filter_map(|r| r["trace_id"].as_str()).collect();
     assert_eq!(recorded, traces, "each hop's record names its request's trace");
 
     // Every JSON log line of a request carries its trace id and a span id:
@@ -361,17 +347,8 @@ async fn without_an_endpoint_the_callers_trace_id_still_reaches_the_record_and_t
         trace_id,
     )
     .await;
-    let trace: Value = http
-        .post(format!("{b}/audit/trace"))
-        .basic_auth("auditor", Some("auditor-secret"))
-        .form_body(&[("txn", txn_of(&hop1).as_str())])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(trace["records"][0]["trace_id"], trace_id, "{trace}");
+    let records = trace_records(&http, &b, &txn_of(&hop1)).await;
+    assert_eq!(records[0]["trace_id"], trace_id, "{records:?}");
     let start = Instant::now();
     let audit_line = loop {
         let found = broker
@@ -518,16 +495,7 @@ async fn the_sampler_decides_what_is_exported_and_the_record_names_the_trace_reg
     assert!(received.in_trace(unsampled).is_empty(), "the caller did not sample it");
     assert!(received.in_trace(off).is_empty(), "OTEL_TRACES_SAMPLER=always_off");
     for (broker, trace_id, txn) in txns {
-        let trace: Value = http
-            .post(format!("{}/audit/trace", broker.issuer))
-            .basic_auth("auditor", Some("auditor-secret"))
-            .form_body(&[("txn", txn.as_str())])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(trace["records"][0]["trace_id"], trace_id, "{trace}");
+        let records = trace_records(&http, &broker.issuer, &txn).await;
+        assert_eq!(records[0]["trace_id"], trace_id, "{records:?}");
     }
 }
