@@ -71,9 +71,10 @@ impl App {
         });
         let sink = audit_file(config, name, base_dir.as_deref())?;
         let store: Arc<dyn Store> = match &config.store {
-            StoreConfig::Memory {} => {
+            StoreConfig::Memory { audit_max_bytes } => {
                 let store =
-                    MemoryStore::with_clock(instance.clone(), crate::store::memory::MAX_AUDIT_RECORDS, clock.clone());
+                    MemoryStore::with_clock(instance.clone(), crate::store::memory::MAX_AUDIT_RECORDS, clock.clone())
+                        .with_audit_max_bytes(*audit_max_bytes);
                 match sink {
                     Some(sink) => Arc::new(store.with_sink(sink)),
                     None => Arc::new(store),
@@ -262,7 +263,7 @@ async fn flush_noise_every_interval(state: Weak<AppState>) {
 fn warn_if_deadline_undercuts(config: &Config) {
     let store_ms = match config.store {
         StoreConfig::Redis { .. } => crate::store::redis::OP_TIMEOUT.as_millis() as u64,
-        StoreConfig::Memory {} => 0,
+        StoreConfig::Memory { .. } => 0,
     };
     let inner_ms = config.upstream.timeout_ms.max(store_ms);
     if config.server.request_timeout_ms <= inner_ms {

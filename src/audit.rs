@@ -332,13 +332,19 @@ impl AuditRecord {
     }
 
     fn digest(&self, prev_hash: &str) -> String {
+        self.digest_and_size(prev_hash).0
+    }
+
+    /// The hash, and the size of the JSON it covers (what a record weighs
+    /// in the memory store's budget).
+    fn digest_and_size(&self, prev_hash: &str) -> (String, usize) {
         let mut unsealed = self.clone();
         unsealed.hash.clear();
         let body = serde_json::to_vec(&unsealed).unwrap_or_default();
         let mut input = Vec::with_capacity(prev_hash.len() + body.len());
         input.extend_from_slice(prev_hash.as_bytes());
         input.extend_from_slice(&body);
-        sha256_hex(&input)
+        (sha256_hex(&input), body.len())
     }
 
     /// Whether the record's hash still matches its content (not whether
@@ -354,12 +360,15 @@ impl AuditRecord {
         self.digest(&self.prev_hash)
     }
 
-    /// Link this record after `prev_hash` as number `seq` of `instance`.
-    pub fn seal(&mut self, instance: &str, seq: u64, prev_hash: &str) {
+    /// Link this record after `prev_hash` as number `seq` of `instance`;
+    /// the size in bytes of its JSON, which the memory store budgets by.
+    pub fn seal(&mut self, instance: &str, seq: u64, prev_hash: &str) -> usize {
         self.instance = instance.to_owned();
         self.seq = seq;
         self.prev_hash = prev_hash.to_owned();
-        self.hash = self.digest(prev_hash);
+        let (hash, size) = self.digest_and_size(prev_hash);
+        self.hash = hash;
+        size
     }
 
     /// Emit as one JSON line on target `audit`, for SIEM pipelines.

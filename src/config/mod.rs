@@ -261,7 +261,12 @@ pub struct KeysConfig {
 pub enum StoreConfig {
     /// One process, no Redis. A struct variant so that a stray key (a `url`
     /// left over from a Redis setup) is an error, not silently ignored.
-    Memory {},
+    Memory {
+        /// The audit records kept, by the size of their JSON (oldest dropped
+        /// first): what bounds the process's memory under sustained load.
+        #[serde(default = "default_audit_max_bytes")]
+        audit_max_bytes: usize,
+    },
     Redis {
         url: String,
         #[serde(default)]
@@ -271,8 +276,20 @@ pub enum StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self::Memory {}
+        Self::Memory {
+            audit_max_bytes: default_audit_max_bytes(),
+        }
     }
+}
+
+/// The audit records' size the memory store keeps by default (their JSON;
+/// in memory a record takes about 2.5 times that, with its indexes).
+pub const DEFAULT_MEMORY_AUDIT_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// The smallest `store.audit_max_bytes`: a few dozen records.
+pub const MIN_MEMORY_AUDIT_MAX_BYTES: usize = 64 * 1024;
+
+fn default_audit_max_bytes() -> usize {
+    DEFAULT_MEMORY_AUDIT_MAX_BYTES
 }
 
 /// How the broker fetches upstream keys (JWKS, OIDC discovery).

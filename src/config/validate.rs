@@ -9,7 +9,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ClientConfig, Config, MetricsConfig, ServerConfig, StoreConfig};
+use super::{ClientConfig, Config, MIN_MEMORY_AUDIT_MAX_BYTES, MetricsConfig, ServerConfig, StoreConfig};
 use crate::jose::Alg;
 use crate::policy::{
     AgentCap, Audience, AudienceKind, AuditSettings, AuthMethod, Category, Client, ClientRate, KeySource,
@@ -297,6 +297,20 @@ impl Validator {
         }
         self.server(&c.server);
         self.metrics(&c.metrics);
+        self.store(&c.store);
+    }
+
+    fn store(&mut self, s: &StoreConfig) {
+        if let StoreConfig::Memory { audit_max_bytes } = s
+            && *audit_max_bytes < MIN_MEMORY_AUDIT_MAX_BYTES
+        {
+            self.problem(
+                "store.audit_max_bytes",
+                format!(
+                    "must be at least {MIN_MEMORY_AUDIT_MAX_BYTES} (64 KiB): the trail would hold a handful of records"
+                ),
+            );
+        }
     }
 
     fn audiences(&mut self, c: &Config) -> (HashMap<String, Arc<Audience>>, BTreeSet<String>) {

@@ -60,6 +60,10 @@ impl<V> Expiring<V> {
 
 struct AuditLog {
     records: VecDeque<AuditRecord>,
+    /// Each record's JSON size, in step with `records`.
+    sizes: VecDeque<usize>,
+    /// The sum of `sizes`.
+    bytes: usize,
     by_txn: HashMap<String, Vec<u64>>,
     /// The seq of the record that issued each `jti` still held.
     by_issued_jti: HashMap<String, u64>,
@@ -86,12 +90,13 @@ struct State {
     audit: AuditLog,
 }
 
-/// Audit records the memory store keeps by default.
+/// Audit records the memory store keeps at most.
 pub const MAX_AUDIT_RECORDS: usize = 100_000;
 
 pub struct MemoryStore {
     instance: String,
     max_audit_records: usize,
+    max_audit_bytes: usize,
     state: Mutex<State>,
     /// Noise summaries, oldest first, each with the Unix second it is kept
     /// until. A lock of its own: a flush never waits on commits.
@@ -120,11 +125,14 @@ impl MemoryStore {
             clock,
             instance: instance.into(),
             max_audit_records,
+            max_audit_bytes: usize::MAX,
             state: Mutex::new(State {
                 marks: Expiring::default(),
                 revocations: Expiring::default(),
                 audit: AuditLog {
                     records: VecDeque::new(),
+                    sizes: VecDeque::new(),
+                    bytes: 0,
                     by_txn: HashMap::new(),
                     by_issued_jti: HashMap::new(),
                     next_seq: 1,
@@ -135,6 +143,14 @@ impl MemoryStore {
             noise: Mutex::new(VecDeque::new()),
             sink: None,
         }
+    }
+
+    /// Keep the oldest audit records only while their JSON totals at most
+    /// `bytes` (the newest record is always kept): memory stays bounded by
+    /// what records weigh, not by how many there are.
+    pub fn with_audit_max_bytes(mut self, bytes: usize) -> Self {
+        self.max_audit_bytes = bytes;
+        self
     }
 
     /// Also write every record and checkpoint to `sink` (the audit file),
@@ -238,7 +254,7 @@ impl Store for MemoryStore {
         }
         let log = &mut st.audit;
         let seq = log.next_seq;
-        record.seal(&self.instance, seq, &log.last_hash);
+        let size = record.seal(&self.instance, seq, &log.last_hash);
         log.next_seq += 1;
         log.last_hash = record.hash.clone();
         if let Some(txn) = &record.txn {
@@ -248,8 +264,12 @@ impl Store for MemoryStore {
             log.by_issued_jti.insert(jti.clone(), seq);
         }
         log.records.push_back(record.clone());
-        while log.records.len() > self.max_audit_records {
+        log.sizes.push_back(size);
+        log.bytes += size;
+        while log.records.len() > self.max_audit_records || (log.bytes > self.max_audit_bytes && log.records.len() > 1)
+        {
             let Some(old) = log.records.pop_front() else { break };
+            log.bytes -= log.sizes.pop_front().unwrap_or(0);
             if let Some(jti) = &old.issued_jti {
                 log.by_issued_jti.remove(jti);
             }

@@ -330,3 +330,22 @@ fn config_check_rejects_a_summary_retention_shorter_than_its_interval() {
     );
     check_fails_naming("interval", &text, &[], "audit.unauthenticated_interval_secs");
 }
+
+#[test]
+fn config_check_takes_the_memory_stores_byte_budget_and_refuses_a_useless_one() {
+    let text = edit(
+        &valid_config(),
+        "kind = \"memory\"\n",
+        "kind = \"memory\"\naudit_max_bytes = 33554432\n",
+    );
+    let dir = TempDir::new("budget-ok");
+    let file = dir.write("broker.toml", &text);
+    let run = xaa(dir.path(), &["config", "check", &file], &[]);
+    assert!(run.success, "{run:?}");
+    let text = edit(
+        &valid_config(),
+        "kind = \"memory\"\n",
+        "kind = \"memory\"\naudit_max_bytes = 1024\n",
+    );
+    check_fails_naming("budget", &text, &[], "store.audit_max_bytes");
+}

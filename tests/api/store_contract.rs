@@ -846,3 +846,46 @@ async fn a_denial_after_a_replayed_authentication_spends_nothing(store: &dyn Sto
     assert_eq!(chain_len(store).await, before, "nothing written");
     done(commit(store, &[mark("id_jag:victim", 60)], None).await);
 }
+
+/// The memory store keeps its audit trail by bytes, not by count: under
+/// sustained load the oldest records go, what stays is within the budget,
+/// the newest is always kept, and what stays still links up hash by hash.
+#[tokio::test]
+async fn the_memory_store_keeps_the_newest_records_within_its_byte_budget() {
+    const BUDGET: usize = 64 * 1024;
+    let store = xaa_broker::store::memory::MemoryStore::new(INSTANCE).with_audit_max_bytes(BUDGET);
+    let mut last = None;
+    for i in 0..400 {
+        let txn = format!("budget-{i}");
+        last = Some(done(store.commit(grant(&[], &[]), record(Some(&txn))).await.unwrap()));
+    }
+    let kept = store.audit_chain(INSTANCE).await.unwrap();
+    let size: usize = kept
+        .iter()
+        .map(|r| {
+            let mut unsealed = r.clone();
+            unsealed.hash.clear();
+            serde_json::to_vec(&unsealed).unwrap().len()
+        })
+        .sum();
+    assert!(kept.len() < 400, "the oldest records were dropped");
+    assert!(
+        kept.len() > 10,
+        "a budget of 64 KiB holds dozens of records: {}",
+        kept.len()
+    );
+    assert!(size <= BUDGET, "{size} bytes kept over a {BUDGET}-byte budget");
+    assert_eq!(
+        kept.last().map(|r| &r.id),
+        last.as_ref().map(|r| &r.id),
+        "the newest is kept"
+    );
+    for pair in kept.windows(2) {
+        assert_eq!(pair[1].prev_hash, pair[0].hash, "what stays still links up");
+        assert_eq!(pair[1].seq, pair[0].seq + 1);
+    }
+    assert!(
+        store.audit_by_txn("budget-0").await.unwrap().is_empty(),
+        "dropped records leave the txn index"
+    );
+}
