@@ -41,11 +41,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Whether spans are exported (an OTLP endpoint is set).
-    pub fn exporting(&self) -> bool {
-        self.exporting
-    }
-
     /// Send what is queued and stop the exporter, waiting at most
     /// `export::SHUTDOWN_TIMEOUT`: a collector that is down costs the spans
     /// still queued, never a stuck shutdown.
