@@ -8,7 +8,9 @@
 #   bash bench/run.sh [path/to/xaa-broker]    # default: cargo build --release
 #
 # Environment: DURATION (seconds per scenario, default 8), MODES (default
-# "memory redis"), POOL (distinct first-hop tokens, default 4096), OUT
+# "memory redis"), SCENARIOS (default all: "issue fresh fanout redeem
+# introspect trace fixed"; fixed needs fresh, for its peak), POOL (distinct
+# first-hop tokens, default 4096), OUT
 # (default target/bench/results.md; a .tsv is written next to it). Every
 # port is a free one picked at start. Needs wrk, curl, jq,
 # python3, openssl, and redis-server for the Redis mode. About 2.5 minutes
@@ -26,6 +28,8 @@ ROOT=$PWD
 DURATION=${DURATION:-8}
 DURATION=${DURATION%s}
 MODES=${MODES:-memory redis}
+SCENARIOS=${SCENARIOS:-issue fresh fanout redeem introspect trace fixed}
+want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 POOL=${POOL:-4096}
 OUT=${OUT:-target/bench/results.md}
 THREADS=2
@@ -222,17 +226,24 @@ EOF
   head -n "$POOL" "$D/hops.raw" | sed "s/^/grant_type=$TE\&resource=$(enc https:\/\/cost.example.com)\&subject_token_type=$TT%3Aaccess_token\&subject_token=/" >"$D/fresh.body"
   [ "$(wc -l <"$D/fresh.body")" -ge "$POOL" ] || { echo "bench/run.sh: minted fewer than POOL=$POOL hop tokens" >&2; exit 1; }
 
-  run_wrk "$MODE" "ID-JAG issuance" "$PID_A" "$A/token" "$AGENT" "$D/issue.body"
-  run_wrk "$MODE" "hop exchange, fresh subject ($POOL)" "$PID_A" "$A/token" "$LOGS" "$D/fresh.body"
-  PEAK=$LAST_RPS
-  run_wrk "$MODE" "hop exchange, 1 subject x 3 audiences" "$PID_A" "$A/token" "$LOGS" "$D/fanout.body"
-  mint "$A/token" "$AGENT" "$D/issue.body" $((DURATION * 3 / 2 + 1)) "$D/jags.raw"
-  sed "s/^/grant_type=$JB\&assertion=/" "$D/jags.raw" >"$D/redeem.body"
-  run_wrk "$MODE" "ID-JAG redemption at B" "$PID_B" "$B/token" "$SAAS" "$D/redeem.body" 0 1
-  run_wrk "$MODE" "introspection" "$PID_A" "$A/introspect" "$LOGS" "$D/introspect.body"
-  run_wrk "$MODE" "audit trace (1 txn)" "$PID_A" "$A/audit/trace" "$AUDITOR" "$D/trace.body"
-  RATE=$(python3 -c "print(int($PEAK / 2))")
-  run_wrk "$MODE" "hop exchange, fixed rate (peak/2)" "$PID_A" "$A/token" "$LOGS" "$D/fresh.body" "$RATE"
+  want issue && run_wrk "$MODE" "ID-JAG issuance" "$PID_A" "$A/token" "$AGENT" "$D/issue.body"
+  PEAK=
+  if want fresh; then
+    run_wrk "$MODE" "hop exchange, fresh subject ($POOL)" "$PID_A" "$A/token" "$LOGS" "$D/fresh.body"
+    PEAK=$LAST_RPS
+  fi
+  want fanout && run_wrk "$MODE" "hop exchange, 1 subject x 3 audiences" "$PID_A" "$A/token" "$LOGS" "$D/fanout.body"
+  if want redeem; then
+    mint "$A/token" "$AGENT" "$D/issue.body" $((DURATION * 3 / 2 + 1)) "$D/jags.raw"
+    sed "s/^/grant_type=$JB\&assertion=/" "$D/jags.raw" >"$D/redeem.body"
+    run_wrk "$MODE" "ID-JAG redemption at B" "$PID_B" "$B/token" "$SAAS" "$D/redeem.body" 0 1
+  fi
+  want introspect && run_wrk "$MODE" "introspection" "$PID_A" "$A/introspect" "$LOGS" "$D/introspect.body"
+  want trace && run_wrk "$MODE" "audit trace (1 txn)" "$PID_A" "$A/audit/trace" "$AUDITOR" "$D/trace.body"
+  if want fixed && [ -n "$PEAK" ]; then
+    RATE=$(python3 -c "print(int($PEAK / 2))")
+    run_wrk "$MODE" "hop exchange, fixed rate (peak/2)" "$PID_A" "$A/token" "$LOGS" "$D/fresh.body" "$RATE"
+  fi
 
   kill "$PID_A" "$PID_B"
   wait "$PID_A" "$PID_B" 2>/dev/null || true

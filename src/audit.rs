@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chain::Act;
 use crate::error::OAuthError;
-use crate::jose::sha256_hex;
+use crate::jose::{hex, sha256_hex};
 use crate::policy::{Category, Withheld};
 use crate::types::{Principal, ScopeSet};
 
@@ -331,20 +331,26 @@ impl AuditRecord {
         self.scope_granted = None;
     }
 
-    fn digest(&self, prev_hash: &str) -> String {
-        self.digest_and_size(prev_hash).0
+    /// The hash, and the JSON it covers: the record without `hash`.
+    fn digest_and_body(&self, prev_hash: &str) -> (String, Vec<u8>) {
+        // `hash` is left out of the JSON when empty, as it is while a record
+        // is being sealed: then the record itself is the body, no copy.
+        let body = if self.hash.is_empty() {
+            serde_json::to_vec(self)
+        } else {
+            let mut unsealed = self.clone();
+            unsealed.hash.clear();
+            serde_json::to_vec(&unsealed)
+        }
+        .unwrap_or_default();
+        let mut hasher = openssl::sha::Sha256::new();
+        hasher.update(prev_hash.as_bytes());
+        hasher.update(&body);
+        (hex(&hasher.finish()), body)
     }
 
-    /// The hash, and the size of the JSON it covers (what a record weighs
-    /// in the memory store's budget).
-    fn digest_and_size(&self, prev_hash: &str) -> (String, usize) {
-        let mut unsealed = self.clone();
-        unsealed.hash.clear();
-        let body = serde_json::to_vec(&unsealed).unwrap_or_default();
-        let mut input = Vec::with_capacity(prev_hash.len() + body.len());
-        input.extend_from_slice(prev_hash.as_bytes());
-        input.extend_from_slice(&body);
-        (sha256_hex(&input), body.len())
+    fn digest(&self, prev_hash: &str) -> String {
+        self.digest_and_body(prev_hash).0
     }
 
     /// Whether the record's hash still matches its content (not whether
@@ -360,19 +366,37 @@ impl AuditRecord {
         self.digest(&self.prev_hash)
     }
 
-    /// Link this record after `prev_hash` as number `seq` of `instance`;
-    /// the size in bytes of its JSON, which the memory store budgets by.
-    pub fn seal(&mut self, instance: &str, seq: u64, prev_hash: &str) -> usize {
+    /// Link this record after `prev_hash` as number `seq` of `instance`,
+    /// and return the sealed record's JSON (what the stores keep, and what
+    /// the memory store budgets by), serialised once: the hashed body with
+    /// `hash` appended, which is exactly `serde_json::to_string(self)`
+    /// since `hash` is the last field.
+    pub fn seal(&mut self, instance: &str, seq: u64, prev_hash: &str) -> String {
         self.instance = instance.to_owned();
         self.seq = seq;
         self.prev_hash = prev_hash.to_owned();
-        let (hash, size) = self.digest_and_size(prev_hash);
-        self.hash = hash;
-        size
+        self.hash.clear();
+        let (hash, mut body) = self.digest_and_body(prev_hash);
+        self.hash.clone_from(&hash);
+        // Serialising a record cannot fail (no map has non-string keys); if
+        // it ever did, the empty answer makes the store refuse it.
+        if body.pop() != Some(b'}') {
+            return String::new();
+        }
+        // `{…}` becomes `{…,"hash":"…"}`.
+        body.extend_from_slice(b",\"hash\":\"");
+        body.extend_from_slice(hash.as_bytes());
+        body.extend_from_slice(b"\"}");
+        // Valid UTF-8: serde_json wrote it, and a hex digest was appended.
+        String::from_utf8(body).unwrap_or_default()
     }
 
-    /// Emit as one JSON line on target `audit`, for SIEM pipelines.
+    /// Emit as one JSON line on target `audit`, for SIEM pipelines (not
+    /// even serialised when `RUST_LOG` turns the `audit` target off).
     pub fn emit(&self) {
+        if !tracing::enabled!(target: "audit", tracing::Level::INFO) {
+            return;
+        }
         match serde_json::to_string(self) {
             Ok(line) => tracing::info!(target: "audit", record = %line),
             Err(e) => tracing::error!(target: "audit", error = %e, "audit record not serialisable"),
@@ -470,6 +494,22 @@ mod tests {
                 r
             })
             .collect()
+    }
+
+    #[test]
+    fn seal_returns_exactly_the_sealed_records_json() {
+        let mut r = AuditRecord::begin(1_800_000_000_000, Some("127.0.0.1".into()), Some("curl \"quoted\""));
+        r.txn = Some("t-\u{e9}\n".into());
+        r.sub = Some("alice".into());
+        let json = r.seal("i1", 7, GENESIS);
+        assert_eq!(json, serde_json::to_string(&r).unwrap());
+        assert!(r.is_intact());
+        // Sealing again (a retry after the head moved) starts from a clean hash.
+        let again = r.seal("i1", 8, &"1".repeat(64));
+        assert_eq!(again, serde_json::to_string(&r).unwrap());
+        assert!(r.is_intact() && r.prev_hash == "1".repeat(64));
+        let back: AuditRecord = serde_json::from_str(&again).unwrap();
+        assert_eq!(back, r);
     }
 
     #[test]

@@ -267,12 +267,34 @@ pub fn sign_compact<T: Serialize>(
 
 /// SHA-256 as lowercase hex: for secrets at rest and token fingerprints.
 pub fn sha256_hex(data: &[u8]) -> String {
-    openssl::sha::sha256(data).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&openssl::sha::sha256(data))
+}
+
+/// Lowercase hex, in one allocation (it runs on every request: hashes in
+/// the audit record and its chain).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256_hex_is_the_lowercase_digest() {
+        // FIPS 180-2 test vector "abc".
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(hex(&[0x00, 0x0f, 0xf0, 0xff]), "000ff0ff");
+    }
 
     #[test]
     fn typ_comparison_follows_rfc7515() {

@@ -254,7 +254,7 @@ impl Store for MemoryStore {
         }
         let log = &mut st.audit;
         let seq = log.next_seq;
-        let size = record.seal(&self.instance, seq, &log.last_hash);
+        let size = record.seal(&self.instance, seq, &log.last_hash).len();
         log.next_seq += 1;
         log.last_hash = record.hash.clone();
         if let Some(txn) = &record.txn {

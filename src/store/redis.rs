@@ -3,12 +3,14 @@
 //! Owns: one `ConnectionManager` (bounded connect and response timeouts, so a
 //! dead Redis fails a request in about two seconds instead of hanging it),
 //! the key layout under a prefix (default `xaa:`), the two Lua scripts that
-//! make `commit` (marks, guards, effects and the record) and `revoke` atomic
-//! in one round trip each, sharing one revocation rule, and this instance's
-//! audit chain head (seq + last hash), kept in memory behind a
-//! `tokio::sync::Mutex` so this instance's appends are serialised, and loaded
-//! from Redis at connect so a restart with the same `XAA_INSTANCE` continues
-//! its chain.
+//! make a commit (marks, guards, effects and the record) and `revoke`
+//! atomic, sharing one revocation rule, and this instance's audit chain head
+//! (seq + last hash), kept in memory and loaded from Redis at connect so a
+//! restart with the same `XAA_INSTANCE` continues its chain. Commits go
+//! through this instance's group committer (`commit.rs`): every commit
+//! waiting is sealed in order and sent in one script call, one batch in
+//! flight at a time, so appends stay in chain order without one round trip
+//! per commit.
 //!
 //! Key layout (`{p}` is the prefix):
 //! - `{p}mark:{key}`: a replay mark, expiring at its `expires_at`.
@@ -46,7 +48,7 @@
 //! report a commit as done unless the script said so.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -60,6 +62,8 @@ use super::{
 };
 use crate::audit::NoiseSummary;
 use crate::audit::{AuditRecord, Checkpoint, GENESIS};
+
+mod commit;
 
 /// Key prefix when the config names none.
 pub const DEFAULT_PREFIX: &str = "xaa:";
@@ -115,110 +119,6 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 "#;
 
-/// The commit script (after `REVOKE_FN_LUA`).
-///
-/// ARGV: mode (`grant`/`deny`), n marks, g guards, r effects; per mark its
-/// deadline (Unix ms) and `1` if it authenticates; per guard its iat (or
-/// ""); per effect keep-until (Unix ms), value and `1` for a subject
-/// cut-off; then the expected head hash, seq, hash, record JSON, retention
-/// (ms), record time (Unix ms), instance, the issued jti's keep-until (Unix
-/// ms, or "" when nothing was issued), `1` when the record has a txn, `1`
-/// when it has a sub. KEYS: the n mark keys; per guard its jti, txn and
-/// subject revocation keys; the r effect keys; then stream, head, the
-/// instances set, the time index, the txn list, the user's index and the
-/// jti key (the last three a never-written placeholder when absent).
-///
-/// Returns `-1` when done, `-2` when the head is not the one the record was
-/// sealed after, `i ≥ 0` (0-based) when mark i is already set, and
-/// `-(100 + j)` when guard j names a revoked token. Every check runs before
-/// the first write, so a refused commit writes nothing. In `deny` mode only
-/// authenticating marks are checked, and the others are set only if absent.
-const COMMIT_LUA: &str = r#"
-local mode, n, g, r = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local base = 4 + 2 * n + g + 3 * r
-if mode == 'grant' then
-  for j = 1, g do
-    local k = n + 3 * (j - 1)
-    if redis.call('EXISTS', KEYS[k + 1]) == 1 or redis.call('EXISTS', KEYS[k + 2]) == 1 then return -(99 + j) end
-    local cut = redis.call('GET', KEYS[k + 3])
-    local iat = ARGV[4 + 2 * n + j]
-    -- store::issued_before_cutoff: a token without iat cannot prove it
-    -- came after the cut-off.
-    if cut and (iat == '' or tonumber(iat) <= tonumber(cut)) then return -(99 + j) end
-  end
-  for i = 1, n do
-    if redis.call('EXISTS', KEYS[i]) == 1 then return i - 1 end
-  end
-else
-  for i = 1, n do
-    if ARGV[4 + 2 * i] == '1' and redis.call('EXISTS', KEYS[i]) == 1 then return i - 1 end
-  end
-end
-local k = n + 3 * g + r
-local stream, head, instances, timez = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-local txn, subz, jti = KEYS[k + 5], KEYS[k + 6], KEYS[k + 7]
-local prev, seq, hash, json = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
-local retention = tonumber(ARGV[base + 5])
-local time_ms, instance, jti_until = ARGV[base + 6], ARGV[base + 7], ARGV[base + 8]
-local has_txn, has_sub = ARGV[base + 9] == '1', ARGV[base + 10] == '1'
-local current = redis.call('HGET', head, 'hash')
-if current and current ~= prev then return -2 end
--- A key of the wrong type would fail mid-script after earlier writes.
-local function is(key, kind)
-  local t = redis.call('TYPE', key)['ok']
-  return t == 'none' or t == kind
-end
-if not (is(stream, 'stream') and is(head, 'hash') and is(instances, 'set') and is(timez, 'zset')
-    and (not has_txn or is(txn, 'list')) and (not has_sub or is(subz, 'zset'))
-    and (jti_until == '' or is(jti, 'string'))) then
-  return redis.error_reply('WRONGTYPE audit key holds another type')
-end
-for i = 1, n do
-  -- A deadline already past is a mark that would be gone at once.
-  local at = ARGV[4 + 2 * i - 1]
-  if tonumber(at) > now then
-    if mode == 'grant' then
-      redis.call('SET', KEYS[i], '1', 'PXAT', at)
-    else
-      redis.call('SET', KEYS[i], '1', 'PXAT', at, 'NX')
-    end
-  end
-end
-if mode == 'grant' then
-  for e = 1, r do
-    local a = 4 + 2 * n + g + 3 * (e - 1)
-    revoke(KEYS[n + 3 * g + e], tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3], now)
-  end
-end
-local min_id = string.format('%.0f', math.max(0, now - retention))
-local id = redis.call('XADD', stream, 'MINID', '~', min_id, '*', 'record', json)
-local ref = instance .. '|' .. id
-redis.call('HSET', head, 'seq', seq, 'hash', hash)
--- An instance that stops writing (a retired XAA_INSTANCE) fades after the
--- retention period instead of leaving its chain behind for ever.
-local keep = string.format('%.0f', now + retention)
-redis.call('PEXPIREAT', stream, keep)
-redis.call('PEXPIREAT', head, keep)
-redis.call('SADD', instances, instance)
-redis.call('PEXPIREAT', instances, keep)
-redis.call('ZADD', timez, time_ms, ref)
-redis.call('ZREMRANGEBYSCORE', timez, '-inf', '(' .. min_id)
-redis.call('PEXPIREAT', timez, keep)
-if has_txn then
-  redis.call('RPUSH', txn, ref)
-  redis.call('PEXPIREAT', txn, keep)
-end
-if has_sub then
-  redis.call('ZADD', subz, time_ms, ref)
-  redis.call('ZREMRANGEBYSCORE', subz, '-inf', '(' .. min_id)
-  redis.call('PEXPIREAT', subz, keep)
-end
-if jti_until ~= '' and tonumber(jti_until) > now then
-  redis.call('SET', jti, ref, 'PXAT', jti_until)
-end
-return -1
-"#;
-
 /// The revoke script (after `REVOKE_FN_LUA`). KEYS[1]: the revocation key.
 /// ARGV: keep-until (Unix ms), value, `1` when the value is a subject cut-off.
 const REVOKE_LUA: &str = r#"
@@ -258,10 +158,12 @@ pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     instance: String,
-    head: Mutex<Head>,
+    head: Arc<Mutex<Head>>,
     /// The audit file, when configured.
     sink: Option<Arc<dyn AuditSink>>,
-    commit_script: Script,
+    /// This instance's committer, started by the first commit (so that it
+    /// sees the sink `with_sink` adds).
+    queue: OnceLock<commit::Queue>,
     revoke_script: Script,
 }
 
@@ -295,13 +197,13 @@ impl RedisStore {
             conn,
             prefix: prefix.to_owned(),
             instance: instance.to_owned(),
-            head: Mutex::new(Head {
+            head: Arc::new(Mutex::new(Head {
                 seq: 0,
                 hash: GENESIS.to_owned(),
                 dirty: true,
-            }),
+            })),
             sink: None,
-            commit_script: Script::new(&format!("{REVOKE_FN_LUA}{COMMIT_LUA}")),
+            queue: OnceLock::new(),
             revoke_script: Script::new(&format!("{REVOKE_FN_LUA}{REVOKE_LUA}")),
         };
         store.load_head(&mut *store.head.lock().await).await?;
@@ -364,52 +266,18 @@ impl RedisStore {
         format!("{}rev:{}", self.prefix, revocation_key(r))
     }
 
-    /// Run one operation under `OP_TIMEOUT`, trying once more when `retry`
-    /// says a failure can be retried safely (the manager reconnects after
-    /// the first failure, so the second try usually meets a live Redis).
+    /// Run one operation under `OP_TIMEOUT` (see [`run`]).
     async fn run<T, F, Fut>(&self, retry: Retry, op: F) -> Result<T, StoreError>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let attempt = async {
-            match op(self.conn.clone()).await {
-                Err(e) if retry.allows(&e) => op(self.conn.clone()).await,
-                other => other,
-            }
-        };
-        match tokio::time::timeout(OP_TIMEOUT, attempt).await {
-            Ok(result) => result.map_err(|e| store_error(&e)),
-            Err(_) => Err(timed_out()),
-        }
+        run(&self.conn, retry, op).await
     }
 
     /// Replace the in-memory head with the one in Redis.
     async fn load_head(&self, head: &mut Head) -> Result<(), StoreError> {
-        let key = self.head_key();
-        let (seq, hash): (Option<String>, Option<String>) = self
-            .run(Retry::Idempotent, |mut c| {
-                let key = key.clone();
-                async move {
-                    ::redis::cmd("HMGET")
-                        .arg(key)
-                        .arg("seq")
-                        .arg("hash")
-                        .query_async(&mut c)
-                        .await
-                }
-            })
-            .await?;
-        (head.seq, head.hash) = match (seq, hash) {
-            (Some(seq), Some(hash)) => (
-                seq.parse()
-                    .map_err(|_| StoreError("the audit chain head in redis is malformed".into()))?,
-                hash,
-            ),
-            _ => (0, GENESIS.to_owned()),
-        };
-        head.dirty = false;
-        Ok(())
+        load_head(&self.conn, &self.head_key(), head).await
     }
 
     /// The records named by references `{instance}|{stream id}`, in the
@@ -443,35 +311,55 @@ impl RedisStore {
 #[async_trait]
 impl Store for RedisStore {
     async fn commit(&self, plan: CommitPlan<'_>, record: AuditRecord) -> Result<Commit, StoreError> {
-        let marks = plan.marks;
+        let grant = plan.mode == Mode::Grant;
         // A denial checks no guard and applies no effect.
-        let (guards, effects) = match plan.mode {
-            Mode::Grant => (plan.guards, plan.effects),
-            Mode::Deny => (&[][..], &[][..]),
+        let (guards, effects) = if grant {
+            (plan.guards, plan.effects)
+        } else {
+            (&[][..], &[][..])
         };
-        let mark_keys: Vec<String> = marks.iter().map(|m| self.mark_key(&m.key)).collect();
+        let marks = plan
+            .marks
+            .iter()
+            .map(|m| {
+                (
+                    self.mark_key(&m.key),
+                    m.expires_at.saturating_mul(1000),
+                    m.authenticates,
+                )
+            })
+            .collect();
         // Each guard's revocation keys; an absent jti/txn names a key that
         // is never set.
         let or_none = |k: Option<Revocation>| match k {
             Some(r) => self.revocation_key(&r),
             None => format!("{}rev:none", self.prefix),
         };
-        let guard_keys: Vec<String> = guards
+        let guards = guards
             .iter()
-            .flat_map(|g| {
-                [
-                    or_none(g.jti.clone().map(Revocation::Jti)),
-                    or_none(g.txn.clone().map(Revocation::Txn)),
-                    format!("{}rev:{}", self.prefix, subject_key(&g.principal)),
-                ]
+            .map(|g| {
+                (
+                    [
+                        or_none(g.jti.clone().map(Revocation::Jti)),
+                        or_none(g.txn.clone().map(Revocation::Txn)),
+                        format!("{}rev:{}", self.prefix, subject_key(&g.principal)),
+                    ],
+                    g.iat.map(|i| i.to_string()).unwrap_or_default(),
+                )
             })
             .collect();
-        let effect_keys: Vec<String> = effects.iter().map(|e| self.revocation_key(&e.revocation)).collect();
-        let stream = self.stream_key(&self.instance);
-        let head_key = self.head_key();
-        let placeholder = self.placeholder_key();
-        let txn_key = record.txn.as_deref().map(|t| self.txn_key(t));
-        let sub_key = record.sub.as_deref().map(|s| self.sub_index_key(s));
+        let effects = effects
+            .iter()
+            .map(|e| {
+                let (value, is_cutoff) = revocation_value(&e.revocation);
+                (
+                    self.revocation_key(&e.revocation),
+                    e.expires_at.saturating_mul(1000),
+                    value,
+                    is_cutoff,
+                )
+            })
+            .collect();
         let jti_key = record.issued_jti.as_deref().map(|j| self.jti_key(j));
         // A token may be reported on (tool calls) for a day past its exp.
         let jti_until = match (record.issued_exp, &jti_key) {
@@ -480,116 +368,33 @@ impl Store for RedisStore {
                 .to_string(),
             _ => String::new(),
         };
-        let (instances_key, time_key) = (self.instances_key(), self.time_index_key());
-        let time_ms = record.time_ms();
-        let retention_ms = AUDIT_RETENTION.as_millis() as i64;
-
-        // Appends queue here; bounded so that, with Redis hanging, a queue
-        // of requests fails closed instead of each waiting for all before it.
-        let mut head = tokio::time::timeout(OP_TIMEOUT, self.head.lock())
-            .await
-            .map_err(|_| StoreError("the audit chain is busy: earlier commits are waiting on redis".into()))?;
-        if let Some(sink) = &self.sink {
-            sink.ready().map_err(|e| sink_error(&e))?;
-        }
-        for _ in 0..HEAD_CONFLICT_RETRIES {
-            if head.dirty {
-                self.load_head(&mut head).await?;
+        let prepared = commit::Prepared {
+            grant,
+            marks,
+            guards,
+            effects,
+            txn_key: record.txn.as_deref().map(|t| self.txn_key(t)),
+            sub_key: record.sub.as_deref().map(|s| self.sub_index_key(s)),
+            jti_key,
+            jti_until,
+            time_ms: record.time_ms(),
+            record,
+        };
+        let queue = self.queue.get_or_init(|| {
+            commit::Committer {
+                conn: self.conn.clone(),
+                instance: self.instance.clone(),
+                head: self.head.clone(),
+                head_key: self.head_key(),
+                stream_key: self.stream_key(&self.instance),
+                instances_key: self.instances_key(),
+                time_key: self.time_index_key(),
+                placeholder: self.placeholder_key(),
+                sink: self.sink.clone(),
             }
-            let mut sealed = record.clone();
-            sealed.seal(&self.instance, head.seq + 1, &head.hash);
-            let json =
-                serde_json::to_string(&sealed).map_err(|_| StoreError("audit record not serialisable".into()))?;
-
-            let mut invocation = self.commit_script.prepare_invoke();
-            invocation
-                .arg(match plan.mode {
-                    Mode::Grant => "grant",
-                    Mode::Deny => "deny",
-                })
-                .arg(marks.len())
-                .arg(guards.len())
-                .arg(effects.len());
-            for mark in marks {
-                invocation
-                    .arg(mark.expires_at.saturating_mul(1000))
-                    .arg(u8::from(mark.authenticates));
-            }
-            for g in guards {
-                invocation.arg(g.iat.map(|i| i.to_string()).unwrap_or_default());
-            }
-            for e in effects {
-                let (value, is_cutoff) = revocation_value(&e.revocation);
-                invocation
-                    .arg(e.expires_at.saturating_mul(1000))
-                    .arg(value)
-                    .arg(if is_cutoff { "1" } else { "0" });
-            }
-            for key in mark_keys.iter().chain(&guard_keys).chain(&effect_keys) {
-                invocation.key(key);
-            }
-            invocation
-                .key(&stream)
-                .key(&head_key)
-                .key(&instances_key)
-                .key(&time_key)
-                .key(txn_key.as_ref().unwrap_or(&placeholder))
-                .key(sub_key.as_ref().unwrap_or(&placeholder))
-                .key(jti_key.as_ref().unwrap_or(&placeholder));
-            invocation
-                .arg(&head.hash)
-                .arg(sealed.seq)
-                .arg(&sealed.hash)
-                .arg(&json)
-                .arg(retention_ms)
-                .arg(time_ms)
-                .arg(&self.instance)
-                .arg(&jti_until)
-                .arg(u8::from(txn_key.is_some()))
-                .arg(u8::from(sub_key.is_some()));
-            let invocation = &invocation;
-            // Dirty until the outcome is known: on an error, a timeout, or
-            // this future being dropped (client gone) the script may have run.
-            head.dirty = true;
-            let outcome = self
-                .run(Retry::IfUnsent, |mut c| async move {
-                    invocation.invoke_async::<i64>(&mut c).await
-                })
-                .await?;
-            match outcome {
-                -1 => {
-                    head.seq = sealed.seq;
-                    head.hash = sealed.hash.clone();
-                    head.dirty = false;
-                    // Still under the chain's lock, so the file's order is
-                    // the chain's. The record is in Redis; if the file
-                    // cannot take it the sink keeps it for the next write,
-                    // and this request fails closed.
-                    if let Some(sink) = &self.sink {
-                        sink.append_record(&sealed).map_err(|e| sink_error(&e))?;
-                    }
-                    return Ok(Commit::Done(sealed));
-                }
-                -2 => {
-                    // Someone else appended as this instance: reseal after theirs.
-                    tracing::warn!(instance = %self.instance, "audit chain head moved in redis; is another process using this XAA_INSTANCE?");
-                }
-                i if i >= 0 && (i as usize) < marks.len() => {
-                    head.dirty = false;
-                    return Ok(Commit::Replayed { index: i as usize });
-                }
-                i if i <= -100 && ((-i - 100) as usize) < guards.len() => {
-                    head.dirty = false;
-                    return Ok(Commit::Revoked {
-                        index: (-i - 100) as usize,
-                    });
-                }
-                _ => return Err(StoreError("redis commit script returned an unexpected value".into())),
-            }
-        }
-        Err(StoreError(
-            "the audit chain head kept moving; another process is using this XAA_INSTANCE".into(),
-        ))
+            .spawn()
+        });
+        queue.commit(prepared).await
     }
 
     async fn revoke(&self, revocation: Revocation, expires_at: i64) -> Result<(), StoreError> {
@@ -951,6 +756,49 @@ impl Store for RedisStore {
         }
         Ok(out)
     }
+}
+
+/// Run one operation under `OP_TIMEOUT`, trying once more when `retry`
+/// says a failure can be retried safely (the manager reconnects after the
+/// first failure, so the second try usually meets a live Redis).
+async fn run<T, F, Fut>(conn: &ConnectionManager, retry: Retry, op: F) -> Result<T, StoreError>
+where
+    F: Fn(ConnectionManager) -> Fut,
+    Fut: Future<Output = RedisResult<T>>,
+{
+    let attempt = async {
+        match op(conn.clone()).await {
+            Err(e) if retry.allows(&e) => op(conn.clone()).await,
+            other => other,
+        }
+    };
+    match tokio::time::timeout(OP_TIMEOUT, attempt).await {
+        Ok(result) => result.map_err(|e| store_error(&e)),
+        Err(_) => Err(timed_out()),
+    }
+}
+
+/// Replace `head` with the chain head stored at `key`.
+async fn load_head(conn: &ConnectionManager, key: &str, head: &mut Head) -> Result<(), StoreError> {
+    let (seq, hash): (Option<String>, Option<String>) = run(conn, Retry::Idempotent, |mut c| async move {
+        ::redis::cmd("HMGET")
+            .arg(key)
+            .arg("seq")
+            .arg("hash")
+            .query_async(&mut c)
+            .await
+    })
+    .await?;
+    (head.seq, head.hash) = match (seq, hash) {
+        (Some(seq), Some(hash)) => (
+            seq.parse()
+                .map_err(|_| StoreError("the audit chain head in redis is malformed".into()))?,
+            hash,
+        ),
+        _ => (0, GENESIS.to_owned()),
+    };
+    head.dirty = false;
+    Ok(())
 }
 
 /// The record of a stream entry: fields come as `[name, value, …]`, the

@@ -101,6 +101,9 @@ contracts!(
     ping_answers,
     noise_summaries_read_back_newest_first_apart_from_the_chain,
     noise_summaries_expire_after_their_retention,
+    concurrent_commits_form_one_chain,
+    concurrent_commits_of_one_mark_grant_it_once,
+    refused_commits_among_concurrent_ones_write_nothing,
 );
 
 /// A Redis store as `INSTANCE` under a prefix no other test uses, or `None`
@@ -888,4 +891,103 @@ async fn the_memory_store_keeps_the_newest_records_within_its_byte_budget() {
         store.audit_by_txn("budget-0").await.unwrap().is_empty(),
         "dropped records leave the txn index"
     );
+}
+
+/// Many requests at once (in Redis they share round trips: the group
+/// commit) still make one chain: every record linked after the one before,
+/// seq without gaps, and each request answered with its own record, the
+/// one stored under its seq.
+async fn concurrent_commits_form_one_chain(store: &dyn Store) {
+    let answers = futures_util::future::join_all((0..300).map(|i| async move {
+        let marks = [mark(&format!("id_jag:many-{i}"), 60)];
+        let txn = format!("t-many-{i}");
+        (txn.clone(), store.commit(grant(&marks, &[]), record(Some(&txn))).await)
+    }))
+    .await;
+    let chain = store.audit_chain(INSTANCE).await.unwrap();
+    assert_eq!(chain.len(), 300);
+    assert_eq!(verify_chain(&chain), Ok(()));
+    assert!(chain.iter().enumerate().all(|(i, r)| r.seq == i as u64 + 1));
+    for (txn, answer) in answers {
+        let r = done(answer.expect("commit"));
+        assert_eq!(r.txn.as_deref(), Some(txn.as_str()));
+        assert_eq!(chain[(r.seq - 1) as usize], r, "the answer is the stored record");
+    }
+}
+
+/// Fifty requests spending one single-use value at once: exactly one is
+/// granted, the rest are told it was replayed, and only the one is recorded.
+async fn concurrent_commits_of_one_mark_grant_it_once(store: &dyn Store) {
+    let answers = futures_util::future::join_all((0..50).map(|_| async move {
+        let marks = [mark("id_jag:contended", 60)];
+        store.commit(grant(&marks, &[]), record(None)).await.expect("commit")
+    }))
+    .await;
+    let granted = answers.iter().filter(|a| matches!(a, Commit::Done(_))).count();
+    let replayed = answers
+        .iter()
+        .filter(|a| matches!(a, Commit::Replayed { index: 0 }))
+        .count();
+    assert_eq!((granted, replayed), (1, 49), "{answers:?}");
+    let chain = store.audit_chain(INSTANCE).await.unwrap();
+    assert_eq!(chain.len(), 1);
+    assert_eq!(verify_chain(&chain), Ok(()));
+}
+
+/// Refusals in the middle of a crowd (a revoked subject, a replayed
+/// assertion) write nothing of theirs; the granted and denied requests
+/// around them are chained in order, and a denial still spends its marks.
+async fn refused_commits_among_concurrent_ones_write_nothing(store: &dyn Store) {
+    store
+        .revoke(Revocation::Jti("crowd-revoked".into()), now() + 60)
+        .await
+        .unwrap();
+    let answers = futures_util::future::join_all((0..90).map(|i| async move {
+        let (marks, guards, mode) = match i % 3 {
+            0 => (
+                vec![mark(&format!("id_jag:crowd-{i}"), 60)],
+                vec![guard("crowd-revoked", "t-crowd", "alice", Some(now()))],
+                Mode::Grant,
+            ),
+            1 => (vec![mark(&format!("id_jag:crowd-{i}"), 60)], vec![], Mode::Deny),
+            _ => (vec![mark(&format!("id_jag:crowd-{i}"), 60)], vec![], Mode::Grant),
+        };
+        let plan = CommitPlan {
+            mode,
+            now: now(),
+            marks: &marks,
+            guards: &guards,
+            effects: &[],
+        };
+        (
+            i,
+            store
+                .commit(plan, record(Some(&format!("t-crowd-{i}"))))
+                .await
+                .expect("commit"),
+        )
+    }))
+    .await;
+    let mut written = 0;
+    for (i, answer) in &answers {
+        match (i % 3, answer) {
+            (0, Commit::Revoked { index: 0 }) => {
+                assert!(store.audit_by_txn(&format!("t-crowd-{i}")).await.unwrap().is_empty());
+                // Nothing of a refused grant was written: its mark is still fresh.
+                done(commit(store, &[mark(&format!("id_jag:crowd-{i}"), 60)], None).await);
+                written += 1;
+            }
+            (1 | 2, Commit::Done(r)) => {
+                assert_eq!(r.txn, Some(format!("t-crowd-{i}")));
+                written += 1;
+            }
+            other => panic!("request {i}: unexpected {other:?}"),
+        }
+    }
+    // A denial spends its mark like a grant does.
+    let again = commit(store, &[mark("id_jag:crowd-1", 60)], None).await;
+    assert!(matches!(again, Commit::Replayed { index: 0 }), "{again:?}");
+    let chain = store.audit_chain(INSTANCE).await.unwrap();
+    assert_eq!(chain.len(), written);
+    assert_eq!(verify_chain(&chain), Ok(()));
 }
