@@ -2,7 +2,8 @@
 //!
 //! Owns: expiring maps for replay marks and revocations (a `BTreeSet` of
 //! deadlines, as in mini-redis, purged as writes arrive, so memory is bounded
-//! by what is still live) and a bounded audit log with a per-txn index; and
+//! by what is still live) and an audit log bounded by bytes, each record
+//! kept as its sealed JSON, with a per-txn index; and
 //! a ring of at most `MAX_NOISE_SUMMARIES` noise summaries, dropped when
 //! their retention ends or the ring is full.
 //! Must never: block the runtime for long: every operation holds one
@@ -58,11 +59,58 @@ impl<V> Expiring<V> {
     }
 }
 
+/// One record as kept: its sealed JSON, and the few fields the indexes and
+/// searches need without parsing it. Keeping the JSON rather than the
+/// record makes what the budget counts what the record occupies (a parsed
+/// record is several times its JSON, in many small allocations), and a
+/// commit moves the JSON in instead of copying the record.
+struct Kept {
+    seq: u64,
+    time_ms: i64,
+    sub: Option<Box<str>>,
+    sub_iss: Option<Box<str>>,
+    txn: Option<Box<str>>,
+    issued_jti: Option<Box<str>>,
+    json: Box<str>,
+}
+
+/// What a kept record costs beyond its strings: the struct and the
+/// allocator's per-allocation overhead.
+const KEPT_OVERHEAD: usize = 128;
+
+impl Kept {
+    fn new(record: &AuditRecord, json: String) -> Self {
+        let boxed = |s: &Option<String>| s.as_deref().map(Box::from);
+        Self {
+            seq: record.seq,
+            time_ms: record.time_ms(),
+            sub: boxed(&record.sub),
+            sub_iss: boxed(&record.sub_iss),
+            txn: boxed(&record.txn),
+            issued_jti: boxed(&record.issued_jti),
+            json: json.into_boxed_str(),
+        }
+    }
+
+    /// Bytes it weighs in the budget.
+    fn size(&self) -> usize {
+        let len = |s: &Option<Box<str>>| s.as_ref().map_or(0, |s| s.len());
+        KEPT_OVERHEAD
+            + self.json.len()
+            + len(&self.sub)
+            + len(&self.sub_iss)
+            + len(&self.txn)
+            + len(&self.issued_jti)
+    }
+
+    fn record(&self) -> Result<AuditRecord, StoreError> {
+        serde_json::from_str(&self.json).map_err(|_| StoreError("an audit record in memory is unreadable".into()))
+    }
+}
+
 struct AuditLog {
-    records: VecDeque<AuditRecord>,
-    /// Each record's JSON size, in step with `records`.
-    sizes: VecDeque<usize>,
-    /// The sum of `sizes`.
+    records: VecDeque<Kept>,
+    /// The sum of the kept records' sizes.
     bytes: usize,
     by_txn: HashMap<String, Vec<u64>>,
     /// The seq of the record that issued each `jti` still held.
@@ -74,7 +122,7 @@ struct AuditLog {
 }
 
 impl AuditLog {
-    fn get(&self, seq: u64) -> Option<&AuditRecord> {
+    fn get(&self, seq: u64) -> Option<&Kept> {
         let first = self.records.front()?.seq;
         self.records.get(usize::try_from(seq.checked_sub(first)?).ok()?)
     }
@@ -131,7 +179,6 @@ impl MemoryStore {
                 revocations: Expiring::default(),
                 audit: AuditLog {
                     records: VecDeque::new(),
-                    sizes: VecDeque::new(),
                     bytes: 0,
                     by_txn: HashMap::new(),
                     by_issued_jti: HashMap::new(),
@@ -145,9 +192,10 @@ impl MemoryStore {
         }
     }
 
-    /// Keep the oldest audit records only while their JSON totals at most
-    /// `bytes` (the newest record is always kept): memory stays bounded by
-    /// what records weigh, not by how many there are.
+    /// Keep the oldest audit records only while they total at most `bytes`
+    /// (each its sealed JSON plus its index fields and a fixed overhead; the
+    /// newest record is always kept): memory stays bounded by what records
+    /// weigh, not by how many there are.
     pub fn with_audit_max_bytes(mut self, bytes: usize) -> Self {
         self.max_audit_bytes = bytes;
         self
@@ -254,31 +302,34 @@ impl Store for MemoryStore {
         }
         let log = &mut st.audit;
         let seq = log.next_seq;
-        let size = record.seal(&self.instance, seq, &log.last_hash).len();
+        let json = record.seal(&self.instance, seq, &log.last_hash);
+        if json.is_empty() {
+            return Err(StoreError("audit record not serialisable".into()));
+        }
         log.next_seq += 1;
-        log.last_hash = record.hash.clone();
+        log.last_hash.clone_from(&record.hash);
         if let Some(txn) = &record.txn {
             log.by_txn.entry(txn.clone()).or_default().push(seq);
         }
         if let Some(jti) = &record.issued_jti {
             log.by_issued_jti.insert(jti.clone(), seq);
         }
-        log.records.push_back(record.clone());
-        log.sizes.push_back(size);
-        log.bytes += size;
+        let kept = Kept::new(&record, json);
+        log.bytes += kept.size();
+        log.records.push_back(kept);
         while log.records.len() > self.max_audit_records || (log.bytes > self.max_audit_bytes && log.records.len() > 1)
         {
             let Some(old) = log.records.pop_front() else { break };
-            log.bytes -= log.sizes.pop_front().unwrap_or(0);
+            log.bytes -= old.size();
             if let Some(jti) = &old.issued_jti {
-                log.by_issued_jti.remove(jti);
+                log.by_issued_jti.remove(&**jti);
             }
             if let Some(txn) = &old.txn
-                && let Some(seqs) = log.by_txn.get_mut(txn)
+                && let Some(seqs) = log.by_txn.get_mut(&**txn)
             {
                 seqs.retain(|s| *s != old.seq);
                 if seqs.is_empty() {
-                    log.by_txn.remove(txn);
+                    log.by_txn.remove(&**txn);
                 }
             }
         }
@@ -305,19 +356,18 @@ impl Store for MemoryStore {
         let Some(seqs) = log.by_txn.get(txn) else {
             return Ok(Vec::new());
         };
-        Ok(seqs
-            .iter()
+        seqs.iter()
             .filter_map(|s| log.get(*s))
             .take(MAX_TRACE_RECORDS)
-            .cloned()
-            .collect())
+            .map(Kept::record)
+            .collect()
     }
 
     async fn audit_chain(&self, instance: &str) -> Result<Vec<AuditRecord>, StoreError> {
         if instance != self.instance {
             return Ok(Vec::new());
         }
-        Ok(self.lock().audit.records.iter().cloned().collect())
+        self.lock().audit.records.iter().map(Kept::record).collect()
     }
 
     async fn audit_chain_page(
@@ -331,14 +381,14 @@ impl Store for MemoryStore {
         }
         let after = parse_seq_cursor(cursor);
         let st = self.lock();
-        let records: Vec<AuditRecord> = st
+        let records = st
             .audit
             .records
             .iter()
             .filter(|r| r.seq > after)
             .take(limit)
-            .cloned()
-            .collect();
+            .map(Kept::record)
+            .collect::<Result<Vec<_>, _>>()?;
         let next_cursor = match records.last() {
             Some(last) if st.audit.records.back().is_some_and(|b| b.seq > last.seq) => Some(last.seq.to_string()),
             _ => None,
@@ -352,11 +402,11 @@ impl Store for MemoryStore {
         let mut records = Vec::new();
         let mut next_cursor = None;
         for r in st.audit.records.iter().filter(|r| r.seq > after) {
-            let t = r.time_ms();
+            let t = r.time_ms;
             let matches = t >= q.since_ms
                 && t < q.until_ms
-                && q.sub.as_ref().is_none_or(|s| r.sub.as_ref() == Some(s))
-                && q.iss.as_ref().is_none_or(|i| r.sub_iss.as_ref() == Some(i));
+                && q.sub.as_deref().is_none_or(|s| r.sub.as_deref() == Some(s))
+                && q.iss.as_deref().is_none_or(|i| r.sub_iss.as_deref() == Some(i));
             if !matches {
                 continue;
             }
@@ -364,19 +414,19 @@ impl Store for MemoryStore {
                 next_cursor = records.last().map(|l: &AuditRecord| l.seq.to_string());
                 break;
             }
-            records.push(r.clone());
+            records.push(r.record()?);
         }
         Ok(SearchPage { records, next_cursor })
     }
 
     async fn audit_by_issued_jti(&self, jti: &str) -> Result<Option<AuditRecord>, StoreError> {
         let st = self.lock();
-        Ok(st
-            .audit
+        st.audit
             .by_issued_jti
             .get(jti)
             .and_then(|seq| st.audit.get(*seq))
-            .cloned())
+            .map(Kept::record)
+            .transpose()
     }
 
     async fn audit_instances(&self) -> Result<Vec<String>, StoreError> {
