@@ -95,6 +95,7 @@ fn refused_client_assertion(bencher: divan::Bencher, case: &str) {
     use xaa_broker::params::OAuthParams;
     use xaa_broker::trust::jwks::JwksCache;
     use xaa_broker::trust::validate::Validator;
+    use xaa_broker::trust::verified_cache::VerifiedCache;
 
     let mut config = Config::load(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -133,6 +134,7 @@ fn refused_client_assertion(bencher: divan::Bencher, case: &str) {
         policy: &policy,
         keys: &keys,
         jwks: &jwks,
+        verified: &VerifiedCache::off(),
         now,
     };
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();

@@ -1,8 +1,9 @@
 //! Building and serving one broker: state, router, and policy reload on
 //! SIGHUP. Serving connections (limits, graceful shutdown) is `crate::http::server`.
 //!
-//! Owns: the wiring of config → policy, keys, upstream key cache, store,
-//! rate limiters, server limits, the audit file and the checkpoint signer;
+//! Owns: the wiring of config → policy, keys, upstream key cache, the cache
+//! of verified signatures, store, rate limiters, server limits, the audit
+//! file and the checkpoint signer;
 //! the task that writes out the summaries of unauthenticated noise every
 //! `audit.unauthenticated_interval_secs`, and the one that writes signed
 //! checkpoints of the chain when due (both once more at shutdown); the
@@ -33,6 +34,7 @@ use crate::store::memory::MemoryStore;
 use crate::store::metered::MeteredStore;
 use crate::store::{AuditSink, Store};
 use crate::trust::jwks::JwksCache;
+use crate::trust::verified_cache::VerifiedCache;
 
 /// A built broker, ready to serve.
 pub struct App {
@@ -109,6 +111,7 @@ impl App {
             policy: ArcSwap::from_pointee(policy),
             keys,
             jwks: JwksCache::new(config.upstream.clone())?,
+            verified: VerifiedCache::new(config.tokens.verified_cache_bytes, clock.clone()),
             store,
             checkpoints,
             noise: Noise::new(instance.clone()),
@@ -279,11 +282,16 @@ fn warn_if_deadline_undercuts(config: &Config) {
 /// The `[audit]` keys built once, at start (the rest of `[audit]` is policy).
 const AUDIT_RESTART_ONLY: &str = "audit.{file,fsync*,rotate_bytes,checkpoint_*}";
 
+/// The `[tokens]` key built once, at start (the rest of `[tokens]` is policy).
+const TOKENS_RESTART_ONLY: &str = "tokens.verified_cache_bytes";
+
 /// The config sections only a restart applies.
 fn restart_only(config: &Config) -> serde_json::Value {
     serde_json::json!({
         "keys": config.keys, "store": config.store, "upstream": config.upstream, "listen": config.listen,
         "server": config.server, "metrics": config.metrics,
+        // The verified-signature cache is sized once, at start.
+        TOKENS_RESTART_ONLY: config.tokens.verified_cache_bytes,
         // The audit file and checkpoint settings are built once, at start.
         AUDIT_RESTART_ONLY: {
             "file": config.audit.file, "fsync": config.audit.fsync,
@@ -315,6 +323,7 @@ pub fn reload(state: &AppState, path: &std::path::Path) -> Result<(), String> {
         "server",
         "metrics",
         AUDIT_RESTART_ONLY,
+        TOKENS_RESTART_ONLY,
     ]
     .into_iter()
     .filter(|k| now.get(k) != state.started_with.get(k))

@@ -286,6 +286,7 @@ mod tests {
             policy: &policy,
             keys: &keys,
             jwks: &jwks,
+            verified: &crate::trust::verified_cache::VerifiedCache::off(),
             now: crate::types::now_secs(),
         };
         let iss = policy.issuer.clone();

@@ -89,6 +89,7 @@ impl<'a> Call<'a> {
             policy: &self.policy,
             keys: &self.state.keys,
             jwks: &self.state.jwks,
+            verified: &self.state.verified,
             now: self.now,
         }
     }
@@ -111,6 +112,7 @@ impl<'a> Call<'a> {
             policy: &self.policy,
             keys: &self.state.keys,
             jwks: &self.state.jwks,
+            verified: &self.state.verified,
             now: self.now,
         };
         let (client, method) = match client_auth::authenticate(&validator, authorization, params, &mut self.marks).await

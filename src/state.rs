@@ -1,5 +1,5 @@
 //! The state every request shares: the current policy, keys, upstream key
-//! cache, store, checkpoint signer, rate limiters and noise counters.
+//! cache, the cache of verified signatures, store, checkpoint signer, rate limiters and noise counters.
 //!
 //! Owns: what a request may read (and the noise flush, which only writes
 //! through the store). Built by the composition root (`app`); read by the
@@ -19,12 +19,17 @@ use crate::noise::Noise;
 use crate::policy::Policy;
 use crate::store::{Store, StoreError};
 use crate::trust::jwks::JwksCache;
+use crate::trust::verified_cache::VerifiedCache;
 
 pub struct AppState {
     /// Swapped atomically on reload; each request loads one version.
     pub policy: ArcSwap<Policy>,
     pub keys: KeyRing,
     pub jwks: JwksCache,
+    /// Subject and actor token signatures already verified, by the token's
+    /// SHA-256 and the verifier that accepted it (`tokens.verified_cache_bytes`).
+    /// Survives reloads: a changed key is a different verifier, so a miss.
+    pub verified: VerifiedCache,
     pub store: Arc<dyn Store>,
     /// The audit key and the schedule of signed checkpoints of this
     /// instance's chain (`/audit/jwks` serves its public half).

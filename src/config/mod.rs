@@ -225,6 +225,12 @@ pub struct TokensConfig {
     /// least this long, so a token issued before a cut-off can never
     /// outlive the cut-off.
     pub max_upstream_token_lifetime_secs: i64,
+    /// Memory for the signatures of subject and actor tokens already
+    /// verified (`trust::verified_cache`), so a token exchanged for several
+    /// downstreams is verified once; 0 turns it off. Each entry counts as
+    /// `verified_cache::ENTRY_BYTES`, so this bounds the entries too. Read
+    /// at start only.
+    pub verified_cache_bytes: u64,
 }
 
 impl Default for TokensConfig {
@@ -237,6 +243,7 @@ impl Default for TokensConfig {
             max_client_assertion_lifetime_secs: 3600,
             max_id_jag_lifetime_secs: 3600,
             max_upstream_token_lifetime_secs: 86400,
+            verified_cache_bytes: crate::trust::verified_cache::DEFAULT_BYTES,
         }
     }
 }

@@ -295,6 +295,19 @@ impl Validator {
         if t.max_delegation_depth == 0 {
             self.problem("tokens.max_delegation_depth", "must be at least 1");
         }
+        {
+            use crate::trust::verified_cache::{MAX_BYTES, MIN_BYTES};
+            let bytes = t.verified_cache_bytes;
+            if bytes != 0 && !(MIN_BYTES..=MAX_BYTES).contains(&bytes) {
+                self.problem(
+                    "tokens.verified_cache_bytes",
+                    format!(
+                        "must be 0 (off) or between {MIN_BYTES} (64 KiB) and {MAX_BYTES} (1 GiB): \
+                         a smaller cache holds a handful of tokens"
+                    ),
+                );
+            }
+        }
         self.server(&c.server);
         self.metrics(&c.metrics);
         self.store(&c.store);

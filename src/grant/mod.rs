@@ -176,6 +176,7 @@ async fn run(call: &mut Call<'_>, req: &OAuthRequest) -> OAuthResult<Issued> {
             policy,
             keys: &state.keys,
             jwks: &state.jwks,
+            verified: &state.verified,
             now: *now,
         },
         now: *now,

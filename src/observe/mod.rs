@@ -28,6 +28,8 @@ pub const STEP_DURATION: &str = "xaa_step_duration_seconds";
 pub const JWKS_FETCHES: &str = "xaa_jwks_fetches_total";
 pub const JWKS_CACHE_HITS: &str = "xaa_jwks_cache_hits_total";
 pub const JWKS_REFETCH_REFUSED: &str = "xaa_jwks_refetch_refused_total";
+pub const VERIFIED_CACHE_HITS: &str = "xaa_verified_cache_hits_total";
+pub const VERIFIED_CACHE_MISSES: &str = "xaa_verified_cache_misses_total";
 pub const STORE_DURATION: &str = "xaa_store_operation_duration_seconds";
 pub const STORE_ERRORS: &str = "xaa_store_errors_total";
 pub const AUDIT_WRITE_DURATION: &str = "xaa_audit_write_duration_seconds";
@@ -118,6 +120,14 @@ fn describe() {
         JWKS_REFETCH_REFUSED,
         "Refetches for an unknown kid refused by min_refetch_interval_secs, by key source."
     );
+    describe_counter!(
+        VERIFIED_CACHE_HITS,
+        "Subject and actor token signatures not checked again: verified before under the same key, by token kind."
+    );
+    describe_counter!(
+        VERIFIED_CACHE_MISSES,
+        "Subject and actor token signatures checked (not in the verified cache, or under another key), by token kind."
+    );
     describe_histogram!(STORE_DURATION, Unit::Seconds, "Store operation latency, by operation.");
     describe_counter!(STORE_ERRORS, "Store operations that failed, by operation.");
     describe_histogram!(
@@ -177,6 +187,17 @@ pub fn jwks_cache_hit(source: &std::sync::Arc<str>) {
 
 pub fn jwks_refetch_refused(source: &std::sync::Arc<str>) {
     counter!(JWKS_REFETCH_REFUSED, "issuer" => source.clone()).increment(1);
+}
+
+/// One lookup in the cache of verified signatures (`trust::verified_cache`);
+/// `token` is the kind (`id_token`, `access_token`, `actor_token`).
+pub fn verified_cache(token: &'static str, hit: bool) {
+    let name = if hit {
+        VERIFIED_CACHE_HITS
+    } else {
+        VERIFIED_CACHE_MISSES
+    };
+    counter!(name, "token" => token).increment(1);
 }
 
 /// One store operation's latency, and its failure if it failed.

@@ -4,7 +4,8 @@
 //!
 //! Owns: header checks (alg allow-list, `crit`, explicit `typ`), issuer trust
 //! by purpose, signature, time (`exp`/`nbf`/`iat` with skew), `sub`, `aud`
-//! and `jti` presence.
+//! and `jti` presence; and which kinds of token may skip a signature check
+//! already made (`Expect::verified_cache_label`, `trust::verified_cache`).
 //! Must never: apply grant policy (scopes, presenter binding, replay marks);
 //! callers do that with the typed claims this returns.
 
@@ -16,6 +17,7 @@ use crate::jose::{Alg, UnverifiedJws};
 use crate::keys::KeyRing;
 use crate::policy::{AuthMethod, Client, KeySource, Policy, Purpose, TrustedIssuer};
 use crate::trust::jwks::{JwksCache, KeyLookupError};
+use crate::trust::verified_cache::VerifiedCache;
 
 /// What the caller expects the token to be.
 #[derive(Clone, Copy)]
@@ -30,6 +32,24 @@ pub enum Expect<'a> {
     ClientAssertion { client: &'a Client },
     /// An actor token: a JWT from an issuer trusted for `actor`, addressed to us.
     ActorToken,
+}
+
+impl Expect<'_> {
+    /// The one rule for which tokens `trust::verified_cache` remembers, and
+    /// the metric label they are counted under: the subject and actor
+    /// tokens a client presents again and again (an MCP server exchanging
+    /// one incoming token once per downstream, since each token we issue
+    /// has one audience: specs/decisions.md §2 and §24). Never ID-JAGs or
+    /// client assertions: each is single-use (a replay mark, RFC 7523 §3),
+    /// so remembering it would only take room.
+    pub fn verified_cache_label(self) -> Option<&'static str> {
+        match self {
+            Expect::IdToken { .. } => Some("id_token"),
+            Expect::AccessToken => Some("access_token"),
+            Expect::ActorToken => Some("actor_token"),
+            Expect::IdJag | Expect::ClientAssertion { .. } => None,
+        }
+    }
 }
 
 /// A token that passed every check of its kind.
@@ -88,6 +108,8 @@ pub struct Validator<'a> {
     pub policy: &'a Policy,
     pub keys: &'a KeyRing,
     pub jwks: &'a JwksCache,
+    /// Signatures already verified (the instance's, in `AppState`).
+    pub verified: &'a VerifiedCache,
     pub now: i64,
 }
 
@@ -173,7 +195,17 @@ impl Validator<'_> {
                     })?
             }
         };
-        if !jws.verify(verifier.as_ref()) {
+        // The signature, unless this very verifier already accepted these
+        // very bytes (SHA-256 of the whole token). Only the signature check
+        // is skipped on a hit: every check below runs, at this request's
+        // `now`, whatever the cache says.
+        let label = expect.verified_cache_label();
+        let fingerprint = label.and_then(|_| self.verified.fingerprint(token));
+        let hit = match (&fingerprint, label) {
+            (Some(fp), Some(label)) => self.verified.verified_by(fp, &verifier, label),
+            _ => false,
+        };
+        if !hit && !jws.verify(verifier.as_ref()) {
             return Err(reject("token.signature", "signature verification failed"));
         }
 
@@ -242,6 +274,10 @@ impl Validator<'_> {
                     format!("client assertion exp is more than {max} s ahead"),
                 ));
             }
+        }
+        // Remembered only once every check passed, and only until `exp`.
+        if let (Some(fp), false) = (fingerprint, hit) {
+            self.verified.remember(fp, &verifier, exp);
         }
         Ok(Verified {
             claims,

@@ -332,6 +332,39 @@ fn config_check_rejects_a_summary_retention_shorter_than_its_interval() {
 }
 
 #[test]
+fn config_check_takes_the_verified_cache_size_or_zero_and_refuses_a_useless_one() {
+    for ok in ["0", "65536", "1073741824"] {
+        let text = edit(
+            &valid_config(),
+            "verified_cache_bytes = 4194304 ",
+            &format!("verified_cache_bytes = {ok} "),
+        );
+        let dir = TempDir::new("verified-ok");
+        let file = dir.write("broker.toml", &text);
+        let run = xaa(dir.path(), &["config", "check", &file], &[]);
+        assert!(run.success, "{ok}: {run:?}");
+    }
+    for bad in ["1024", "1073741825"] {
+        let text = edit(
+            &valid_config(),
+            "verified_cache_bytes = 4194304 ",
+            &format!("verified_cache_bytes = {bad} "),
+        );
+        check_fails_naming("verified", &text, &[], "tokens.verified_cache_bytes");
+    }
+    check_fails_naming(
+        "verified-negative",
+        &edit(
+            &valid_config(),
+            "verified_cache_bytes = 4194304 ",
+            "verified_cache_bytes = -1 ",
+        ),
+        &[],
+        "tokens.verified_cache_bytes",
+    );
+}
+
+#[test]
 fn config_check_takes_the_memory_stores_byte_budget_and_refuses_a_useless_one() {
     let text = edit(
         &valid_config(),

@@ -34,8 +34,9 @@ mod instances;
 mod redis_outage;
 mod store_contract;
 
-// Operations: the HTTP edge, discovery, upstream keys, keys, reload, the
-// command line, the quickstart, traces (OTLP) and the deployment files.
+// Operations: the HTTP edge, discovery, upstream keys, keys (and the cache
+// of verified signatures), reload, the command line, the quickstart, traces
+// (OTLP) and the deployment files.
 mod cli;
 mod deploy;
 mod discovery;
@@ -47,6 +48,7 @@ mod reload;
 mod server_limits;
 mod telemetry;
 mod upstream_keys;
+mod verified_cache;
 
 // The auditor: traces, tool calls, search.
 mod audit_trail;

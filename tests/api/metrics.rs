@@ -346,6 +346,25 @@ async fn upstream_key_fetches_and_refused_refetches_are_counted_by_issuer_name()
 }
 
 #[tokio::test]
+async fn a_subject_token_presented_twice_is_one_verified_cache_miss_then_one_hit() {
+    let app = TestApp::spawn().await;
+    let broker = real_broker(&app).await;
+    let (before, _) = scrape(&app, &broker.metrics).await;
+    let id_token = app.idp.id_token("alice", "triage-agent", &["developer"]);
+    for _ in 0..2 {
+        let (status, body) = exchange(&app, &broker, "triage-agent", "triage-agent-secret", &id_token).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (after, text) = scrape(&app, &broker.metrics).await;
+    let delta = |name: &str, labels: &[(&str, &str)]| value(&after, name, labels) - value(&before, name, labels);
+    let kind = [("token", "id_token")];
+    assert_eq!(delta("xaa_verified_cache_misses_total", &kind), 1.0, "{text}");
+    assert_eq!(delta("xaa_verified_cache_hits_total", &kind), 1.0, "{text}");
+    // Client authentication here is a secret: no other token was looked up.
+    assert_eq!(delta("xaa_verified_cache_misses_total", &[]), 1.0, "{text}");
+}
+
+#[tokio::test]
 async fn metrics_are_served_on_their_own_listener_and_never_on_the_oauth_port() {
     let app = TestApp::spawn().await;
     let (scrape, _) = scrape(&app, &app.metrics_url()).await;

@@ -74,6 +74,22 @@ impl FakeIdp {
         keys.push(Alg::ES256.generate().unwrap());
     }
 
+    /// New key material under every published `kid` (an IdP that re-keys
+    /// without renaming): what it signed before no longer verifies.
+    pub fn rekey_keeping_kids(&self) {
+        let mut keys = self.inner.keys.lock().unwrap();
+        for key in keys.iter_mut() {
+            let mut fresh = Alg::ES256.generate().unwrap();
+            fresh.set_key_id(key.key_id().unwrap());
+            *key = fresh;
+        }
+    }
+
+    /// The JWK Set it publishes at `/jwks` (to pin it inline in a config).
+    pub fn public_jwks(&self) -> Value {
+        public_set(&self.inner)
+    }
+
     pub fn active_kid(&self) -> String {
         self.inner
             .keys
@@ -143,6 +159,10 @@ async fn jwks(State(inner): State<Arc<Inner>>) -> Response {
     if inner.down.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
+    axum::Json(public_set(&inner)).into_response()
+}
+
+fn public_set(inner: &Inner) -> Value {
     let keys: Vec<Value> = inner
         .keys
         .lock()
@@ -155,7 +175,7 @@ async fn jwks(State(inner): State<Arc<Inner>>) -> Response {
             Value::Object(p.as_ref().clone())
         })
         .collect();
-    axum::Json(json!({ "keys": keys })).into_response()
+    json!({ "keys": keys })
 }
 
 async fn discovery(State(inner): State<Arc<Inner>>) -> Response {
