@@ -95,12 +95,7 @@ impl Kept {
     /// Bytes it weighs in the budget.
     fn size(&self) -> usize {
         let len = |s: &Option<Box<str>>| s.as_ref().map_or(0, |s| s.len());
-        KEPT_OVERHEAD
-            + self.json.len()
-            + len(&self.sub)
-            + len(&self.sub_iss)
-            + len(&self.txn)
-            + len(&self.issued_jti)
+        KEPT_OVERHEAD + self.json.len() + len(&self.sub) + len(&self.sub_iss) + len(&self.txn) + len(&self.issued_jti)
     }
 
     fn record(&self) -> Result<AuditRecord, StoreError> {
