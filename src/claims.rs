@@ -154,8 +154,11 @@ pub struct InboundClaims {
     pub txn: Option<String>,
     #[serde(default)]
     pub roles: Option<Vec<String>>,
+    /// ID-JAG §3.1 `resource`: a string or an array of strings (ID-JAG
+    /// issue 92). Kept raw so that a malformed one is refused by its own
+    /// rule ([`InboundClaims::resources`]), not as a malformed token.
     #[serde(default)]
-    pub resource: Option<OneOrMany>,
+    pub resource: Option<serde_json::Value>,
     #[serde(default)]
     pub aud_sub: Option<String>,
     #[serde(default)]
@@ -175,7 +178,38 @@ pub struct InboundClaims {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The most values an inbound `resource` array may hold: an ID-JAG names the
+/// resources of one authorization server, a handful at most; the bound only
+/// keeps a hostile one cheap.
+pub const MAX_RESOURCES: usize = 16;
+
+/// Why an inbound `resource` claim is unusable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MalformedResource;
+
 impl InboundClaims {
+    /// ID-JAG §3.1 `resource`, read as the list of resources it names: a
+    /// string is one; an array (ID-JAG issue 92: some IdPs emit one) is
+    /// 1..=[`MAX_RESOURCES`] non-empty strings, in order. Absent or `null`
+    /// is `None`. Anything else — an empty or too-long array, a non-string
+    /// or empty element, a number, an object — is malformed, never "no
+    /// resource": a claim the IdP wrote but we cannot read must not widen
+    /// what is redeemed.
+    pub fn resources(&self) -> Result<Option<Vec<&str>>, MalformedResource> {
+        fn non_empty(v: &serde_json::Value) -> Option<&str> {
+            v.as_str().filter(|s| !s.is_empty())
+        }
+        match &self.resource {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::Array(a)) if (1..=MAX_RESOURCES).contains(&a.len()) => a
+                .iter()
+                .map(|v| non_empty(v).ok_or(MalformedResource))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(v) => non_empty(v).map(|s| Some(vec![s])).ok_or(MalformedResource),
+        }
+    }
+
     pub fn identity(&self) -> IdentityClaims {
         IdentityClaims {
             auth_time: self.auth_time,
@@ -256,6 +290,42 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+    }
+
+    #[test]
+    fn resource_is_a_string_or_a_bounded_array_of_strings() {
+        let with = |resource: serde_json::Value| {
+            serde_json::from_value::<InboundClaims>(serde_json::json!({"iss": "x", "resource": resource})).unwrap()
+        };
+        let none = serde_json::from_value::<InboundClaims>(serde_json::json!({"iss": "x"})).unwrap();
+        assert_eq!(none.resources(), Ok(None));
+        assert_eq!(with(serde_json::json!(null)).resources(), Ok(None));
+        assert_eq!(
+            with(serde_json::json!("https://r")).resources(),
+            Ok(Some(vec!["https://r"]))
+        );
+        assert_eq!(
+            with(serde_json::json!(["https://a", "https://b"])).resources(),
+            Ok(Some(vec!["https://a", "https://b"]))
+        );
+        let full: Vec<String> = (0..MAX_RESOURCES).map(|i| format!("https://r/{i}")).collect();
+        assert_eq!(
+            with(serde_json::json!(full)).resources().unwrap().unwrap().len(),
+            MAX_RESOURCES
+        );
+        let over: Vec<String> = (0..=MAX_RESOURCES).map(|i| format!("https://r/{i}")).collect();
+        for bad in [
+            serde_json::json!(over),
+            serde_json::json!([]),
+            serde_json::json!(["https://a", 7]),
+            serde_json::json!(["https://a", ""]),
+            serde_json::json!([["https://a"]]),
+            serde_json::json!(""),
+            serde_json::json!(5),
+            serde_json::json!({"uri": "https://a"}),
+        ] {
+            assert_eq!(with(bad.clone()).resources(), Err(MalformedResource), "{bad}");
+        }
     }
 
     #[test]
