@@ -74,6 +74,12 @@ pub struct IssuedClaims {
     /// Exactly one audience, a plain string (specs/decisions.md §2).
     pub aud: String,
     pub client_id: String,
+    /// The entity profile of the client named by `client_id`
+    /// (draft-mora-oauth-entity-profiles §4.1), from its configured kind;
+    /// top-level only, never inside `act` (draft-mcguinness-oauth-actor-
+    /// profile §3.4). Absent for an `app`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_profile: Option<String>,
     pub jti: String,
     pub iat: i64,
     pub exp: i64,
@@ -346,6 +352,7 @@ mod tests {
             },
             aud: "a".into(),
             client_id: "c".into(),
+            client_profile: None,
             jti: "j".into(),
             iat: 1,
             exp: 2,
@@ -359,5 +366,6 @@ mod tests {
         let v = serde_json::to_value(&c).unwrap();
         assert!(v.get("act").is_none() && v.get("scope").is_none() && v.get("auth_time").is_none());
         assert!(v.get("resource").is_none(), "an access token names no resource");
+        assert!(v.get("client_profile").is_none(), "no profile is guessed");
     }
 }

@@ -148,6 +148,7 @@ async fn run(
             principal,
             aud: audience.id.clone(),
             client_id: client.id.clone(),
+            client_profile: client.kind.client_profile(),
             exp: grant.exp,
             scope: grant.scope,
             resource: None,
