@@ -175,8 +175,9 @@ pub struct AuditRecord {
     /// access token: its resource).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
-    /// The `resource` claim of an ID-JAG (RFC 8707), issued or redeemed;
-    /// absent when it names none.
+    /// The `resource` claim of an ID-JAG (RFC 8707), issued or redeemed
+    /// (of an array, ID-JAG issue 92, the one redeemed); absent when it
+    /// names none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
     /// The `scope` parameter sent, canonical.

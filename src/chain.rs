@@ -29,6 +29,17 @@ pub struct Act {
 pub const PROFILE_AGENT: &str = "ai_agent";
 pub const PROFILE_SERVICE: &str = "service";
 
+/// Whether an entity-profile list (space-delimited, case-insensitive,
+/// draft-mora-oauth-entity-profiles §3.3) says `service` and nothing else.
+pub fn profile_is_only_service(profile: Option<&str>) -> bool {
+    let mut values = profile
+        .unwrap_or_default()
+        .split(' ')
+        .filter(|v| !v.is_empty())
+        .peekable();
+    values.peek().is_some() && values.all(|v| v.eq_ignore_ascii_case(PROFILE_SERVICE))
+}
+
 /// Who is acting at this hop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
@@ -58,8 +69,15 @@ impl Act {
         self.entries().count()
     }
 
+    /// Whether this entry is capped as an agent. `sub_profile` is a
+    /// space-delimited, case-insensitive list of entity profiles
+    /// (draft-mora-oauth-entity-profiles §3.3; draft-mcguinness-oauth-actor-
+    /// profile §3.4), the most restrictive prevailing: only a list whose
+    /// every value is `service` lifts the cap. `ai_agent`, `user`, an unknown
+    /// or private value, an empty list and an absent profile all count as an
+    /// agent — an unclassified actor gets the more restrictive policy.
     pub fn is_agent(&self) -> bool {
-        self.sub_profile.as_deref() != Some(PROFILE_SERVICE)
+        !profile_is_only_service(self.sub_profile.as_deref())
     }
 }
 
@@ -385,6 +403,42 @@ mod tests {
             "an entry that names its issuer keeps it"
         );
         assert_eq!(stamped.act.unwrap().iss.as_deref(), Some("https://partner"));
+    }
+
+    #[test]
+    fn only_a_profile_of_service_alone_lifts_the_agent_cap() {
+        let entry = |p: Option<&str>| Act {
+            sub: "x".into(),
+            iss: None,
+            sub_profile: p.map(str::to_owned),
+            act: None,
+        };
+        for lifted in ["service", "SERVICE", "Service", " service ", "service service"] {
+            assert!(!entry(Some(lifted)).is_agent(), "{lifted:?}");
+        }
+        for capped in [
+            "ai_agent",
+            "AI_AGENT",
+            "service ai_agent",
+            "ai_agent service",
+            "user",
+            "service acme_robot",
+            "",
+            " ",
+            "services",
+        ] {
+            assert!(entry(Some(capped)).is_agent(), "{capped:?}");
+        }
+        assert!(entry(None).is_agent());
+    }
+
+    #[test]
+    fn client_profile_inside_act_is_no_classification() {
+        // draft-mcguinness-oauth-actor-profile §3.4: client_profile never
+        // classifies an actor; an entry keeps only sub, iss, sub_profile.
+        let a: Act = serde_json::from_value(serde_json::json!({"sub": "x", "client_profile": "service"})).unwrap();
+        assert!(a.is_agent());
+        assert!(serde_json::to_value(&a).unwrap().get("client_profile").is_none());
     }
 
     #[test]

@@ -74,6 +74,12 @@ pub struct IssuedClaims {
     /// Exactly one audience, a plain string (specs/decisions.md §2).
     pub aud: String,
     pub client_id: String,
+    /// The entity profile of the client named by `client_id`
+    /// (draft-mora-oauth-entity-profiles §4.1), from its configured kind;
+    /// top-level only, never inside `act` (draft-mcguinness-oauth-actor-
+    /// profile §3.4). Absent for an `app`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_profile: Option<String>,
     pub jti: String,
     pub iat: i64,
     pub exp: i64,
@@ -154,8 +160,11 @@ pub struct InboundClaims {
     pub txn: Option<String>,
     #[serde(default)]
     pub roles: Option<Vec<String>>,
+    /// ID-JAG §3.1 `resource`: a string or an array of strings (ID-JAG
+    /// issue 92). Kept raw so that a malformed one is refused by its own
+    /// rule ([`InboundClaims::resources`]), not as a malformed token.
     #[serde(default)]
-    pub resource: Option<OneOrMany>,
+    pub resource: Option<serde_json::Value>,
     #[serde(default)]
     pub aud_sub: Option<String>,
     #[serde(default)]
@@ -175,7 +184,38 @@ pub struct InboundClaims {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The most values an inbound `resource` array may hold: an ID-JAG names the
+/// resources of one authorization server, a handful at most; the bound only
+/// keeps a hostile one cheap.
+pub const MAX_RESOURCES: usize = 16;
+
+/// Why an inbound `resource` claim is unusable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MalformedResource;
+
 impl InboundClaims {
+    /// ID-JAG §3.1 `resource`, read as the list of resources it names: a
+    /// string is one; an array (ID-JAG issue 92: some IdPs emit one) is
+    /// 1..=[`MAX_RESOURCES`] non-empty strings, in order. Absent or `null`
+    /// is `None`. Anything else — an empty or too-long array, a non-string
+    /// or empty element, a number, an object — is malformed, never "no
+    /// resource": a claim the IdP wrote but we cannot read must not widen
+    /// what is redeemed.
+    pub fn resources(&self) -> Result<Option<Vec<&str>>, MalformedResource> {
+        fn non_empty(v: &serde_json::Value) -> Option<&str> {
+            v.as_str().filter(|s| !s.is_empty())
+        }
+        match &self.resource {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::Array(a)) if (1..=MAX_RESOURCES).contains(&a.len()) => a
+                .iter()
+                .map(|v| non_empty(v).ok_or(MalformedResource))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(v) => non_empty(v).map(|s| Some(vec![s])).ok_or(MalformedResource),
+        }
+    }
+
     pub fn identity(&self) -> IdentityClaims {
         IdentityClaims {
             auth_time: self.auth_time,
@@ -259,6 +299,42 @@ mod tests {
     }
 
     #[test]
+    fn resource_is_a_string_or_a_bounded_array_of_strings() {
+        let with = |resource: serde_json::Value| {
+            serde_json::from_value::<InboundClaims>(serde_json::json!({"iss": "x", "resource": resource})).unwrap()
+        };
+        let none = serde_json::from_value::<InboundClaims>(serde_json::json!({"iss": "x"})).unwrap();
+        assert_eq!(none.resources(), Ok(None));
+        assert_eq!(with(serde_json::json!(null)).resources(), Ok(None));
+        assert_eq!(
+            with(serde_json::json!("https://r")).resources(),
+            Ok(Some(vec!["https://r"]))
+        );
+        assert_eq!(
+            with(serde_json::json!(["https://a", "https://b"])).resources(),
+            Ok(Some(vec!["https://a", "https://b"]))
+        );
+        let full: Vec<String> = (0..MAX_RESOURCES).map(|i| format!("https://r/{i}")).collect();
+        assert_eq!(
+            with(serde_json::json!(full)).resources().unwrap().unwrap().len(),
+            MAX_RESOURCES
+        );
+        let over: Vec<String> = (0..=MAX_RESOURCES).map(|i| format!("https://r/{i}")).collect();
+        for bad in [
+            serde_json::json!(over),
+            serde_json::json!([]),
+            serde_json::json!(["https://a", 7]),
+            serde_json::json!(["https://a", ""]),
+            serde_json::json!([["https://a"]]),
+            serde_json::json!(""),
+            serde_json::json!(5),
+            serde_json::json!({"uri": "https://a"}),
+        ] {
+            assert_eq!(with(bad.clone()).resources(), Err(MalformedResource), "{bad}");
+        }
+    }
+
+    #[test]
     fn a_malformed_claim_fails_parsing() {
         assert!(serde_json::from_value::<InboundClaims>(serde_json::json!({"iss": "x", "sub": 5})).is_err());
         assert!(serde_json::from_value::<InboundClaims>(serde_json::json!({"iss": "x", "exp": "soon"})).is_err());
@@ -276,6 +352,7 @@ mod tests {
             },
             aud: "a".into(),
             client_id: "c".into(),
+            client_profile: None,
             jti: "j".into(),
             iat: 1,
             exp: 2,
@@ -289,5 +366,6 @@ mod tests {
         let v = serde_json::to_value(&c).unwrap();
         assert!(v.get("act").is_none() && v.get("scope").is_none() && v.get("auth_time").is_none());
         assert!(v.get("resource").is_none(), "an access token names no resource");
+        assert!(v.get("client_profile").is_none(), "no profile is guessed");
     }
 }

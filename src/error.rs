@@ -22,6 +22,14 @@ pub enum ErrorCode {
     UnsupportedGrantType,
     InvalidScope,
     InvalidTarget,
+    /// The request is well-formed and authenticated, but the user has no
+    /// entitlement at the requested audience (decisions, "Error codes";
+    /// ID-JAG issue 111: `invalid_grant` would be indistinguishable from a
+    /// misconfiguration). Registered by RFC 6749 §4.1.2.1 ("the resource
+    /// owner or authorization server denied the request"); answered 400, as
+    /// RFC 6749 §5.2 answers every token-endpoint refusal but client
+    /// authentication.
+    AccessDenied,
     UnsupportedTokenType,
     UnsupportedResponseType,
     TemporarilyUnavailable,
@@ -36,7 +44,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         Self::InvalidRequest,
         Self::InvalidClient,
         Self::InvalidGrant,
@@ -44,6 +52,7 @@ impl ErrorCode {
         Self::UnsupportedGrantType,
         Self::InvalidScope,
         Self::InvalidTarget,
+        Self::AccessDenied,
         Self::UnsupportedTokenType,
         Self::UnsupportedResponseType,
         Self::TemporarilyUnavailable,
@@ -61,6 +70,7 @@ impl ErrorCode {
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidScope => "invalid_scope",
             Self::InvalidTarget => "invalid_target",
+            Self::AccessDenied => "access_denied",
             Self::UnsupportedTokenType => "unsupported_token_type",
             Self::UnsupportedResponseType => "unsupported_response_type",
             Self::TemporarilyUnavailable | Self::RateLimited => "temporarily_unavailable",
@@ -140,6 +150,9 @@ impl OAuthError {
     pub fn invalid_scope(reason: &'static str, d: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::InvalidScope, reason, d)
     }
+    pub fn access_denied(reason: &'static str, d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::AccessDenied, reason, d)
+    }
     pub fn unauthorized_client(reason: &'static str, d: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::UnauthorizedClient, reason, d)
     }
@@ -168,7 +181,10 @@ impl OAuthError {
 
     /// Change the code while keeping reason and description: used where a
     /// spec assigns one code to a whole class of failures (RFC 7523 §3.1:
-    /// everything wrong with the assertion is `invalid_grant`).
+    /// everything wrong with the assertion is `invalid_grant`). Never an
+    /// outage, a rate limit, a client failure, or `access_denied`: a user
+    /// without entitlement is not a bad assertion, and saying so is the
+    /// point of that code (ID-JAG issue 111).
     pub fn recode(mut self, code: ErrorCode) -> Self {
         if !matches!(
             self.code,
@@ -176,6 +192,7 @@ impl OAuthError {
                 | ErrorCode::RateLimited
                 | ErrorCode::ServerError
                 | ErrorCode::InvalidClient
+                | ErrorCode::AccessDenied
         ) {
             self.code = code;
         }
@@ -209,5 +226,13 @@ mod tests {
         assert_eq!(e.code, ErrorCode::TemporarilyUnavailable);
         let e = OAuthError::invalid_request("x", "y").recode(ErrorCode::InvalidGrant);
         assert_eq!(e.code, ErrorCode::InvalidGrant);
+    }
+
+    #[test]
+    fn access_denied_is_a_400_that_no_grant_recodes() {
+        assert_eq!(ErrorCode::AccessDenied.as_str(), "access_denied");
+        assert_eq!(ErrorCode::AccessDenied.status(), 400);
+        let e = OAuthError::access_denied("policy.no_entitlement", "y").recode(ErrorCode::InvalidGrant);
+        assert_eq!(e.code, ErrorCode::AccessDenied, "a denial is not a bad assertion");
     }
 }

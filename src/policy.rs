@@ -235,6 +235,16 @@ impl Policy {
         out
     }
 
+    /// Whether any of `roles` grants at least one scope of `audience`: the
+    /// user has an entitlement there at all. No allocation: this runs on
+    /// every decision.
+    pub fn entitled_at(&self, roles: &[String], audience: &Audience) -> bool {
+        roles
+            .iter()
+            .filter_map(|r| self.roles.get(r))
+            .any(|scopes| scopes.iter().any(|s| audience.scopes.contains_key(s)))
+    }
+
     /// The audience `name` (an id or an alias) names, if it is of `kind`.
     pub fn audience_of_kind(&self, name: &str, kind: AudienceKind) -> Option<Arc<Audience>> {
         self.audiences.get(name).filter(|a| a.kind == kind).cloned()
@@ -296,7 +306,11 @@ pub struct Grant {
     pub exp: i64,
 }
 
-/// Decide what may be issued. Pure: same inputs, same answer. `withheld`
+/// Decide what may be issued. Pure: same inputs, same answer. In order: the
+/// audience must be the client's (`invalid_target`), the chain within the
+/// depth (`invalid_request`), the user entitled to something at the audience
+/// when roles apply (`access_denied`, `policy.no_entitlement`), and the
+/// grant non-empty (`invalid_scope`). `withheld`
 /// receives each scope the request named (or, naming none, each scope the
 /// user is entitled to here) that is not granted, with the first rule that
 /// removed it — for the audit record, granted or refused.
@@ -324,6 +338,16 @@ pub fn decide(policy: &Policy, ctx: &ExchangeContext<'_>, withheld: &mut Vec<Wit
         None => allowed,
     };
     explain_withheld(ctx.requested, &scope, removed, withheld);
+    // Not one scope of this audience is in the user's roles: nothing the
+    // client could ask differently would help, so this is a denial, not a
+    // scope problem (decisions §5, ID-JAG issue 111). The description names
+    // the rule and nothing configured (no role, issuer or client).
+    if ctx.roles.is_some_and(|roles| !policy.entitled_at(roles, ctx.audience)) {
+        return Err(OAuthError::access_denied(
+            "policy.no_entitlement",
+            "the user has no entitlement at the requested audience: no role of theirs grants any of its scopes",
+        ));
+    }
     if scope.is_empty() {
         return Err(OAuthError::invalid_scope(
             "scope.empty_grant",

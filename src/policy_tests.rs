@@ -156,11 +156,80 @@ fn escalation_beyond_the_users_roles_is_invalid_scope() {
 }
 
 #[test]
-fn a_user_without_roles_gets_nothing() {
+fn a_user_without_roles_is_denied_not_told_about_scopes() {
+    for requested in [None, Some("logs.read")] {
+        let e = decide_case(
+            &policy(),
+            Case {
+                client: "web",
+                audience: "https://logs.example.com",
+                requested,
+                roles: &[],
+                subject_scope: None,
+                chain: None,
+            },
+        )
+        .unwrap_err();
+        assert_eq!((e.code, e.reason), (ErrorCode::AccessDenied, "policy.no_entitlement"));
+    }
+}
+
+#[test]
+fn roles_that_grant_nothing_at_this_audience_are_no_entitlement() {
+    let mut p = policy();
+    p.roles.insert("viewer".into(), ScopeSet::parse("logs.read").unwrap());
+    let case = |audience, requested| Case {
+        client: "web",
+        audience,
+        requested,
+        roles: &["viewer"],
+        subject_scope: None,
+        chain: None,
+    };
+    let (e, withheld) = decide_explained(&p, case("https://cost.example.com", Some("cost.read")));
+    let e = e.unwrap_err();
+    assert_eq!((e.code, e.reason), (ErrorCode::AccessDenied, "policy.no_entitlement"));
+    for leak in ["viewer", "developer", "sre", "web", "https://"] {
+        assert!(!e.description.contains(leak), "{leak} in {:?}", e.description);
+    }
+    assert_eq!(
+        withheld,
+        pairs(&[("cost.read", "not_entitled")]),
+        "the audit still says why"
+    );
+    // Entitled here: asking beyond the entitlement narrows, or is a scope
+    // problem, as before.
+    let g = decide_case(&p, case("https://logs.example.com", Some("logs.read logs.write"))).unwrap();
+    assert_eq!(g.scope.to_string(), "logs.read");
+    let e = decide_case(&p, case("https://logs.example.com", Some("logs.write"))).unwrap_err();
+    assert_eq!((e.code, e.reason), (ErrorCode::InvalidScope, "scope.empty_grant"));
+}
+
+#[test]
+fn caps_that_remove_every_scope_stay_a_scope_problem() {
+    // Entitled, but the client's category cap leaves nothing: the user is
+    // not the one refused.
     let e = decide_case(
         &policy(),
         Case {
-            client: "web",
+            client: "mcp-logs",
+            audience: "https://cost.example.com",
+            requested: Some("cost.approve"),
+            roles: &["sre"],
+            subject_scope: None,
+            chain: None,
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidScope);
+}
+
+#[test]
+fn an_audience_outside_the_clients_list_is_invalid_target_before_entitlement() {
+    let e = decide_case(
+        &policy(),
+        Case {
+            client: "mcp-logs",
             audience: "https://logs.example.com",
             requested: None,
             roles: &[],
@@ -169,7 +238,7 @@ fn a_user_without_roles_gets_nothing() {
         },
     )
     .unwrap_err();
-    assert_eq!(e.code, ErrorCode::InvalidScope);
+    assert_eq!(e.code, ErrorCode::InvalidTarget);
 }
 
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -188,6 +188,21 @@ pub enum ClientKind {
     Service,
 }
 
+impl ClientKind {
+    /// The `client_profile` claim for a client of this kind
+    /// (draft-mora-oauth-entity-profiles §4.1): `ai_agent` for an agent,
+    /// `service` for a service. An `app` gets none: whether it is a
+    /// `web_app`, `native_app` or `browser_app` is not configured, and a
+    /// profile is never guessed.
+    pub fn client_profile(self) -> Option<&'static str> {
+        match self {
+            ClientKind::Agent => Some(crate::chain::PROFILE_AGENT),
+            ClientKind::Service => Some(crate::chain::PROFILE_SERVICE),
+            ClientKind::App => None,
+        }
+    }
+}
+
 /// An actor identity: `sub` in the namespace of issuer `iss`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ActorIdentity {

@@ -33,11 +33,17 @@ pub struct Actor {
 impl Actor {
     /// Whether this entry is capped as an agent. As at the broker
     /// (`chain::Act::is_agent`, ARCHITECTURE.md "The chain"), only an
-    /// explicit `service` lifts the cap: an entry without `sub_profile`, or
-    /// with one this SDK does not know, counts as an agent, so a profile
-    /// nobody defined can never widen what a chain may do.
+    /// explicit `service` lifts the cap. `sub_profile` is a space-delimited,
+    /// case-insensitive list (draft-mora-oauth-entity-profiles §3.3), the
+    /// most restrictive value prevailing: it lifts the cap only when every
+    /// value is `service`. An entry without `sub_profile`, or with `ai_agent`,
+    /// `user` or a value this SDK does not know beside `service`, counts as
+    /// an agent, so a profile nobody defined can never widen what a chain
+    /// may do.
     pub fn is_agent(&self) -> bool {
-        self.sub_profile.as_deref() != Some(PROFILE_SERVICE)
+        let profile = self.sub_profile.as_deref().unwrap_or_default();
+        let mut values = profile.split(' ').filter(|v| !v.is_empty()).peekable();
+        !(values.peek().is_some() && values.all(|v| v.eq_ignore_ascii_case(PROFILE_SERVICE)))
     }
 }
 
@@ -115,6 +121,19 @@ mod tests {
     #[test]
     fn no_act_is_an_empty_chain() {
         assert_eq!(parse_act_chain(None, MAX_ACT_DEPTH).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_profile_list_lifts_the_cap_only_when_every_value_is_service() {
+        let entry = |p: &str| parse_act_chain(Some(&json!({"sub": "x", "sub_profile": p})), MAX_ACT_DEPTH).unwrap();
+        assert!(!entry("Service")[0].is_agent());
+        assert!(!entry("service service")[0].is_agent());
+        assert!(
+            entry("service ai_agent")[0].is_agent(),
+            "the most restrictive value prevails"
+        );
+        assert!(entry("service acme_robot")[0].is_agent());
+        assert!(entry(" ")[0].is_agent());
     }
 
     #[test]

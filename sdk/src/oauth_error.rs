@@ -27,6 +27,11 @@ pub enum ErrorCode {
     InvalidScope,
     /// RFC 8707 §2: the resource or audience is unknown or not allowed.
     InvalidTarget,
+    /// The request was fine, but the user has no entitlement at the
+    /// requested audience (RFC 6749 §4.1.2.1 `access_denied`, as the broker
+    /// answers it at `/token`, with 400): asking again, or for other scopes,
+    /// will not help; the user needs a role there.
+    AccessDenied,
     /// 503 (the broker's store or upstream keys are unreachable) or 429 (a
     /// rate limit).
     TemporarilyUnavailable,
@@ -43,6 +48,7 @@ impl ErrorCode {
             "unsupported_grant_type" => Self::UnsupportedGrantType,
             "invalid_scope" => Self::InvalidScope,
             "invalid_target" => Self::InvalidTarget,
+            "access_denied" => Self::AccessDenied,
             "temporarily_unavailable" => Self::TemporarilyUnavailable,
             other => Self::Other(clean(other, MAX_CODE)),
         }
@@ -57,6 +63,7 @@ impl ErrorCode {
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidScope => "invalid_scope",
             Self::InvalidTarget => "invalid_target",
+            Self::AccessDenied => "access_denied",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
             Self::Other(s) => s,
         }
@@ -193,6 +200,9 @@ mod tests {
         assert!(!r.is_retryable());
         assert_eq!(r.code(), Some(&ErrorCode::InvalidTarget));
         assert!(matches!(r, TokenError::Refused(_)));
+        let denied = TokenError::from_status(400, Some(&json!({"error": "access_denied"})), None);
+        assert_eq!(denied.code(), Some(&ErrorCode::AccessDenied));
+        assert!(!denied.is_retryable(), "a denial is not an outage");
         assert!(
             TokenError::from_status(429, None, None)
                 .oauth()

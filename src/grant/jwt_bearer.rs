@@ -76,7 +76,8 @@ async fn run(
     audit.target(
         TokenType::AccessToken.uri(),
         &audience.id,
-        v.claims.resource.as_ref().and_then(|r| r.single()),
+        // The ID-JAG's resource; of an array, the one redeemed.
+        v.claims.resources().ok().flatten().map(|_| audience.id.as_str()),
         requested_scope.as_ref(),
     );
 
@@ -147,6 +148,7 @@ async fn run(
             principal,
             aud: audience.id.clone(),
             client_id: client.id.clone(),
+            client_profile: client.kind.client_profile(),
             exp: grant.exp,
             scope: grant.scope,
             resource: None,
@@ -210,34 +212,74 @@ fn not_key_bound(v: &Verified) -> OAuthResult<()> {
     Ok(())
 }
 
-/// The resource: the ID-JAG's (one of ours), else the configured default; a
-/// `resource` parameter, if sent, must name the same one.
+/// The resource (ID-JAG §4.4 step 3; MCP EMA: `resource` MUST be one of
+/// ours). The ID-JAG's `resource` is a string or an array of strings
+/// (ID-JAG §3.1, issue 92; read by `InboundClaims::resources`):
+///
+/// - absent: the configured default resource;
+/// - a `resource` parameter, when sent, picks the target: it must be one the
+///   ID-JAG names (or, without a `resource` claim, the default), and every
+///   `resource` parameter must name that same one;
+/// - without the parameter, the one resource of the ID-JAG served here; an
+///   array naming several served here is ambiguous, and the client must pick
+///   one with the parameter;
+/// - malformed (not a string or 1..=16 non-empty strings): refused.
+///
+/// One access token is issued for one resource, whatever the array holds.
 fn target(cx: &GrantContext<'_>, v: &Verified, params: &OAuthParams) -> OAuthResult<Arc<Audience>> {
-    let claimed = match v.claims.resource.as_ref().map(|r| r.as_slice()) {
-        None | Some([]) => None,
-        Some([one]) => Some(one.as_str()),
-        Some(_) => {
-            return Err(OAuthError::invalid_grant(
-                "id_jag.resource_count",
-                "the assertion names several resources; this server issues a token for one",
-            ));
-        }
-    };
-    let resource = claimed.or(cx.policy.default_resource.as_deref()).ok_or_else(|| {
+    let claimed = v.claims.resources().map_err(|_| {
         OAuthError::invalid_grant(
-            "id_jag.no_resource",
-            "the assertion names no resource and no default is configured",
+            "id_jag.resource_malformed",
+            "the assertion's resource claim must be a string or an array of at most 16 non-empty strings",
         )
     })?;
-    let audience = cx.policy.has_resource(resource).cloned().ok_or_else(|| {
-        OAuthError::invalid_grant("id_jag.unknown_resource", "the assertion's resource is not served here")
-    })?;
-    if params.all("resource").iter().any(|r| *r != audience.id) {
+    let asked = params.all("resource");
+    if asked.iter().any(|r| *r != asked[0]) {
         return Err(OAuthError::invalid_grant(
             "id_jag.resource_mismatch",
             "the resource parameter differs from the assertion's resource",
         ));
     }
+    let unknown =
+        || OAuthError::invalid_grant("id_jag.unknown_resource", "the assertion's resource is not served here");
+    let served = |r: &str| cx.policy.has_resource(r).cloned();
+    let audience = match (claimed, asked.first()) {
+        (None, asked) => {
+            let default = cx.policy.default_resource.as_deref().ok_or_else(|| {
+                OAuthError::invalid_grant(
+                    "id_jag.no_resource",
+                    "the assertion names no resource and no default is configured",
+                )
+            })?;
+            if asked.is_some_and(|a| *a != default) {
+                return Err(OAuthError::invalid_grant(
+                    "id_jag.resource_mismatch",
+                    "the resource parameter differs from the assertion's resource",
+                ));
+            }
+            served(default).ok_or_else(unknown)?
+        }
+        (Some(named), Some(asked)) => {
+            if !named.contains(asked) {
+                return Err(OAuthError::invalid_grant(
+                    "id_jag.resource_mismatch",
+                    "the resource parameter is not one of the assertion's resources",
+                ));
+            }
+            served(asked).ok_or_else(unknown)?
+        }
+        (Some(named), None) => {
+            let mut here = named.iter().filter_map(|r| served(r));
+            let first = here.next().ok_or_else(unknown)?;
+            if here.any(|a| a.id != first.id) {
+                return Err(OAuthError::invalid_grant(
+                    "id_jag.resource_ambiguous",
+                    "the assertion names several resources served here; name one with the resource parameter",
+                ));
+            }
+            first
+        }
+    };
     Ok(audience)
 }
 

@@ -50,6 +50,8 @@ pub struct Draft {
     pub principal: Principal,
     pub aud: String,
     pub client_id: String,
+    /// `client_profile` of the client the token is issued to.
+    pub client_profile: Option<&'static str>,
     pub exp: i64,
     pub scope: ScopeSet,
     pub resource: Option<String>,
@@ -76,6 +78,7 @@ pub fn mint(cx: &GrantContext<'_>, audit: &mut AuditRecord, d: Draft) -> OAuthRe
         sub_id: SubjectId::new(&d.principal),
         aud: d.aud,
         client_id: d.client_id,
+        client_profile: d.client_profile.map(str::to_owned),
         jti,
         iat: cx.now,
         exp: d.exp,

@@ -127,6 +127,7 @@ pub async fn exchange(
             principal: subject.principal,
             aud: req.audience.id.clone(),
             client_id,
+            client_profile: client.kind.client_profile(),
             exp: grant.exp,
             scope: grant.scope,
             resource: req.resource.clone(),

@@ -233,3 +233,73 @@ async fn a_client_acting_as_the_users_own_subject_is_refused() {
     .await;
     r.assert_error(400, "invalid_request");
 }
+
+// ---------------------------------------------------------------------------
+// The actor profile (draft-mcguinness-oauth-actor-profile,
+// draft-mora-oauth-entity-profiles): `sub_profile` on inbound entries,
+// `client_profile` on what we sign.
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_inbound_entry_profiled_ai_agent_is_capped_and_only_service_alone_lifts_it() {
+    let app = TestApp::spawn().await;
+    // mcp-logs exchanges a partner token (alice, sre) onwards to the cost
+    // tool; cost.approve is human-only, so it survives only if every entry
+    // of the chain is a service.
+    for (profile, scope) in [
+        (Some("ai_agent"), "cost.read"),
+        (Some("service AI_AGENT"), "cost.read"),
+        (Some("user"), "cost.read"),
+        (Some("service acme_robot"), "cost.read"),
+        (None, "cost.read"),
+        (Some("service"), "cost.approve cost.read"),
+        (Some("Service"), "cost.approve cost.read"),
+    ] {
+        let token = partner_token(&app, |c| {
+            // client_profile inside act classifies nothing (actor profile §3.4).
+            let mut entry = json!({"sub": "bot:partner", "client_profile": "service"});
+            if let Some(p) = profile {
+                entry["sub_profile"] = json!(p);
+            }
+            c["act"] = entry;
+        });
+        let r = app.exchange_for_hop("mcp-logs", &token, ACCESS_TOKEN, COST, &[]).await;
+        r.assert_ok();
+        let claims = r.claims();
+        assert_eq!(claims["scope"], scope, "sub_profile {profile:?}");
+        let inherited = &claims["act"]["act"];
+        assert_eq!(inherited["sub"], "bot:partner");
+        assert_eq!(
+            inherited["iss"],
+            app.partner.issuer.as_str(),
+            "vouched for by the partner"
+        );
+        assert_eq!(
+            inherited.get("sub_profile").and_then(Value::as_str),
+            profile,
+            "kept as written"
+        );
+        assert!(inherited.get("client_profile").is_none(), "never carried inside act");
+    }
+}
+
+#[tokio::test]
+async fn every_token_we_sign_names_its_clients_profile_and_never_guesses_one() {
+    let app = TestApp::spawn().await;
+    // An agent's hop token, then a service's onwards.
+    let (_, first, second) = app.agent_then_logs_to_cost("alice").await;
+    assert_eq!(first.claims()["client_profile"], "ai_agent");
+    assert_eq!(second.claims()["client_profile"], "service");
+    for entry in [&second.claims()["act"], &second.claims()["act"]["act"]] {
+        assert!(entry.get("client_profile").is_none(), "{entry}");
+    }
+    // An app: web, native or browser is not configured, so no profile.
+    let hop = app.first_hop("chat-app", LOGS).await;
+    hop.assert_ok();
+    assert!(hop.claims().get("client_profile").is_none(), "{}", hop.claims());
+    // An ID-JAG for an agent names the agent's profile too.
+    let id_token = app.idp.id_token("alice", "triage-agent", &["developer"]);
+    let jag = app.exchange_for_id_jag("triage-agent", &id_token, SAAS_AS, &[]).await;
+    jag.assert_ok();
+    assert_eq!(jag.claims()["client_profile"], "ai_agent");
+}

@@ -458,3 +458,75 @@ async fn every_hop_and_refusal_of_a_chain_is_audited_under_its_txn() {
     assert_eq!(denied.scope_requested.as_deref(), Some("cost.approve"));
     assert_eq!(denied.issued_jti, None);
 }
+
+/// A role that reaches the logs MCP and nothing else.
+fn with_a_logs_only_role(c: &mut xaa_broker::config::Config) {
+    c.roles.insert("viewer".into(), vec!["logs.read".into()]);
+}
+
+#[tokio::test]
+async fn a_hop_to_an_audience_the_user_has_no_entitlement_at_is_access_denied() {
+    let app = TestApp::spawn_with(with_a_logs_only_role).await;
+    let id_token = app.idp.id_token("alice", "triage-agent", &["viewer"]);
+    let first = app
+        .exchange_for_hop("triage-agent", &id_token, ID_TOKEN, LOGS, &[])
+        .await;
+    first.assert_ok();
+    assert_eq!(first.claims()["scope"], "logs.read");
+    // The logs MCP goes on to the cost tool: alice's roles reach no scope there.
+    let r = refused_for(
+        &app,
+        app.exchange_for_hop("mcp-logs", first.token(), ACCESS_TOKEN, COST, &[]),
+        "policy.no_entitlement",
+    )
+    .await;
+    r.assert_error(400, "access_denied");
+    assert_denial_names_only_the_rule(&r, &app);
+    let audit = app.audit(&txn(&first)).await;
+    let denied = audit.last().unwrap();
+    assert_eq!(denied.decision, Decision::Denied);
+    assert_eq!(denied.reason.as_deref(), Some("policy.no_entitlement"));
+    assert_eq!(denied.error.as_deref(), Some("access_denied"));
+    assert_eq!(denied.audience.as_deref(), Some(COST));
+    assert_eq!(denied.client_id.as_deref(), Some("mcp-logs"));
+    assert_eq!(denied.issued_jti, None);
+}
+
+#[tokio::test]
+async fn scope_beyond_an_entitlement_is_still_narrowed_or_invalid_scope() {
+    let app = TestApp::spawn_with(with_a_logs_only_role).await;
+    let id_token = app.idp.id_token("alice", "chat-app", &["viewer"]);
+    // Entitled at the logs MCP: asking for more is narrowed, as before ...
+    let r = app
+        .exchange_for_hop(
+            "chat-app",
+            &id_token,
+            ID_TOKEN,
+            LOGS,
+            &[("scope", "logs.read logs.write")],
+        )
+        .await;
+    r.assert_ok();
+    assert_eq!(r.claims()["scope"], "logs.read");
+    // ... and asking only for what the roles do not give is a scope problem.
+    refused_for(
+        &app,
+        app.exchange_for_hop("chat-app", &id_token, ID_TOKEN, LOGS, &[("scope", "logs.write")]),
+        "scope.empty_grant",
+    )
+    .await
+    .assert_error(400, "invalid_scope");
+}
+
+#[tokio::test]
+async fn an_unknown_resource_is_still_invalid_target_whatever_the_roles() {
+    let app = TestApp::spawn().await;
+    let id_token = app.idp.id_token("mallory", "chat-app", &["marketing"]);
+    refused_for(
+        &app,
+        app.exchange_for_hop("chat-app", &id_token, ID_TOKEN, "https://unknown.example.com", &[]),
+        "target.unknown_resource",
+    )
+    .await
+    .assert_error(400, "invalid_target");
+}

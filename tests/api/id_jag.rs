@@ -161,12 +161,41 @@ async fn a_scope_entirely_outside_the_users_roles_is_an_invalid_scope() {
 }
 
 #[tokio::test]
-async fn a_user_without_known_groups_is_granted_nothing() {
+async fn a_user_outside_every_role_is_access_denied_with_the_rule_named() {
     let app = TestApp::spawn().await;
     let id_token = app.idp.id_token("mallory", "chat-app", &["marketing", "contractors"]);
-    refused(&app, app.exchange_for_id_jag("chat-app", &id_token, SAAS_AS, &[]))
-        .await
-        .assert_error(400, "invalid_scope");
+    for extra in [&[][..], &[("scope", "crm.read")][..]] {
+        let r = refused_for(
+            &app,
+            app.exchange_for_id_jag("chat-app", &id_token, SAAS_AS, extra),
+            "policy.no_entitlement",
+        )
+        .await;
+        r.assert_error(400, "access_denied");
+        assert_denial_names_only_the_rule(&r, &app);
+    }
+    let denied = app.all_audit().await.pop().unwrap();
+    assert_eq!(denied.decision, Decision::Denied);
+    assert_eq!(denied.error.as_deref(), Some("access_denied"));
+    assert_eq!(
+        denied.sub.as_deref(),
+        Some("mallory"),
+        "the record names who was refused"
+    );
+    assert_eq!(denied.audience.as_deref(), Some(SAAS_AS));
+}
+
+#[tokio::test]
+async fn an_unknown_audience_is_still_invalid_target_for_a_user_without_roles() {
+    let app = TestApp::spawn().await;
+    let id_token = app.idp.id_token("mallory", "chat-app", &["marketing"]);
+    refused_for(
+        &app,
+        app.exchange_for_id_jag("chat-app", &id_token, "https://auth.unknown.example.com", &[]),
+        "target.unknown_audience",
+    )
+    .await
+    .assert_error(400, "invalid_target");
 }
 
 #[tokio::test]

@@ -701,15 +701,110 @@ async fn an_id_jag_without_client_id_is_refused() {
 #[tokio::test]
 async fn an_id_jag_for_a_resource_not_served_here_is_refused() {
     let f = Forge::start().await;
-    let token = f.id_jag(|c| c["resource"] = json!("https://mcp.other.example.com/mcp"));
+    let token = f.id_jag(|c| c["resource"] = json!(ELSEWHERE));
+    f.assert_refused("0oa-triage", &token, "id_jag.unknown_resource").await;
+}
+
+/// A resource no deployment here serves.
+const ELSEWHERE: &str = "https://mcp.other.example.com/mcp";
+/// A second resource, served by the resource AS when a test adds it.
+const SECOND: &str = "https://mcp2.saas.example.com/mcp";
+
+/// The resource AS also serves [`SECOND`], and 0oa-triage may obtain it.
+fn serving_a_second_resource(c: &mut Config) {
+    let mut second = c.audiences[SAAS_MCP].clone();
+    second.aliases.clear();
+    c.audiences.insert(SECOND.into(), second);
+    c.clients.get_mut("0oa-triage").unwrap().audiences.push(SECOND.into());
+}
+
+#[tokio::test]
+async fn a_resource_array_is_redeemed_for_the_one_served_here() {
+    let f = Forge::start().await;
+    for resource in [json!([SAAS_MCP]), json!([ELSEWHERE, SAAS_MCP])] {
+        let r = redeem(
+            &f.ras,
+            "0oa-triage",
+            &f.id_jag(|c| c["resource"] = resource.clone()),
+            &[],
+        )
+        .await;
+        r.assert_ok();
+        assert_eq!(r.claims()["aud"], SAAS_MCP, "{resource}");
+        let granted = f.ras.all_audit().await.pop().unwrap();
+        assert_eq!(granted.decision, Decision::Granted);
+        assert_eq!(
+            granted.resource.as_deref(),
+            Some(SAAS_MCP),
+            "the record names the one redeemed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_resource_parameter_picks_one_of_the_arrays_resources() {
+    let f = Forge::start_with(serving_a_second_resource).await;
+    let both = json!([SAAS_MCP, SECOND]);
+    let r = redeem(
+        &f.ras,
+        "0oa-triage",
+        &f.id_jag(|c| c["resource"] = both.clone()),
+        &[("resource", SECOND)],
+    )
+    .await;
+    r.assert_ok();
+    assert_eq!(r.claims()["aud"], SECOND);
+    // The parameter must be one of the ID-JAG's resources ...
+    refused(
+        &f.ras,
+        redeem(
+            &f.ras,
+            "0oa-triage",
+            &f.id_jag(|c| c["resource"] = json!([SAAS_MCP])),
+            &[("resource", SECOND)],
+        ),
+    )
+    .await
+    .assert_error(400, "invalid_grant");
+    assert_denied(&f.ras.all_audit().await, "id_jag.resource_mismatch");
+    // ... and two served here without the parameter is ambiguous, never a guess.
+    f.assert_refused(
+        "0oa-triage",
+        &f.id_jag(|c| c["resource"] = both.clone()),
+        "id_jag.resource_ambiguous",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_resource_array_naming_nothing_served_here_is_refused() {
+    let f = Forge::start().await;
+    let token = f.id_jag(|c| c["resource"] = json!([ELSEWHERE, "https://mcp.third.example.com/mcp"]));
     f.assert_refused("0oa-triage", &token, "id_jag.unknown_resource").await;
 }
 
 #[tokio::test]
-async fn an_id_jag_naming_several_resources_is_refused() {
+async fn a_malformed_resource_claim_is_refused_whatever_its_shape() {
     let f = Forge::start().await;
-    let token = f.id_jag(|c| c["resource"] = json!([SAAS_MCP, "https://mcp.other.example.com/mcp"]));
-    f.assert_refused("0oa-triage", &token, "id_jag.resource_count").await;
+    let too_many: Vec<String> = (0..17)
+        .map(|i| format!("https://mcp{i}.saas.example.com/mcp"))
+        .collect();
+    let mut seventeen_with_ours = too_many.clone();
+    seventeen_with_ours[16] = SAAS_MCP.into();
+    for resource in [
+        json!(seventeen_with_ours),
+        json!([]),
+        json!([SAAS_MCP, 7]),
+        json!([SAAS_MCP, ""]),
+        json!([[SAAS_MCP]]),
+        json!(""),
+        json!(42),
+        json!({"uri": SAAS_MCP}),
+    ] {
+        let token = f.id_jag(|c| c["resource"] = resource.clone());
+        f.assert_refused("0oa-triage", &token, "id_jag.resource_malformed")
+            .await;
+    }
 }
 
 #[tokio::test]

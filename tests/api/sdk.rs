@@ -789,6 +789,14 @@ fn the_sdk_and_the_broker_cap_the_same_act_entries_as_agents() {
         Some("human"),
         Some("app"),
         Some(""),
+        Some(" "),
+        Some("SERVICE"),
+        Some(" service  service "),
+        Some("service ai_agent"),
+        Some("ai_agent service"),
+        Some("user"),
+        Some("service acme_robot"),
+        Some("services"),
     ] {
         let mut entry = json!({"sub": "someone"});
         if let Some(p) = profile {

@@ -160,6 +160,27 @@ pub async fn refused_for(app: &TestApp, request: impl std::future::Future<Output
     r
 }
 
+/// The description of an `access_denied` names the rule, and nothing a
+/// caller could learn the configuration from: no role, issuer or client.
+pub fn assert_denial_names_only_the_rule(r: &Resp, app: &TestApp) {
+    let description = r.body["error_description"].as_str().unwrap_or_default();
+    assert!(description.contains("no entitlement"), "{description}");
+    for secret in [
+        "developer",
+        "sre",
+        "viewer",
+        "marketing",
+        "chat-app",
+        "mcp-logs",
+        "0oa-",
+        app.idp.issuer.as_str(),
+        app.partner.issuer.as_str(),
+        "https://",
+    ] {
+        assert!(!description.contains(secret), "{secret:?} leaked in {description:?}");
+    }
+}
+
 /// As [`refused`], for a request refused before its client authenticated:
 /// it leaves no audit record (the hash-chained trail is for authenticated
 /// clients' decisions) but is counted in the noise summaries: after a flush,
