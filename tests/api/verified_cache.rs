@@ -22,6 +22,31 @@ fn since(app: &TestApp, before: (u64, u64)) -> (u64, u64) {
     (hits - before.0, misses - before.1)
 }
 
+/// mcp-logs exchanges `cached` (its signature remembered) and then `unseen`
+/// (never verified) for the logs API: both are refused for `reason`, the
+/// first as a hit and the second as a miss, with the same answer.
+async fn refused_alike(app: &TestApp, cached: &str, unseen: &str, reason: &str) {
+    let before = app.state.verified.stats();
+    let hit = refused_for(
+        app,
+        app.exchange_for_hop("mcp-logs", cached, ACCESS_TOKEN, LOGS_API, &[]),
+        reason,
+    )
+    .await;
+    hit.assert_error(400, "invalid_request");
+    assert_eq!(since(app, before), (1, 0), "found in the cache, and refused");
+
+    let before = app.state.verified.stats();
+    let miss = refused_for(
+        app,
+        app.exchange_for_hop("mcp-logs", unseen, ACCESS_TOKEN, LOGS_API, &[]),
+        reason,
+    )
+    .await;
+    assert_eq!(since(app, before), (0, 1));
+    assert_eq!(hit.body, miss.body, "the same answer, hit or miss");
+}
+
 /// The three downstreams mcp-logs may reach, with the scope alice's chain
 /// through triage-agent gets at each.
 const FAN_OUT: [(&str, &str); 3] = [
@@ -115,25 +140,7 @@ async fn a_cached_token_is_refused_once_expired_like_one_never_seen() {
     let skew = app.config.tokens.clock_skew_secs;
     clock.advance_secs(exp + skew - clock.now());
 
-    let before = app.state.verified.stats();
-    let hit = refused_for(
-        &app,
-        app.exchange_for_hop("mcp-logs", cached.token(), ACCESS_TOKEN, LOGS_API, &[]),
-        "token.expired",
-    )
-    .await;
-    hit.assert_error(400, "invalid_request");
-    assert_eq!(since(&app, before), (1, 0), "found in the cache, and refused");
-
-    let before = app.state.verified.stats();
-    let miss = refused_for(
-        &app,
-        app.exchange_for_hop("mcp-logs", unseen.token(), ACCESS_TOKEN, LOGS_API, &[]),
-        "token.expired",
-    )
-    .await;
-    assert_eq!(since(&app, before), (0, 1));
-    assert_eq!(hit.body, miss.body, "the same answer, hit or miss");
+    refused_alike(&app, cached.token(), unseen.token(), "token.expired").await;
 }
 
 #[tokio::test]
@@ -291,25 +298,7 @@ async fn a_revoked_subject_token_is_refused_at_commit_though_its_signature_is_ca
             .assert_ok();
     }
 
-    let before = app.state.verified.stats();
-    let hit = refused_for(
-        &app,
-        app.exchange_for_hop("mcp-logs", cached.token(), ACCESS_TOKEN, LOGS_API, &[]),
-        "subject_token.revoked",
-    )
-    .await;
-    hit.assert_error(400, "invalid_request");
-    assert_eq!(since(&app, before), (1, 0), "the signature came from the cache");
-
-    let before = app.state.verified.stats();
-    let miss = refused_for(
-        &app,
-        app.exchange_for_hop("mcp-logs", unseen.token(), ACCESS_TOKEN, LOGS_API, &[]),
-        "subject_token.revoked",
-    )
-    .await;
-    assert_eq!(since(&app, before), (0, 1));
-    assert_eq!(hit.body, miss.body, "the same answer, hit or miss");
+    refused_alike(&app, cached.token(), unseen.token(), "subject_token.revoked").await;
 }
 
 #[tokio::test]
