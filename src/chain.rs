@@ -26,8 +26,7 @@ pub struct Act {
     pub act: Option<Box<Act>>,
 }
 
-pub const PROFILE_AGENT: &str = "ai_agent";
-pub const PROFILE_SERVICE: &str = "service";
+pub use crate::types::{PROFILE_AGENT, PROFILE_SERVICE};
 
 /// Whether an entity-profile list (space-delimited, case-insensitive,
 /// draft-mora-oauth-entity-profiles §3.3) says `service` and nothing else.
@@ -50,12 +49,10 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// The `sub_profile` written for this actor: its kind's profile, the
+    /// same one its tokens carry as `client_profile`.
     fn profile(&self) -> Option<&'static str> {
-        match self.kind {
-            ClientKind::Agent => Some(PROFILE_AGENT),
-            ClientKind::Service => Some(PROFILE_SERVICE),
-            ClientKind::App => None,
-        }
+        self.kind.client_profile()
     }
 }
 

@@ -175,6 +175,13 @@ impl GrantType {
     }
 }
 
+/// The entity profiles we write (draft-mora-oauth-entity-profiles §3.3,
+/// draft-mcguinness-oauth-actor-profile): `sub_profile` in `act` entries and
+/// `client_profile` in tokens. Only a profile of `service` alone lifts the
+/// agent cap (`chain::Act::is_agent`).
+pub const PROFILE_AGENT: &str = "ai_agent";
+pub const PROFILE_SERVICE: &str = "service";
+
 /// What a client is, which decides what it adds to `act`
 /// (specs/decisions.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -196,8 +203,8 @@ impl ClientKind {
     /// profile is never guessed.
     pub fn client_profile(self) -> Option<&'static str> {
         match self {
-            ClientKind::Agent => Some(crate::chain::PROFILE_AGENT),
-            ClientKind::Service => Some(crate::chain::PROFILE_SERVICE),
+            ClientKind::Agent => Some(PROFILE_AGENT),
+            ClientKind::Service => Some(PROFILE_SERVICE),
             ClientKind::App => None,
         }
     }
