@@ -120,9 +120,12 @@ impl AuditFile {
         if st.backlog.is_empty() {
             return Ok(());
         }
-        while let Some(line) = st.backlog.front().cloned() {
-            self.write_line(st, &line)?;
-            st.backlog.pop_front();
+        while let Some(line) = st.backlog.pop_front() {
+            if let Err(e) = self.write_line(st, &line) {
+                // Kept, first in line for the next write.
+                st.backlog.push_front(line);
+                return Err(e);
+            }
         }
         if self.fsync == FsyncPolicy::Always
             && let Some(f) = &st.file
@@ -202,8 +205,9 @@ impl AuditSink for AuditFile {
         self.write_pending(&mut st)
     }
 
-    fn append_record(&self, record: &AuditRecord) -> io::Result<()> {
-        let mut line = serde_json::to_string(record).map_err(io::Error::other)?;
+    fn append_record(&self, sealed_json: &str) -> io::Result<()> {
+        let mut line = String::with_capacity(sealed_json.len() + 1);
+        line.push_str(sealed_json);
         line.push('\n');
         self.append(line)
     }
@@ -552,7 +556,7 @@ mod tests {
         let file = AuditFile::open(&path, FsyncPolicy::Always, Duration::from_secs(1), 2_000).unwrap();
         let written = records("i1", 1, 12, GENESIS);
         for r in &written {
-            file.append_record(r).unwrap();
+            file.append_record(&serde_json::to_string(r).unwrap()).unwrap();
         }
         let siblings = rotated_siblings(&path).unwrap();
         assert!(!siblings.is_empty(), "a 2 kB limit rotated ~600-byte lines");
@@ -569,7 +573,7 @@ mod tests {
         let path = temp_path("audit.jsonl");
         let file = AuditFile::open(&path, FsyncPolicy::Never, Duration::from_secs(1), 0).unwrap();
         for r in records("i1", 1, 3, GENESIS).iter().chain(&records("i2", 1, 1, GENESIS)) {
-            file.append_record(r).unwrap();
+            file.append_record(&serde_json::to_string(r).unwrap()).unwrap();
         }
         drop(file);
         let again = AuditFile::open(&path, FsyncPolicy::Never, Duration::from_secs(1), 0).unwrap();
@@ -588,7 +592,7 @@ mod tests {
         std::fs::write(&path, format!("{first}\n{{\"id\":\"cut-")).unwrap();
         let file = AuditFile::open(&path, FsyncPolicy::Always, Duration::from_secs(1), 0).unwrap();
         assert_eq!(file.head("i1").map(|(s, _)| s), Some(1));
-        file.append_record(&rs[1]).unwrap();
+        file.append_record(&serde_json::to_string(&rs[1]).unwrap()).unwrap();
         let read = read_files(std::slice::from_ref(&path)).unwrap();
         assert_eq!(
             read.instances["i1"].records, rs,
@@ -618,14 +622,14 @@ mod tests {
         let path = temp_path("audit.jsonl");
         let file = AuditFile::open(&path, FsyncPolicy::Always, Duration::from_secs(1), 0).unwrap();
         let rs = records("i1", 1, 3, GENESIS);
-        file.append_record(&rs[0]).unwrap();
+        file.append_record(&serde_json::to_string(&rs[0]).unwrap()).unwrap();
         // Swap the open handle for a read-only one: every write fails.
         file.lock().file = Some(File::open(&path).unwrap());
-        assert!(file.append_record(&rs[1]).is_err());
+        assert!(file.append_record(&serde_json::to_string(&rs[1]).unwrap()).is_err());
         assert!(file.ready().is_err(), "not ready while the line cannot be written");
         file.lock().file = None;
         file.ready().unwrap();
-        file.append_record(&rs[2]).unwrap();
+        file.append_record(&serde_json::to_string(&rs[2]).unwrap()).unwrap();
         let read = read_files(std::slice::from_ref(&path)).unwrap();
         assert_eq!(read.problems, []);
         assert_eq!(read.instances["i1"].records, rs);

@@ -309,6 +309,10 @@ impl Store for MemoryStore {
         if let Some(jti) = &record.issued_jti {
             log.by_issued_jti.insert(jti.clone(), seq);
         }
+        // The file gets the line inside the chain's lock, so its order is the
+        // chain's; if it cannot take it, the sink keeps it for the next write
+        // and this request fails closed (below, once the chain has it).
+        let filed = self.sink.as_ref().map(|sink| sink.append_record(&json));
         let kept = Kept::new(&record, json);
         log.bytes += kept.size();
         log.records.push_back(kept);
@@ -328,10 +332,8 @@ impl Store for MemoryStore {
                 }
             }
         }
-        // After the chain: a record the file could not take yet is kept by
-        // the sink and written first next time; this request fails closed.
-        if let Some(sink) = &self.sink {
-            sink.append_record(&record).map_err(|e| sink_error(&e))?;
+        if let Some(Err(e)) = filed {
+            return Err(sink_error(&e));
         }
         Ok(Commit::Done(record))
     }

@@ -198,7 +198,9 @@ pub struct ChainPage {
 pub trait AuditSink: Send + Sync + 'static {
     /// Writable, with any line kept from an earlier failure written out.
     fn ready(&self) -> std::io::Result<()>;
-    fn append_record(&self, record: &AuditRecord) -> std::io::Result<()>;
+    /// Append a sealed record, as the JSON `AuditRecord::seal` returned
+    /// (the stores already hold it: the record is serialised once).
+    fn append_record(&self, sealed_json: &str) -> std::io::Result<()>;
     fn append_checkpoint(&self, checkpoint: &Checkpoint) -> std::io::Result<()>;
     /// The last record of `instance` in the sink (`seq`, `hash`): a memory
     /// store restarted with the same `XAA_INSTANCE` continues its chain.

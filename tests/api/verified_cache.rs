@@ -22,6 +22,18 @@ fn since(app: &TestApp, before: (u64, u64)) -> (u64, u64) {
     (hits - before.0, misses - before.1)
 }
 
+/// triage-agent exchanges the ID token for two audiences: verified at the
+/// first exchange, a cache hit at the second.
+async fn exchanged_twice(app: &TestApp, id_token: &str) {
+    let before = app.state.verified.stats();
+    for target in [LOGS, COST] {
+        app.exchange_for_hop("triage-agent", id_token, ID_TOKEN, target, &[])
+            .await
+            .assert_ok();
+    }
+    assert_eq!(since(app, before), (1, 1), "the second exchange was a hit");
+}
+
 /// mcp-logs exchanges `cached` (its signature remembered) and then `unseen`
 /// (never verified) for the logs API: both are refused for `reason`, the
 /// first as a hit and the second as a miss, with the same answer.
@@ -110,13 +122,7 @@ async fn one_subject_token_fans_out_to_three_audiences_verified_once() {
 async fn an_id_token_exchanged_for_two_audiences_is_verified_once() {
     let app = TestApp::spawn().await;
     let id_token = app.idp.id_token("alice", "triage-agent", &["developer", "sre"]);
-    let before = app.state.verified.stats();
-    for target in [LOGS, COST] {
-        app.exchange_for_hop("triage-agent", &id_token, ID_TOKEN, target, &[])
-            .await
-            .assert_ok();
-    }
-    assert_eq!(since(&app, before), (1, 1));
+    exchanged_twice(&app, &id_token).await;
 }
 
 #[tokio::test]
@@ -147,13 +153,7 @@ async fn a_cached_token_is_refused_once_expired_like_one_never_seen() {
 async fn a_cached_id_token_is_refused_once_its_key_is_retired() {
     let app = TestApp::spawn().await;
     let old = app.idp.id_token("alice", "triage-agent", &["developer", "sre"]);
-    let before = app.state.verified.stats();
-    for target in [LOGS, COST] {
-        app.exchange_for_hop("triage-agent", &old, ID_TOKEN, target, &[])
-            .await
-            .assert_ok();
-    }
-    assert_eq!(since(&app, before), (1, 1));
+    exchanged_twice(&app, &old).await;
 
     // The IdP rotates and drops the old key; a token under the new key
     // makes the broker refetch.
@@ -173,13 +173,7 @@ async fn a_cached_id_token_is_refused_once_its_key_is_retired() {
 async fn a_cached_id_token_is_refused_once_its_kid_is_re_keyed() {
     let app = TestApp::spawn().await;
     let old = app.idp.id_token("alice", "triage-agent", &["developer", "sre"]);
-    let before = app.state.verified.stats();
-    for target in [LOGS, COST] {
-        app.exchange_for_hop("triage-agent", &old, ID_TOKEN, target, &[])
-            .await
-            .assert_ok();
-    }
-    assert_eq!(since(&app, before), (1, 1), "the second exchange was a hit");
+    exchanged_twice(&app, &old).await;
 
     // New material under the same kid. The broker learns it at its next
     // refetch, here caused by a token naming a kid it does not know.

@@ -206,6 +206,8 @@ pub(super) struct Prepared {
 
 struct Job {
     commit: Prepared,
+    /// The record's JSON as sealed for the batch being sent (for the file).
+    sealed: String,
     reply: oneshot::Sender<Result<Commit, StoreError>>,
 }
 
@@ -220,7 +222,16 @@ impl Queue {
     /// before its batch formed is left out of it (nothing written).
     pub async fn commit(&self, commit: Prepared) -> Result<Commit, StoreError> {
         let (reply, answer) = oneshot::channel();
-        match tokio::time::timeout(OP_TIMEOUT, self.0.send(Job { commit, reply })).await {
+        match tokio::time::timeout(
+            OP_TIMEOUT,
+            self.0.send(Job {
+                commit,
+                sealed: String::new(),
+                reply,
+            }),
+        )
+        .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(StoreError("the audit committer has stopped".into())),
             Err(_) => return Err(busy()),
@@ -325,7 +336,7 @@ impl Committer {
                 // sink keeps it for the next write, and this request fails
                 // closed.
                 let outcome = match &self.sink {
-                    Some(sink) => match sink.append_record(&job.commit.record) {
+                    Some(sink) => match sink.append_record(&job.sealed) {
                         Ok(()) => Ok(Commit::Done(job.commit.record)),
                         Err(e) => Err(sink_error(&e)),
                     },
@@ -417,7 +428,7 @@ impl Committer {
             }
             inv.arg(seq)
                 .arg(&c.record.hash)
-                .arg(json)
+                .arg(&json)
                 .arg(c.time_ms)
                 .arg(&c.jti_until)
                 .arg(u8::from(c.txn_key.is_some()))
@@ -425,6 +436,10 @@ impl Committer {
             inv.key(c.txn_key.as_ref().unwrap_or(&self.placeholder))
                 .key(c.sub_key.as_ref().unwrap_or(&self.placeholder))
                 .key(c.jti_key.as_ref().unwrap_or(&self.placeholder));
+            // Kept for the audit file only: it gets the same bytes.
+            if self.sink.is_some() {
+                job.sealed = json;
+            }
         }
         Ok(inv)
     }
