@@ -186,6 +186,11 @@ pub struct AuditRecord {
     /// The scope issued, canonical, when granted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope_granted: Option<String>,
+    /// The RFC 7638 thumbprint of the key the request's DPoP proof proved
+    /// (RFC 9449); a token issued to such a request is bound to it
+    /// (`cnf.jkt`). Never the proof itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
     /// The `jti` of the issued token, when granted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issued_jti: Option<String>,
@@ -315,6 +320,11 @@ impl AuditRecord {
     }
 
     /// Step: what was issued (not yet released: the commit decides).
+    /// Step: the request proved possession of a DPoP key (RFC 9449 §4.3).
+    pub fn dpop_proved(&mut self, jkt: &str) {
+        self.dpop_jkt = Some(jkt.to_owned());
+    }
+
     pub fn issued(&mut self, jti: &str, exp: i64, token_type: &str, scope: &ScopeSet) {
         self.issued_jti = Some(jti.to_owned());
         self.issued_exp = Some(exp);

@@ -92,8 +92,21 @@ pub struct IssuedClaims {
     pub txn: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Act>,
+    /// The key this token is bound to, when the request proved one (RFC 9449
+    /// §6.1; for an ID-JAG, ID-JAG §3.1 `cnf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
     #[serde(flatten)]
     pub identity: IdentityClaims,
+}
+
+/// RFC 7800 §3.1 `cnf` with the one confirmation method we issue: the
+/// RFC 7638 thumbprint of a DPoP key (RFC 9449 §6.1 `jkt`). Also the
+/// token exchange response's `cnf` (draft-mcguinness-oauth-token-exchange-
+/// cnf), so a client sees that the binding happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    pub jkt: String,
 }
 
 /// `aud` may be a string or an array (RFC 7519 §4.1.3).
@@ -156,6 +169,11 @@ pub struct InboundClaims {
     pub act: Option<serde_json::Value>,
     #[serde(default)]
     pub may_act: Option<serde_json::Value>,
+    /// RFC 7800 `cnf`, kept raw: how it binds is read by
+    /// `dpop::binding::Bound::of`, and a binding we cannot read is refused,
+    /// never ignored.
+    #[serde(default)]
+    pub cnf: Option<serde_json::Value>,
     #[serde(default)]
     pub txn: Option<String>,
     #[serde(default)]
@@ -361,10 +379,12 @@ mod tests {
             roles: vec![],
             txn: "t".into(),
             act: None,
+            cnf: None,
             identity: IdentityClaims::default(),
         };
         let v = serde_json::to_value(&c).unwrap();
         assert!(v.get("act").is_none() && v.get("scope").is_none() && v.get("auth_time").is_none());
+        assert!(v.get("cnf").is_none(), "a bearer token has no cnf");
         assert!(v.get("resource").is_none(), "an access token names no resource");
         assert!(v.get("client_profile").is_none(), "no profile is guessed");
     }

@@ -252,10 +252,14 @@ impl<'a> Call<'a> {
 }
 
 /// The error for a reused one-time value: a client assertion is client
-/// authentication (`invalid_client`); an assertion grant is `invalid_grant`.
+/// authentication (`invalid_client`); a DPoP proof's `jti` is the proof's
+/// failure (`invalid_dpop_proof`, RFC 9449 §11.1); an assertion grant is
+/// `invalid_grant`.
 fn replay_error(mark: &ReplayMark) -> OAuthError {
     if mark.authenticates {
         OAuthError::invalid_client("client_assertion.replayed", "client authentication failed")
+    } else if mark.key.starts_with(crate::dpop::MARK_PREFIX) {
+        OAuthError::invalid_dpop_proof("dpop.replayed", "the DPoP proof has already been used (jti)")
     } else {
         OAuthError::invalid_grant("assertion.replayed", "the assertion has already been used")
     }

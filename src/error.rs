@@ -32,6 +32,12 @@ pub enum ErrorCode {
     AccessDenied,
     UnsupportedTokenType,
     UnsupportedResponseType,
+    /// A DPoP proof is missing where required, malformed, or fails a check
+    /// (RFC 9449 §5, §4.3).
+    InvalidDpopProof,
+    /// The proof lacks the server's current nonce; the answer carries a
+    /// fresh one in `DPoP-Nonce` (RFC 9449 §8).
+    UseDpopNonce,
     TemporarilyUnavailable,
     /// Over a rate limit (MCP EMA §7.5.1). On the wire it is
     /// `temporarily_unavailable` (RFC 6749 §4.1.2.1, "temporary overloading"):
@@ -44,7 +50,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 16] = [
         Self::InvalidRequest,
         Self::InvalidClient,
         Self::InvalidGrant,
@@ -55,6 +61,8 @@ impl ErrorCode {
         Self::AccessDenied,
         Self::UnsupportedTokenType,
         Self::UnsupportedResponseType,
+        Self::InvalidDpopProof,
+        Self::UseDpopNonce,
         Self::TemporarilyUnavailable,
         Self::RateLimited,
         Self::ServerError,
@@ -73,6 +81,8 @@ impl ErrorCode {
             Self::AccessDenied => "access_denied",
             Self::UnsupportedTokenType => "unsupported_token_type",
             Self::UnsupportedResponseType => "unsupported_response_type",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
             Self::TemporarilyUnavailable | Self::RateLimited => "temporarily_unavailable",
             Self::ServerError => "server_error",
             Self::NotFound => "not_found",
@@ -110,6 +120,10 @@ pub struct OAuthError {
     /// Whole seconds for `Retry-After` (RFC 9110 §10.2.3), when known: a rate
     /// limit knows when its bucket refills.
     pub retry_after: Option<u64>,
+    /// A fresh server nonce for `DPoP-Nonce` (RFC 9449 §8): set on
+    /// `use_dpop_nonce`, and on any refusal of a request that carried a
+    /// proof while nonces are required.
+    pub dpop_nonce: Option<String>,
 }
 
 pub type OAuthResult<T> = Result<T, OAuthError>;
@@ -122,6 +136,7 @@ impl OAuthError {
             description: description.into(),
             basic_challenge: false,
             retry_after: None,
+            dpop_nonce: None,
         }
     }
 
@@ -156,6 +171,17 @@ impl OAuthError {
     pub fn unauthorized_client(reason: &'static str, d: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::UnauthorizedClient, reason, d)
     }
+    pub fn invalid_dpop_proof(reason: &'static str, d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidDpopProof, reason, d)
+    }
+
+    /// Attach the server's current DPoP nonce (answered in `DPoP-Nonce`).
+    pub fn with_dpop_nonce(mut self, nonce: Option<String>) -> Self {
+        if nonce.is_some() {
+            self.dpop_nonce = nonce;
+        }
+        self
+    }
 
     /// A check could not be made (store down, JWKS unreachable with no cached
     /// key). The cause is logged here and never shown to the client.
@@ -182,7 +208,8 @@ impl OAuthError {
     /// Change the code while keeping reason and description: used where a
     /// spec assigns one code to a whole class of failures (RFC 7523 §3.1:
     /// everything wrong with the assertion is `invalid_grant`). Never an
-    /// outage, a rate limit, a client failure, or `access_denied`: a user
+    /// outage, a rate limit, a client failure, a DPoP proof's failure (the
+    /// proof is not the assertion, RFC 9449 §5), or `access_denied`: a user
     /// without entitlement is not a bad assertion, and saying so is the
     /// point of that code (ID-JAG issue 111).
     pub fn recode(mut self, code: ErrorCode) -> Self {
@@ -193,6 +220,8 @@ impl OAuthError {
                 | ErrorCode::ServerError
                 | ErrorCode::InvalidClient
                 | ErrorCode::AccessDenied
+                | ErrorCode::InvalidDpopProof
+                | ErrorCode::UseDpopNonce
         ) {
             self.code = code;
         }

@@ -1,6 +1,6 @@
 //! `POST /introspect` — RFC 7662 token introspection for our access tokens.
 //!
-//! Owns: the response shape: RFC 7662 §2.2 members plus `act` and `txn`, and
+//! Owns: the response shape: RFC 7662 §2.2 members plus `act`, `txn` and `cnf` (RFC 9449 §6.2), and
 //! nothing more (the user's `roles` stay in the token: minimal disclosure,
 //! RFC 8693 §6); and who may learn that a token is active: the client it was
 //! issued to, or a client whose `resource` is its audience (the resource
@@ -53,7 +53,10 @@ pub async fn introspect(state: &AppState, req: &OAuthRequest) -> OAuthResult<ser
                     "exp": v.exp,
                     "iat": c.iat,
                     "jti": c.jti,
-                    "token_type": "Bearer",
+                    // RFC 9449 §6.2: a bound token is a DPoP token, and the
+                    // resource server learns its key from `cnf`.
+                    "token_type": if c.cnf.is_some() { "DPoP" } else { "Bearer" },
+                    "cnf": c.cnf,
                     "txn": c.txn,
                     "act": c.act,
                 });

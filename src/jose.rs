@@ -125,6 +125,12 @@ pub struct Header {
     pub kid: Option<String>,
     #[serde(default)]
     pub crit: Option<serde_json::Value>,
+    /// An embedded public key. Read by `dpop` only, where the proof carries
+    /// the key it is signed with by design (RFC 9449 §4.2) and what is
+    /// trusted is its thumbprint, never the key itself; for every other
+    /// token it is ignored, never a key source (RFC 8725 §3.10).
+    #[serde(default)]
+    pub jwk: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Header {

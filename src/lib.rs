@@ -22,6 +22,7 @@ pub mod client_auth;
 pub mod clock;
 pub mod config;
 pub mod dev;
+pub mod dpop;
 pub mod endpoint;
 pub mod error;
 pub mod grant;

@@ -21,12 +21,25 @@ pub struct Caller {
 
 /// One request to a client-authenticated endpoint (`/token`, `/introspect`,
 /// `/revoke`, `/admin/*`), in plain types: the caller, the `Authorization`
-/// header (RFC 6749 §2.3.1 Basic, if any) and the form.
+/// header (RFC 6749 §2.3.1 Basic, if any), the `DPoP` header (RFC 9449 §4.1)
+/// and the form.
 #[derive(Debug, Default)]
 pub struct OAuthRequest {
     pub caller: Caller,
     pub authorization: Option<String>,
+    pub dpop: DpopHeader,
     pub params: OAuthParams,
+}
+
+/// The `DPoP` request header as sent: RFC 9449 §4.3 (check 1) refuses a
+/// request with more than one, so "several" is kept apart from "one".
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum DpopHeader {
+    #[default]
+    Absent,
+    /// Undecodable bytes are replaced: such a proof then fails as malformed.
+    One(String),
+    Several,
 }
 
 /// Largest form we read. Tokens are capped at 16 KiB each; a token request

@@ -101,6 +101,9 @@ pub struct Client {
     pub id_jag_issuers: HashSet<String>,
     /// Its token bucket: `clients.<id>.rate_limit`, else the `[limits]` default.
     pub rate: ClientRate,
+    /// Every token request of this client must carry a DPoP proof, so every
+    /// token it gets is key-bound (RFC 9449 §5.2 `dpop_bound_access_tokens`).
+    pub require_dpop: bool,
 }
 
 impl Client {
@@ -163,6 +166,31 @@ pub struct TokenSettings {
     pub max_upstream_token_lifetime_secs: i64,
 }
 
+/// `[dpop]`, resolved: how DPoP proofs (RFC 9449) are judged.
+pub struct DpopSettings {
+    /// The oldest a proof's `iat` may be (RFC 9449 §4.3 check 11); a proof
+    /// from the future is allowed `tokens.clock_skew_secs`.
+    pub max_age_secs: i64,
+    /// Every proof must carry a current server nonce (RFC 9449 §8).
+    pub require_nonce: bool,
+    /// A nonce is good for between one and two of these.
+    pub nonce_lifetime_secs: i64,
+    /// The nonces' HMAC key: `dpop.nonce_secret`, shared by every instance,
+    /// or random per process when not set (a single instance only).
+    pub nonce_secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for DpopSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpopSettings")
+            .field("max_age_secs", &self.max_age_secs)
+            .field("require_nonce", &self.require_nonce)
+            .field("nonce_lifetime_secs", &self.nonce_lifetime_secs)
+            .field("nonce_secret", &"<redacted>")
+            .finish()
+    }
+}
+
 #[derive(Debug)]
 pub struct AgentCap {
     pub categories: BTreeSet<Category>,
@@ -176,6 +204,7 @@ pub struct Policy {
     pub issuer: String,
     pub token_endpoint: String,
     pub tokens: TokenSettings,
+    pub dpop: DpopSettings,
     /// Trusted upstream issuers by issuer identifier.
     pub issuers: HashMap<String, Arc<TrustedIssuer>>,
     pub clients: HashMap<String, Arc<Client>>,

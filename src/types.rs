@@ -139,6 +139,9 @@ impl TokenType {
 
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const GRANT_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// draft-parecki-oauth-jwt-dpop-grant: the jwt-bearer grant with a DPoP
+/// proof that the assertion and the issued token are bound to.
+pub const GRANT_JWT_DPOP: &str = "urn:ietf:params:oauth:grant-type:jwt-dpop";
 pub const CLIENT_ASSERTION_TYPE_JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 pub const GRANT_PROFILE_ID_JAG: &str = "urn:ietf:params:oauth:grant-profile:id-jag";
 
@@ -151,6 +154,11 @@ pub enum GrantType {
     TokenExchange,
     /// RFC 7523 §2.1 (ID-JAG redemption).
     JwtBearer,
+    /// The same redemption with a DPoP proof required
+    /// (draft-parecki-oauth-jwt-dpop-grant). Not a config name: a client
+    /// allowed `jwt-bearer` may use it ([`GrantType::permission`]).
+    #[serde(skip)]
+    JwtDpop,
 }
 
 impl GrantType {
@@ -158,12 +166,14 @@ impl GrantType {
         match self {
             Self::TokenExchange => GRANT_TOKEN_EXCHANGE,
             Self::JwtBearer => GRANT_JWT_BEARER,
+            Self::JwtDpop => GRANT_JWT_DPOP,
         }
     }
     pub fn parse(raw: &str) -> Option<Self> {
         match raw {
             GRANT_TOKEN_EXCHANGE => Some(Self::TokenExchange),
             GRANT_JWT_BEARER => Some(Self::JwtBearer),
+            GRANT_JWT_DPOP => Some(Self::JwtDpop),
             _ => None,
         }
     }
@@ -171,6 +181,15 @@ impl GrantType {
         match self {
             Self::TokenExchange => "token-exchange",
             Self::JwtBearer => "jwt-bearer",
+            Self::JwtDpop => "jwt-dpop",
+        }
+    }
+    /// The configured grant that permits this one: `jwt-dpop` is
+    /// `jwt-bearer` with a proof, never a wider permission.
+    pub fn permission(self) -> Self {
+        match self {
+            Self::JwtDpop => Self::JwtBearer,
+            other => other,
         }
     }
 }

@@ -32,6 +32,12 @@ pub enum ErrorCode {
     /// answers it at `/token`, with 400): asking again, or for other scopes,
     /// will not help; the user needs a role there.
     AccessDenied,
+    /// RFC 9449 §5: the DPoP proof is missing where required, or fails a
+    /// check (a replayed `jti`, a stale `iat`, a wrong `htu`): make a new one.
+    InvalidDpopProof,
+    /// RFC 9449 §8: retry with a proof carrying the server's nonce, which
+    /// the answer's `DPoP-Nonce` header holds.
+    UseDpopNonce,
     /// 503 (the broker's store or upstream keys are unreachable) or 429 (a
     /// rate limit).
     TemporarilyUnavailable,
@@ -49,6 +55,8 @@ impl ErrorCode {
             "invalid_scope" => Self::InvalidScope,
             "invalid_target" => Self::InvalidTarget,
             "access_denied" => Self::AccessDenied,
+            "invalid_dpop_proof" => Self::InvalidDpopProof,
+            "use_dpop_nonce" => Self::UseDpopNonce,
             "temporarily_unavailable" => Self::TemporarilyUnavailable,
             other => Self::Other(clean(other, MAX_CODE)),
         }
@@ -64,6 +72,8 @@ impl ErrorCode {
             Self::InvalidScope => "invalid_scope",
             Self::InvalidTarget => "invalid_target",
             Self::AccessDenied => "access_denied",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
             Self::Other(s) => s,
         }

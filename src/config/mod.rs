@@ -31,6 +31,8 @@ pub struct Config {
     #[serde(default)]
     pub tokens: TokensConfig,
     #[serde(default)]
+    pub dpop: DpopConfig,
+    #[serde(default)]
     pub keys: KeysConfig,
     #[serde(default)]
     pub store: StoreConfig,
@@ -248,6 +250,37 @@ impl Default for TokensConfig {
     }
 }
 
+/// `[dpop]`: how DPoP proofs (RFC 9449) at the token endpoint are judged.
+/// A proof is optional for a client unless `clients.<id>.require_dpop`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpopConfig {
+    /// The oldest a proof's `iat` may be, in seconds (RFC 9449 §4.3; also
+    /// how long its `jti` is remembered). 1..=300.
+    pub max_age_secs: i64,
+    /// Every proof must carry a current server nonce (RFC 9449 §8): a proof
+    /// without one gets `use_dpop_nonce` and a `DPoP-Nonce` to retry with.
+    pub require_nonce: bool,
+    /// A nonce is accepted for between one and two of these. 10..=3600.
+    pub nonce_lifetime_secs: i64,
+    /// 64 hex characters (32 bytes): the key nonces are made with. Required
+    /// with `require_nonce` on the Redis store, so that every instance
+    /// accepts the nonces of the others; a single instance without it makes
+    /// a random one at start (nonces then change on reload).
+    pub nonce_secret: Option<String>,
+}
+
+impl Default for DpopConfig {
+    fn default() -> Self {
+        Self {
+            max_age_secs: 60,
+            require_nonce: false,
+            nonce_lifetime_secs: 300,
+            nonce_secret: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeysConfig {
@@ -455,6 +488,10 @@ pub struct ClientConfig {
     /// This client's own rate limit instead of `[limits]`' default.
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    /// Refuse this client's token requests that carry no DPoP proof, so
+    /// every token it obtains is bound to its key (RFC 9449 §5.2).
+    #[serde(default)]
+    pub require_dpop: bool,
 }
 
 /// One identity an actor token may name: `sub` as vouched for by `issuer`

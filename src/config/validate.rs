@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::{ClientConfig, Config, MIN_MEMORY_AUDIT_MAX_BYTES, MetricsConfig, ServerConfig, StoreConfig};
 use crate::jose::Alg;
 use crate::policy::{
-    AgentCap, Audience, AudienceKind, AuditSettings, AuthMethod, Category, Client, ClientRate, KeySource,
+    AgentCap, Audience, AudienceKind, AuditSettings, AuthMethod, Category, Client, ClientRate, DpopSettings, KeySource,
     LimitSettings, Policy, Purpose, TokenSettings, TrustedIssuer,
 };
 use crate::store::redis::AUDIT_RETENTION;
@@ -235,6 +235,7 @@ impl Validator {
                 self.problem(format!("admin.clients[{i}]"), format!("unknown client {id:?}"));
             }
         }
+        let dpop = self.dpop(c);
         let t = &c.tokens;
         Policy {
             issuer: issuer.clone(),
@@ -243,6 +244,7 @@ impl Validator {
             limits,
             audit,
             token_endpoint: format!("{issuer}/token"),
+            dpop,
             tokens: TokenSettings {
                 clock_skew_secs: t.clock_skew_secs,
                 max_delegation_depth: t.max_delegation_depth,
@@ -311,6 +313,53 @@ impl Validator {
         self.server(&c.server);
         self.metrics(&c.metrics);
         self.store(&c.store);
+    }
+
+    /// `[dpop]`: bounded windows, and a nonce secret every instance shares
+    /// when nonces are required on the shared store.
+    fn dpop(&mut self, c: &Config) -> DpopSettings {
+        let d = &c.dpop;
+        if !(1..=300).contains(&d.max_age_secs) {
+            self.problem("dpop.max_age_secs", "must be 1..=300 seconds");
+        }
+        if !(10..=3600).contains(&d.nonce_lifetime_secs) {
+            self.problem("dpop.nonce_lifetime_secs", "must be 10..=3600 seconds");
+        }
+        let configured = d.nonce_secret.as_deref().map(|hex| {
+            let bytes = (hex.len() == 64)
+                .then(|| {
+                    (0..32)
+                        .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+                        .collect::<Option<Vec<u8>>>()
+                })
+                .flatten();
+            if bytes.is_none() {
+                self.problem("dpop.nonce_secret", "must be 64 hex characters (32 bytes)");
+            }
+            bytes.unwrap_or_default()
+        });
+        if d.require_nonce && configured.is_none() && matches!(c.store, StoreConfig::Redis { .. }) {
+            self.problem(
+                "dpop.nonce_secret",
+                "set it when require_nonce is on with the Redis store, so that every instance accepts the others' nonces",
+            );
+        }
+        let nonce_secret = match configured {
+            Some(bytes) => bytes,
+            None => {
+                let mut random = vec![0u8; 32];
+                if openssl::rand::rand_bytes(&mut random).is_err() {
+                    self.problem("dpop.nonce_secret", "no random secret could be made; set one");
+                }
+                random
+            }
+        };
+        DpopSettings {
+            max_age_secs: d.max_age_secs,
+            require_nonce: d.require_nonce,
+            nonce_lifetime_secs: d.nonce_lifetime_secs,
+            nonce_secret,
+        }
     }
 
     fn store(&mut self, s: &StoreConfig) {
@@ -563,6 +612,7 @@ impl Validator {
                         actor_identities,
                         id_jag_issuers,
                         rate,
+                        require_dpop: cc.require_dpop,
                     }),
                 );
             }

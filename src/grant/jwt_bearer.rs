@@ -2,8 +2,10 @@
 //! authorization server (draft-ietf-oauth-identity-assertion-authz-grant §4.4).
 //!
 //! Reads as the draft's validation steps in order: typ → trusted issuer +
-//! alg + signature → aud → time → jti → client_id → resource → scope →
-//! subject. Every failure of the assertion is `invalid_grant` (RFC 7523
+//! alg + signature → aud → time → jti → client_id → key binding (`cnf`,
+//! with the request's DPoP proof) → resource → scope → subject. The
+//! `jwt-dpop` grant (draft-parecki-oauth-jwt-dpop-grant) is this grant with
+//! a proof required. Every failure of the assertion is `invalid_grant` (RFC 7523
 //! §3.1); client authentication failures stay `invalid_client`.
 //! Must never: redeem an ID-JAG this server issued (ID-JAG security
 //! considerations: no scope broadening by self-redemption), issue a refresh
@@ -26,12 +28,13 @@ pub async fn redeem(
     params: &OAuthParams,
     audit: &mut AuditRecord,
     marks: &mut Vec<ReplayMark>,
+    proved: Option<&str>,
 ) -> OAuthResult<Issued> {
     // A missing parameter is a malformed request (RFC 6749 §5.2), not an
     // invalid grant; everything wrong *with* the assertion is `invalid_grant`
     // (RFC 7523 §3.1).
     let assertion = params.require("assertion")?;
-    run(cx, client, assertion, params, audit, marks)
+    run(cx, client, assertion, params, audit, marks, proved)
         .await
         .map_err(|e| e.recode(ErrorCode::InvalidGrant))
 }
@@ -43,6 +46,7 @@ async fn run(
     params: &OAuthParams,
     audit: &mut AuditRecord,
     marks: &mut Vec<ReplayMark>,
+    proved: Option<&str>,
 ) -> OAuthResult<Issued> {
     audit.subject_presented(assertion);
     // Tolerated extras, which MCP clients send (specs/resource-as.md §2):
@@ -71,7 +75,7 @@ async fn run(
     // function below, in this order.
     issued_for(client, &v)?;
     marks.push(replay_mark(cx, &v));
-    not_key_bound(&v)?;
+    let cnf_jkt = key_binding(&v, proved)?;
     let audience = target(cx, &v, params)?;
     audit.target(
         TokenType::AccessToken.uri(),
@@ -156,6 +160,7 @@ async fn run(
             txn,
             act: chain,
             identity: v.claims.identity(),
+            cnf_jkt,
             guards: vec![(
                 guard,
                 OAuthError::invalid_grant("id_jag.revoked", "the assertion has been revoked"),
@@ -200,16 +205,27 @@ fn replay_mark(cx: &GrantContext<'_>, v: &Verified) -> ReplayMark {
     }
 }
 
-/// Step 6: a key-bound ID-JAG (`cnf`) needs a DPoP proof, which this server
-/// does not verify yet: refuse rather than issue an unbound token.
-fn not_key_bound(v: &Verified) -> OAuthResult<()> {
-    if v.claims.extra.contains_key("cnf") {
-        return Err(OAuthError::invalid_grant(
+/// Step 6: a key-bound ID-JAG (`cnf.jkt`) is redeemed only with a DPoP proof
+/// by that key, and the access token is bound to it; a bearer ID-JAG
+/// redeemed with a proof gives a token bound to the proof's key
+/// (`dpop::binding::redemption`). The proof itself was checked before this
+/// grant ran (`grant::proof`).
+fn key_binding(v: &Verified, proved: Option<&str>) -> OAuthResult<Option<String>> {
+    use crate::dpop::binding::{self, Bound, Refused};
+    binding::redemption(Bound::of(v.claims.cnf.as_ref()), proved).map_err(|r| match r {
+        Refused::ProofRequired => OAuthError::invalid_grant(
+            "id_jag.dpop_proof_required",
+            "the assertion is bound to a key (cnf): redeem it with a DPoP proof by that key",
+        ),
+        Refused::OtherKey => OAuthError::invalid_grant(
+            "id_jag.dpop_other_key",
+            "the assertion is bound to another key than the DPoP proof's",
+        ),
+        Refused::UnsupportedMethod => OAuthError::invalid_grant(
             "id_jag.cnf_unsupported",
-            "the assertion is bound to a key (cnf); DPoP-bound redemption is not supported here",
-        ));
-    }
-    Ok(())
+            "the assertion is bound by a confirmation method this server does not verify",
+        ),
+    })
 }
 
 /// The resource (ID-JAG §4.4 step 3; MCP EMA: `resource` MUST be one of

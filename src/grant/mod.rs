@@ -16,10 +16,10 @@ use serde::Serialize;
 
 use crate::audit::AuditRecord;
 use crate::chain::Act;
-use crate::claims::{IdentityClaims, IssuedClaims, SubjectId, TYP_ACCESS_TOKEN, TYP_ID_JAG};
+use crate::claims::{Confirmation, IdentityClaims, IssuedClaims, SubjectId, TYP_ACCESS_TOKEN, TYP_ID_JAG};
 use crate::endpoint::Call;
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
-use crate::params::{OAuthParams, OAuthRequest};
+use crate::params::{DpopHeader, OAuthParams, OAuthRequest};
 use crate::policy::Policy;
 use crate::state::AppState;
 use crate::store::RevocationGuard;
@@ -31,8 +31,11 @@ pub struct Issued {
     pub token: String,
     /// `None` for grants whose response has no `issued_token_type` (RFC 7523).
     pub issued_token_type: Option<TokenType>,
-    /// `N_A` for an ID-JAG (RFC 8693 §2.2.1), `Bearer` for access tokens.
+    /// `N_A` for an ID-JAG (RFC 8693 §2.2.1), `Bearer` for access tokens,
+    /// `DPoP` for key-bound ones (RFC 9449 §5).
     pub token_type: &'static str,
+    /// The key the token is bound to, if any.
+    pub cnf: Option<Confirmation>,
     pub exp: i64,
     pub scope: ScopeSet,
     /// Release only if the subject (and actor) tokens are still not revoked
@@ -59,6 +62,9 @@ pub struct Draft {
     pub txn: String,
     pub act: Option<Act>,
     pub identity: IdentityClaims,
+    /// `cnf.jkt`: the key the request proved, when the token is bound to it
+    /// (`dpop::binding`).
+    pub cnf_jkt: Option<String>,
     pub guards: Vec<(RevocationGuard, OAuthError)>,
 }
 
@@ -68,9 +74,10 @@ pub struct Draft {
 /// commits first.
 pub fn mint(cx: &GrantContext<'_>, audit: &mut AuditRecord, d: Draft) -> OAuthResult<Issued> {
     let jti = uuid::Uuid::now_v7().to_string();
-    let (typ, token_type) = match d.output {
-        TokenType::IdJag => (TYP_ID_JAG, "N_A"),
-        _ => (TYP_ACCESS_TOKEN, "Bearer"),
+    let (typ, token_type) = match (d.output, &d.cnf_jkt) {
+        (TokenType::IdJag, _) => (TYP_ID_JAG, "N_A"),
+        (_, Some(_)) => (TYP_ACCESS_TOKEN, "DPoP"),
+        (_, None) => (TYP_ACCESS_TOKEN, "Bearer"),
     };
     let claims = IssuedClaims {
         iss: cx.policy.issuer.clone(),
@@ -87,6 +94,7 @@ pub fn mint(cx: &GrantContext<'_>, audit: &mut AuditRecord, d: Draft) -> OAuthRe
         roles: d.roles,
         txn: d.txn,
         act: d.act,
+        cnf: d.cnf_jkt.map(|jkt| Confirmation { jkt }),
         identity: d.identity,
     };
     let token = {
@@ -103,6 +111,7 @@ pub fn mint(cx: &GrantContext<'_>, audit: &mut AuditRecord, d: Draft) -> OAuthRe
         token_type,
         exp: claims.exp,
         scope: claims.scope,
+        cnf: claims.cnf,
         guards: d.guards,
     })
 }
@@ -117,6 +126,14 @@ pub struct TokenResponse {
     /// A JSON number: the MCP SDKs reject a string.
     pub expires_in: i64,
     pub scope: String,
+    /// The binding applied (draft-mcguinness-oauth-token-exchange-cnf): a
+    /// client that sent a proof and finds no `cnf` knows it was dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+    /// A fresh DPoP nonce for the `DPoP-Nonce` header (RFC 9449 §8.2), not
+    /// part of the body.
+    #[serde(skip)]
+    pub dpop_nonce: Option<String>,
 }
 
 /// Everything a grant needs for one request.
@@ -131,16 +148,70 @@ pub struct GrantContext<'a> {
 /// error to answer. Never panics.
 pub async fn handle(state: &AppState, req: &OAuthRequest) -> OAuthResult<TokenResponse> {
     let mut call = Call::begin(state, &req.caller, "unknown");
+    // RFC 9449 §8.2: with nonces required, every answer to a request that
+    // carried a proof hands out the current nonce.
+    let nonce = match req.dpop {
+        DpopHeader::Absent => None,
+        _ => proof_expectations(&call.policy, call.now).fresh_nonce(),
+    };
     match run(&mut call, req).await {
         Ok(mut issued) => {
             let now = call.now;
             for (guard, err) in std::mem::take(&mut issued.guards) {
                 call.guard(guard, err);
             }
-            call.commit(token_response(issued, now)).await
+            let mut response = token_response(issued, now);
+            response.dpop_nonce = nonce.clone();
+            call.commit(response).await.map_err(|e| e.with_dpop_nonce(nonce))
         }
-        Err(err) => Err(call.deny(err).await),
+        Err(err) => Err(call.deny(err).await.with_dpop_nonce(nonce)),
     }
+}
+
+/// What a DPoP proof sent to the token endpoint must match (RFC 9449 §4.3):
+/// `POST` (the only method routed here) to the endpoint as published.
+fn proof_expectations(policy: &Policy, now: i64) -> crate::dpop::Expected<'_> {
+    crate::dpop::Expected {
+        htm: "POST",
+        htu: &policy.token_endpoint,
+        now,
+        clock_skew_secs: policy.tokens.clock_skew_secs,
+        settings: &policy.dpop,
+    }
+}
+
+/// The request's DPoP proof, checked once the client is authenticated and
+/// may use the grant: `None` without one, unless the client or the grant
+/// requires one (RFC 9449 §5.2; draft-parecki-oauth-jwt-dpop-grant). The
+/// proof's `jti` is spent by this request's commit, granted or denied.
+fn proof(
+    call_policy: &Policy,
+    now: i64,
+    req: &OAuthRequest,
+    client: &crate::policy::Client,
+    grant: GrantType,
+    audit: &mut AuditRecord,
+    marks: &mut Vec<crate::store::ReplayMark>,
+) -> OAuthResult<Option<String>> {
+    let proof = crate::dpop::check(&req.dpop, &proof_expectations(call_policy, now))?;
+    let Some(proof) = proof else {
+        if grant == GrantType::JwtDpop {
+            return Err(OAuthError::invalid_dpop_proof(
+                "dpop.required_by_grant",
+                "the jwt-dpop grant requires a DPoP proof",
+            ));
+        }
+        if client.require_dpop {
+            return Err(OAuthError::invalid_dpop_proof(
+                "dpop.required_by_client",
+                "this client must send a DPoP proof with every token request",
+            ));
+        }
+        return Ok(None);
+    };
+    audit.dpop_proved(&proof.jkt);
+    marks.push(proof.mark);
+    Ok(Some(proof.jkt))
 }
 
 async fn run(call: &mut Call<'_>, req: &OAuthRequest) -> OAuthResult<Issued> {
@@ -158,7 +229,7 @@ async fn run(call: &mut Call<'_>, req: &OAuthRequest) -> OAuthResult<Issued> {
     call.what = grant.short();
     crate::telemetry::record_request_static("oauth.grant_type", grant.short());
     let client = call.authenticate(req).await?;
-    if !client.grants.contains(&grant) {
+    if !client.grants.contains(&grant.permission()) {
         return Err(OAuthError::unauthorized_client(
             "grant.not_allowed_for_client",
             format!("this client may not use the {} grant", grant.short()),
@@ -184,9 +255,13 @@ async fn run(call: &mut Call<'_>, req: &OAuthRequest) -> OAuthResult<Issued> {
         },
         now: *now,
     };
+    let proved = proof(policy, *now, req, &client, grant, audit, marks)?;
+    let proved = proved.as_deref();
     match grant {
-        GrantType::TokenExchange => token_exchange::exchange(&cx, &client, params, audit).await,
-        GrantType::JwtBearer => jwt_bearer::redeem(&cx, &client, params, audit, marks).await,
+        GrantType::TokenExchange => token_exchange::exchange(&cx, &client, params, audit, proved).await,
+        GrantType::JwtBearer | GrantType::JwtDpop => {
+            jwt_bearer::redeem(&cx, &client, params, audit, marks, proved).await
+        }
     }
 }
 
@@ -197,5 +272,7 @@ fn token_response(issued: Issued, now: i64) -> TokenResponse {
         expires_in: issued.exp - now,
         scope: issued.scope.to_string(),
         access_token: issued.token,
+        cnf: issued.cnf,
+        dpop_nonce: None,
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::audit::AuditRecord;
 use crate::chain::{self, Act, ActorClaim};
 use crate::claims::IdentityClaims;
+use crate::dpop::binding::{self, Bound, Presenter};
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::grant::{Draft, GrantContext, Issued, mint};
 use crate::params::OAuthParams;
@@ -47,6 +48,11 @@ struct Subject {
     scope_same_audience: Option<ScopeSet>,
     identity: IdentityClaims,
     may_act: Option<serde_json::Value>,
+    /// The subject token's `cnf`, raw (`dpop::binding::Bound::of`).
+    cnf: Option<serde_json::Value>,
+    /// Whether this client holds the subject token (it was issued to it) or
+    /// received it (it was issued for it): who must prove which key.
+    presenter: Presenter,
     /// Issue only if the subject token is still not revoked at commit time.
     guard: (RevocationGuard, OAuthError),
 }
@@ -56,9 +62,12 @@ pub async fn exchange(
     client: &Arc<Client>,
     params: &OAuthParams,
     audit: &mut AuditRecord,
+    proved: Option<&str>,
 ) -> OAuthResult<Issued> {
     let req = parse(cx, params, audit)?;
     let subject = telemetry::timed(Step::SubjectValidation, validate_subject(cx, client, &req, audit)).await?;
+    let cnf_jkt =
+        binding::exchange(Bound::of(subject.cnf.as_ref()), subject.presenter, proved).map_err(bound_subject)?;
     let actor_token = match req.actor {
         Some(_) => telemetry::timed(Step::ActorValidation, validate_actor(cx, &req, &subject, audit)).await?,
         None => None,
@@ -135,6 +144,7 @@ pub async fn exchange(
             txn: subject.txn,
             act: chain,
             identity: subject.identity,
+            cnf_jkt,
             guards: std::iter::once(subject.guard)
                 .chain(actor_token.map(|(_, guard)| guard))
                 .collect(),
@@ -288,6 +298,26 @@ fn resolve_resource_target(
     found.ok_or_else(|| OAuthError::invalid_target("target.missing", "name the downstream with resource or audience"))
 }
 
+/// A key-bound subject token that this request may not exchange
+/// (`dpop::binding::exchange`): the subject token is unacceptable, which
+/// RFC 8693 §2.2.2 answers `invalid_request` (decisions §1).
+fn bound_subject(r: binding::Refused) -> OAuthError {
+    match r {
+        binding::Refused::ProofRequired => OAuthError::invalid_request(
+            "subject_token.dpop_proof_required",
+            "subject_token is bound to a key (cnf): exchange it with a DPoP proof",
+        ),
+        binding::Refused::OtherKey => OAuthError::invalid_request(
+            "subject_token.dpop_other_key",
+            "subject_token is bound to another key than the DPoP proof's",
+        ),
+        binding::Refused::UnsupportedMethod => OAuthError::invalid_request(
+            "subject_token.cnf_unsupported",
+            "subject_token is bound by a confirmation method this server does not verify",
+        ),
+    }
+}
+
 /// A subject/actor token failure: `invalid_request` as RFC 8693 §2.2.2 says
 /// (specs/decisions.md §1), or 503 when keys could not be obtained.
 fn token_error(which: &'static str, r: Rejected) -> OAuthError {
@@ -374,6 +404,9 @@ fn id_token_subject(
         scope_same_audience: None,
         identity,
         may_act: v.claims.may_act,
+        cnf: v.claims.cnf,
+        // An ID token is issued to the client presenting it (`aud`).
+        presenter: Presenter::Holder,
         guard,
     })
 }
@@ -394,7 +427,8 @@ fn access_token_subject(
     audit.chain(&txn, None);
     telemetry::record_txn(&txn);
     let aud = v.claims.aud.as_ref();
-    let issued_for_client = v.claims.client_id.as_deref() == Some(client.id.as_str())
+    let issued_to_client = v.claims.client_id.as_deref() == Some(client.id.as_str());
+    let issued_for_client = issued_to_client
         || client
             .resource
             .as_deref()
@@ -448,6 +482,12 @@ fn access_token_subject(
         scope_same_audience,
         identity,
         may_act: v.claims.may_act,
+        cnf: v.claims.cnf,
+        presenter: if issued_to_client {
+            Presenter::Holder
+        } else {
+            Presenter::Recipient
+        },
         guard,
     })
 }

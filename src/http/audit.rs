@@ -63,6 +63,7 @@ pub async fn page(State(state): State<Arc<AppState>>, req: Request) -> Response 
             let request = OAuthRequest {
                 caller,
                 authorization,
+                dpop: Default::default(),
                 params,
             };
             crate::audit_api::page(&state, &request).await

@@ -13,7 +13,7 @@ use axum::extract::{ConnectInfo, FromRequest, Request};
 use axum::http::{HeaderMap, header};
 
 use crate::error::OAuthError;
-use crate::params::{Caller, MAX_FORM_BYTES, OAuthParams, OAuthRequest};
+use crate::params::{Caller, DpopHeader, MAX_FORM_BYTES, OAuthParams, OAuthRequest};
 
 impl<S: Send + Sync> FromRequest<S> for OAuthParams {
     type Rejection = OAuthError;
@@ -50,10 +50,12 @@ impl<S: Send + Sync> FromRequest<S> for OAuthRequest {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let (caller, authorization) = caller_and_authorization(&req);
+        let dpop = dpop_header(req.headers());
         let params = OAuthParams::from_request(req, state).await?;
         Ok(OAuthRequest {
             caller,
             authorization,
+            dpop,
             params,
         })
     }
@@ -76,6 +78,17 @@ pub fn caller_and_authorization(req: &Request) -> (Caller, Option<String>) {
         .get(header::AUTHORIZATION)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     (caller, authorization)
+}
+
+/// The `DPoP` header(s) of a request (RFC 9449 §4.1), counted: more than one
+/// is refused by the proof checks, never resolved by picking one.
+fn dpop_header(headers: &HeaderMap) -> DpopHeader {
+    let mut all = headers.get_all("dpop").iter();
+    match (all.next(), all.next()) {
+        (None, _) => DpopHeader::Absent,
+        (Some(v), None) => DpopHeader::One(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        (Some(_), Some(_)) => DpopHeader::Several,
+    }
 }
 
 /// The facts about the caller an audit record keeps.

@@ -31,6 +31,7 @@ pub fn document(policy: &Policy, keys_alg: Alg) -> serde_json::Value {
     }
     if resource_as {
         grants.push(GrantType::JwtBearer.uri());
+        grants.push(GrantType::JwtDpop.uri());
     }
     let auth_methods = ["client_secret_basic", "client_secret_post", "private_key_jwt"];
     let mut scopes: Vec<&str> = policy
@@ -49,6 +50,8 @@ pub fn document(policy: &Policy, keys_alg: Alg) -> serde_json::Value {
         "grant_types_supported": grants,
         "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": Alg::ALL.iter().map(|a| a.name()).collect::<Vec<_>>(),
+        // RFC 9449 §5.1: the algorithms a DPoP proof may use (asymmetric only).
+        "dpop_signing_alg_values_supported": Alg::ALL.iter().map(|a| a.name()).collect::<Vec<_>>(),
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": scopes,
         "id_token_signing_alg_values_supported": [keys_alg.name()],

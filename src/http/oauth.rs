@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::error::OAuthResult;
-use crate::http::respond::{empty_no_store, json_no_store};
+use crate::http::respond::{dpop_nonce_header, empty_no_store, json_no_store};
 use crate::params::OAuthRequest;
 use crate::state::AppState;
 
@@ -25,9 +25,17 @@ fn render<T: Serialize>(result: OAuthResult<T>) -> Response {
     }
 }
 
-/// `POST /token`: every grant enters here (RFC 6749 §3.2).
+/// `POST /token`: every grant enters here (RFC 6749 §3.2). A DPoP nonce
+/// handed out rides in `DPoP-Nonce` (RFC 9449 §8.2).
 pub async fn token(State(state): State<Arc<AppState>>, req: OAuthRequest) -> Response {
-    render(crate::grant::handle(&state, &req).await)
+    match crate::grant::handle(&state, &req).await {
+        Ok(body) => {
+            let mut r = json_no_store(&body);
+            dpop_nonce_header(r.headers_mut(), body.dpop_nonce.as_deref());
+            r
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 /// `POST /introspect` (RFC 7662).

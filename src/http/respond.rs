@@ -4,8 +4,9 @@
 //! Owns: the RFC 6749 §5.2 error body (`error`, `error_description`), the
 //! `Cache-Control: no-store` / `Pragma: no-cache` pair every token-endpoint
 //! style answer carries (RFC 6749 §5.1), `WWW-Authenticate` for a client that
-//! tried Basic (§5.2), and `Retry-After` on 429/503 (RFC 6585 §4, RFC 9110
-//! §10.2.3).
+//! tried Basic (§5.2), `Retry-After` on 429/503 (RFC 6585 §4, RFC 9110
+//! §10.2.3), and `DPoP-Nonce` when the server hands out a nonce (RFC 9449
+//! §8).
 //! Must never: decide anything; put anything but `error` and
 //! `error_description` into an error body.
 
@@ -28,6 +29,16 @@ pub fn json_no_store(body: impl Serialize) -> Response {
     no_store_headers(r.headers_mut());
     r
 }
+
+/// `DPoP-Nonce: <nonce>` (RFC 9449 §8.1), when there is one. A nonce is
+/// base64url (our own), so it is always a valid header value.
+pub fn dpop_nonce_header(headers: &mut HeaderMap, nonce: Option<&str>) {
+    if let Some(v) = nonce.and_then(|n| HeaderValue::from_str(n).ok()) {
+        headers.insert(DPOP_NONCE, v);
+    }
+}
+
+const DPOP_NONCE: header::HeaderName = header::HeaderName::from_static("dpop-nonce");
 
 /// 200 with no body, not cached (RFC 7009 §2.2).
 pub fn empty_no_store() -> Response {
@@ -58,6 +69,7 @@ impl IntoResponse for OAuthError {
                 HeaderValue::from_static(r#"Basic realm="xaa-broker", charset="UTF-8""#),
             );
         }
+        dpop_nonce_header(headers, self.dpop_nonce.as_deref());
         match (self.retry_after, self.code) {
             (Some(secs), _) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
@@ -102,6 +114,16 @@ mod tests {
             assert_eq!(r.headers()[header::RETRY_AFTER], header, "wait {wait} ms");
             assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
         }
+    }
+
+    #[test]
+    fn use_dpop_nonce_carries_the_nonce_in_its_header() {
+        let e = OAuthError::new(ErrorCode::UseDpopNonce, "dpop.nonce_required", "send the nonce")
+            .with_dpop_nonce(Some("abc_-1".into()));
+        let r = e.into_response();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(r.headers()["dpop-nonce"], "abc_-1");
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
     }
 
     #[test]

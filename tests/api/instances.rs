@@ -32,6 +32,36 @@ async fn a_client_assertion_used_at_one_instance_is_refused_at_the_other() {
         .assert_error(401, "invalid_client");
 }
 
+/// A DPoP proof's `jti` is single use across the deployment (RFC 9449 §11.1):
+/// its mark is in the store every instance shares.
+#[tokio::test]
+async fn a_dpop_proof_used_at_one_instance_is_refused_at_the_other() {
+    let Some((one, two)) = two_instances("dpop").await else {
+        return;
+    };
+    let key = crate::support::dpop::DpopKey::es256();
+    // One deployment, one token endpoint: both instances serve `issuer`.
+    let proof = key.proof(&format!("{}/token", one.issuer));
+    dpop_hop(&one, &proof).await.assert_ok();
+    dpop_hop(&two, &proof).await.assert_error(400, "invalid_dpop_proof");
+}
+
+/// triage-agent takes alice's first hop with a `DPoP` proof.
+async fn dpop_hop(app: &TestApp, proof: &str) -> Resp {
+    let id_token = app.idp.id_token("alice", "triage-agent", &["developer"]);
+    app.token_with_dpop(
+        Auth::Basic("triage-agent"),
+        &[
+            ("grant_type", TOKEN_EXCHANGE),
+            ("resource", LOGS),
+            ("subject_token", &id_token),
+            ("subject_token_type", ID_TOKEN),
+        ],
+        &[proof],
+    )
+    .await
+}
+
 /// reporting-bot (private_key_jwt) takes alice's first hop with `assertion`.
 async fn exchange_with_assertion(app: &TestApp, assertion: &str) -> Resp {
     app.first_hop_with_assertion("reporting-bot", assertion).await

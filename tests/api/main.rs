@@ -8,6 +8,7 @@ mod support;
 
 // Token exchange (RFC 8693): ID-JAGs, hop tokens, actors, and every refusal.
 mod actor;
+mod dpop;
 mod hop_tokens;
 mod id_jag;
 mod rejections;

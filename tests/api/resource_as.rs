@@ -1014,12 +1014,22 @@ async fn another_client_presenting_an_id_jag_does_not_spend_it() {
     redeem(&f.ras, "0oa-triage", &id_jag, &[]).await.assert_ok();
 }
 
-/// ID-JAG §4.4 step 6: a `cnf`-bound assertion needs a DPoP proof this
-/// server does not verify yet, so it is refused, never downgraded to Bearer.
+/// ID-JAG §4.4 step 6: a `cnf`-bound assertion without a DPoP proof is
+/// refused, never downgraded to Bearer (the proof's cases: tests/api/dpop.rs).
 #[tokio::test]
-async fn a_key_bound_id_jag_is_refused_rather_than_redeemed_unbound() {
+async fn a_key_bound_id_jag_without_a_proof_is_refused_rather_than_redeemed_unbound() {
     let f = Forge::start().await;
     let id_jag = f.id_jag(|c| c["cnf"] = json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}));
+    f.assert_refused("0oa-triage", &id_jag, "id_jag.dpop_proof_required")
+        .await;
+}
+
+/// A binding we cannot verify (a certificate thumbprint, RFC 8705) is
+/// refused, never read as "no binding".
+#[tokio::test]
+async fn an_id_jag_bound_by_a_method_we_do_not_verify_is_refused() {
+    let f = Forge::start().await;
+    let id_jag = f.id_jag(|c| c["cnf"] = json!({"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}));
     f.assert_refused("0oa-triage", &id_jag, "id_jag.cnf_unsupported").await;
 }
 
@@ -1038,7 +1048,10 @@ async fn an_id_jag_with_a_malformed_scope_is_refused() {
 async fn a_pure_resource_as_advertises_only_what_it_offers() {
     let (_enterprise, ras) = TestApp::spawn_pair().await;
     let meta = ras.get("/.well-known/oauth-authorization-server").await.body;
-    assert_eq!(meta["grant_types_supported"], json!([JWT_BEARER]));
+    assert_eq!(
+        meta["grant_types_supported"],
+        json!([JWT_BEARER, "urn:ietf:params:oauth:grant-type:jwt-dpop"])
+    );
     assert!(
         meta.get("identity_chaining_requested_token_types_supported").is_none(),
         "{meta}"

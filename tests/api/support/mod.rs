@@ -3,6 +3,7 @@
 //! fake IdPs, and helpers that read as scenarios.
 
 pub mod dev_broker;
+pub mod dpop;
 pub mod example_bin;
 pub mod fake_idp;
 pub mod redis;
@@ -380,8 +381,28 @@ impl TestApp {
 
     /// POST a form to an endpoint with client authentication.
     pub async fn post_form(&self, path: &str, auth: Auth<'_>, form: &[(&str, &str)]) -> Resp {
+        self.post_form_with_headers(path, auth, form, &[]).await
+    }
+
+    /// POST a token request with `DPoP` headers (none, one, or several).
+    pub async fn token_with_dpop(&self, auth: Auth<'_>, form: &[(&str, &str)], proofs: &[&str]) -> Resp {
+        let headers: Vec<(&str, &str)> = proofs.iter().map(|p| ("dpop", *p)).collect();
+        self.post_form_with_headers("/token", auth, form, &headers).await
+    }
+
+    /// POST a form with client authentication and extra request headers.
+    pub async fn post_form_with_headers(
+        &self,
+        path: &str,
+        auth: Auth<'_>,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Resp {
         let mut form: Vec<(String, String)> = form.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut req = self.http.post(self.url(path));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         match auth {
             Auth::Basic(id) => req = req.basic_auth(id, Some(format!("{id}-secret"))),
             Auth::BasicWith(id, secret) => req = req.basic_auth(id, Some(secret)),

@@ -1,0 +1,76 @@
+//! A DPoP client key for tests (RFC 9449): proofs made exactly as a client
+//! makes them, and forged ones, changed on purpose.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use josekit::jwk::Jwk;
+use serde_json::{Value, json};
+use xaa_broker::jose::Alg;
+use xaa_broker::types::now_secs;
+
+use super::sign_jws;
+
+/// A client's DPoP key pair.
+pub struct DpopKey {
+    pub private: Jwk,
+    pub alg: Alg,
+}
+
+impl DpopKey {
+    pub fn new(alg: Alg) -> Self {
+        Self {
+            private: alg.generate().unwrap(),
+            alg,
+        }
+    }
+
+    pub fn es256() -> Self {
+        Self::new(Alg::ES256)
+    }
+
+    /// The public JWK as it goes into a proof's header.
+    pub fn public(&self) -> Value {
+        let public = self.private.to_public_key().unwrap();
+        let mut map = public.as_ref().clone();
+        // A client sends the key, not our bookkeeping about it.
+        map.remove("kid");
+        map.remove("use");
+        map.remove("alg");
+        Value::Object(map)
+    }
+
+    /// RFC 7638 thumbprint: what `cnf.jkt` must say.
+    pub fn jkt(&self) -> String {
+        let public = self.private.to_public_key().unwrap();
+        xaa_broker::jose::thumbprint(&public).unwrap()
+    }
+
+    /// A good proof for `POST htu`, now, with a fresh `jti`.
+    pub fn proof(&self, htu: &str) -> String {
+        self.proof_with(htu, |_, _| {})
+    }
+
+    /// A proof with a nonce.
+    pub fn proof_with_nonce(&self, htu: &str, nonce: &str) -> String {
+        self.proof_with(htu, |_, c| c["nonce"] = json!(nonce))
+    }
+
+    /// A proof, then `tweak(header, claims)` before signing.
+    pub fn proof_with(&self, htu: &str, tweak: impl FnOnce(&mut Value, &mut Value)) -> String {
+        let mut header = json!({"typ": "dpop+jwt", "alg": self.alg.name(), "jwk": self.public()});
+        let mut claims = json!({
+            "jti": uuid::Uuid::now_v7().to_string(),
+            "htm": "POST",
+            "htu": htu,
+            "iat": now_secs(),
+        });
+        tweak(&mut header, &mut claims);
+        sign_jws(&self.private, header, &claims)
+    }
+}
+
+/// A token's `cnf.jkt`, if it has one.
+pub fn cnf_jkt(token: &str) -> Option<String> {
+    let claims: Value = serde_json::from_slice(&B64.decode(token.split('.').nth(1)?).ok()?).ok()?;
+    claims["cnf"]["jkt"].as_str().map(str::to_owned)
+}
