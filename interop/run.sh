@@ -10,7 +10,10 @@
 #     StreamableHTTPClientTransport, CrossAppAccessProvider) of
 #     examples/mcp_server.rs running under B: 401 → RFC 9728 → ID-JAG from A →
 #     jwt-bearer at B → list tools → the read tool (which exchanges for a hop
-#     token to examples/logs_api.rs) → the destructive tool refused.
+#     token to examples/logs_api.rs) → the destructive tool refused;
+#   - oauth4webapi (panva), which speaks DPoP (RFC 9449): an ID-JAG bound to the
+#     client's key, redeemed with the jwt-dpop grant and a proof by that key for
+#     a DPoP access token; a proof by another key refused.
 # Needs node/npm and python3 with venv; installs the pinned SDKs into a scratch
 # directory (never the repo). `.ci/run` runs it on every landing: a change that
 # breaks a real MCP client cannot land. Ports 8080, 8081, 8090 and 8091 must be free.
@@ -25,11 +28,12 @@ trap 'kill $broker $logs $mcp 2>/dev/null; rm -rf "$work"' EXIT
 # Pinned: a new SDK release is a change to review, not a surprise in CI.
 TS_CLIENT=@modelcontextprotocol/client@2.4.0
 JOSE=jose@6.2.18
+OAUTH4WEBAPI=oauth4webapi@3.8.8
 PY_MCP=mcp==2.3.0
 bin="${CARGO_TARGET_DIR:-$root/target}/debug"
 (cd "$root" && cargo build -q --bin xaa-broker --example mcp_server --example logs_api)
 "${XAA_BIN:-$bin/xaa-broker}" >"$work/broker.log" 2>&1 & broker=$!
-(cd "$work" && npm install -q --no-audit --no-fund "$TS_CLIENT" "$JOSE" >"$work/npm.log" 2>&1) \
+(cd "$work" && npm install -q --no-audit --no-fund "$TS_CLIENT" "$JOSE" "$OAUTH4WEBAPI" >"$work/npm.log" 2>&1) \
   || { cat "$work/npm.log"; echo "interop: npm install failed"; exit 1; }
 python3 -m venv "$work/venv" && "$work/venv/bin/pip" install -q "$PY_MCP"
 ready=
@@ -38,6 +42,9 @@ for _ in $(seq 100); do curl -fsS http://127.0.0.1:8081/readyz >/dev/null 2>&1 &
 
 echo "== MCP TypeScript SDK ($TS_CLIENT): the Cross-App Access functions"
 cp "$here/mcp-typescript.mjs" "$work/" && (cd "$work" && node mcp-typescript.mjs)
+
+echo "== oauth4webapi ($OAUTH4WEBAPI): DPoP-bound ID-JAG and jwt-dpop redemption"
+cp "$here/oauth4webapi-dpop.mjs" "$work/" && (cd "$work" && node oauth4webapi-dpop.mjs)
 
 echo "== MCP Python SDK ($PY_MCP)"
 "$work/venv/bin/python" "$here/mcp-python.py"
