@@ -28,6 +28,16 @@ impl DpopKey {
         Self::new(Alg::ES256)
     }
 
+    /// An RS256 key of `bits` (to show that a short one is refused).
+    pub fn rsa(bits: u32) -> Self {
+        let mut private = Jwk::generate_rsa_key(bits).unwrap();
+        private.set_algorithm("RS256");
+        Self {
+            private,
+            alg: Alg::RS256,
+        }
+    }
+
     /// The public JWK as it goes into a proof's header.
     pub fn public(&self) -> Value {
         let public = self.private.to_public_key().unwrap();
