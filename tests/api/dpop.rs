@@ -19,23 +19,6 @@ fn htu(app: &TestApp) -> String {
     format!("{}/token", app.issuer)
 }
 
-/// alice signs in for triage-agent, which takes the first hop to the logs
-/// MCP with these `DPoP` headers.
-async fn first_hop(app: &TestApp, proofs: &[&str]) -> Resp {
-    let id_token = app.idp.id_token("alice", "triage-agent", &["developer", "sre"]);
-    app.token_with_dpop(
-        Auth::Basic("triage-agent"),
-        &[
-            ("grant_type", TOKEN_EXCHANGE),
-            ("resource", LOGS),
-            ("subject_token", &id_token),
-            ("subject_token_type", ID_TOKEN),
-        ],
-        proofs,
-    )
-    .await
-}
-
 /// `client` exchanges `subject` (an access token) for a hop to `resource`.
 async fn next_hop(app: &TestApp, client: &str, subject: &str, resource: &str, proofs: &[&str]) -> Resp {
     app.token_with_dpop(
@@ -68,7 +51,7 @@ fn assert_last_denied(records: &[xaa_broker::audit::AuditRecord], error: &str, r
 /// A proof the broker must refuse with `invalid_dpop_proof` for `reason`:
 /// no token, the refusal audited, the proof never echoed.
 async fn assert_proof_refused(app: &TestApp, proof: &str, reason: &str) {
-    let r = first_hop(app, &[proof]).await;
+    let r = app.first_hop_with_dpop(&[proof]).await;
     r.assert_error(400, "invalid_dpop_proof");
     assert!(!r.body.to_string().contains(proof), "the proof is never echoed");
     assert_last_denied(&app.all_audit().await, "invalid_dpop_proof", reason);
@@ -82,7 +65,7 @@ async fn assert_proof_refused(app: &TestApp, proof: &str, reason: &str) {
 async fn a_valid_proof_binds_the_hop_token_to_its_key() {
     let app = TestApp::spawn().await;
     let key = DpopKey::es256();
-    let r = first_hop(&app, &[&key.proof(&htu(&app))]).await;
+    let r = app.first_hop_with_dpop(&[&key.proof(&htu(&app))]).await;
     r.assert_ok();
     assert_eq!(
         r.body["token_type"], "DPoP",
@@ -109,7 +92,7 @@ async fn every_allowed_algorithm_proves_a_key() {
     let app = TestApp::spawn().await;
     for alg in [Alg::ES256, Alg::ES384, Alg::EdDSA, Alg::RS256, Alg::PS256] {
         let key = DpopKey::new(alg);
-        let r = first_hop(&app, &[&key.proof(&htu(&app))]).await;
+        let r = app.first_hop_with_dpop(&[&key.proof(&htu(&app))]).await;
         r.assert_ok();
         assert_eq!(cnf_jkt(r.token()), Some(key.jkt()), "{alg}");
     }
@@ -142,7 +125,7 @@ async fn an_id_jag_requested_with_a_proof_is_bound_to_its_key() {
 #[tokio::test]
 async fn without_a_proof_the_token_is_a_bearer_token_with_no_cnf() {
     let app = TestApp::spawn().await;
-    let r = first_hop(&app, &[]).await;
+    let r = app.first_hop_with_dpop(&[]).await;
     r.assert_ok();
     assert_eq!(r.body["token_type"], "Bearer");
     assert!(r.body.get("cnf").is_none());
@@ -157,7 +140,9 @@ async fn without_a_proof_the_token_is_a_bearer_token_with_no_cnf() {
 async fn two_dpop_headers_are_refused() {
     let app = TestApp::spawn().await;
     let key = DpopKey::es256();
-    let r = first_hop(&app, &[&key.proof(&htu(&app)), &key.proof(&htu(&app))]).await;
+    let r = app
+        .first_hop_with_dpop(&[&key.proof(&htu(&app)), &key.proof(&htu(&app))])
+        .await;
     r.assert_error(400, "invalid_dpop_proof");
     assert_last_denied(&app.all_audit().await, "invalid_dpop_proof", "dpop.several_headers");
 }
@@ -223,7 +208,7 @@ async fn htu_is_compared_without_query_or_fragment() {
     let app = TestApp::spawn().await;
     let key = DpopKey::es256();
     let url = format!("{}?x=1#frag", htu(&app).replace("http://", "HTTP://"));
-    first_hop(&app, &[&key.proof(&url)]).await.assert_ok();
+    app.first_hop_with_dpop(&[&key.proof(&url)]).await.assert_ok();
 }
 
 #[tokio::test]
@@ -231,8 +216,8 @@ async fn a_proof_is_used_once_even_when_its_request_is_refused() {
     let app = TestApp::spawn().await;
     let key = DpopKey::es256();
     let proof = key.proof(&htu(&app));
-    first_hop(&app, &[&proof]).await.assert_ok();
-    let again = first_hop(&app, &[&proof]).await;
+    app.first_hop_with_dpop(&[&proof]).await.assert_ok();
+    let again = app.first_hop_with_dpop(&[&proof]).await;
     again.assert_error(400, "invalid_dpop_proof");
     assert_last_denied(&app.all_audit().await, "invalid_dpop_proof", "dpop.replayed");
 
@@ -248,7 +233,9 @@ async fn a_proof_is_used_once_even_when_its_request_is_refused() {
     app.token_with_dpop(Auth::Basic("triage-agent"), &form, &[&proof])
         .await
         .assert_error(400, "invalid_target");
-    first_hop(&app, &[&proof]).await.assert_error(400, "invalid_dpop_proof");
+    app.first_hop_with_dpop(&[&proof])
+        .await
+        .assert_error(400, "invalid_dpop_proof");
 }
 
 /// A proof is checked only once the client is authenticated: an
@@ -281,12 +268,14 @@ async fn a_proof_is_not_even_read_before_the_client_authenticates() {
 async fn with_nonces_required_a_proof_without_the_current_nonce_gets_one_to_retry_with() {
     let app = TestApp::spawn_with(|c| c.dpop.require_nonce = true).await;
     let key = DpopKey::es256();
-    let r = first_hop(&app, &[&key.proof(&htu(&app))]).await;
+    let r = app.first_hop_with_dpop(&[&key.proof(&htu(&app))]).await;
     r.assert_error(400, "use_dpop_nonce");
     assert_last_denied(&app.all_audit().await, "use_dpop_nonce", "dpop.nonce_required");
     let nonce = r.headers["dpop-nonce"].to_str().unwrap().to_owned();
 
-    let ok = first_hop(&app, &[&key.proof_with_nonce(&htu(&app), &nonce)]).await;
+    let ok = app
+        .first_hop_with_dpop(&[&key.proof_with_nonce(&htu(&app), &nonce)])
+        .await;
     ok.assert_ok();
     assert_eq!(ok.body["token_type"], "DPoP");
     assert!(
@@ -294,11 +283,8 @@ async fn with_nonces_required_a_proof_without_the_current_nonce_gets_one_to_retr
         "a success hands out the current nonce too"
     );
 
-    let forged = first_hop(
-        &app,
-        &[&key.proof_with_nonce(&htu(&app), "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")],
-    )
-    .await;
+    let stale = key.proof_with_nonce(&htu(&app), "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    let forged = app.first_hop_with_dpop(&[&stale]).await;
     forged.assert_error(400, "use_dpop_nonce");
     assert_last_denied(&app.all_audit().await, "use_dpop_nonce", "dpop.nonce_stale");
     assert!(forged.headers.contains_key("dpop-nonce"));
@@ -308,7 +294,7 @@ async fn with_nonces_required_a_proof_without_the_current_nonce_gets_one_to_retr
 async fn without_nonces_required_no_nonce_is_handed_out() {
     let app = TestApp::spawn().await;
     let key = DpopKey::es256();
-    let r = first_hop(&app, &[&key.proof(&htu(&app))]).await;
+    let r = app.first_hop_with_dpop(&[&key.proof(&htu(&app))]).await;
     r.assert_ok();
     assert!(!r.headers.contains_key("dpop-nonce"));
 }
@@ -320,11 +306,11 @@ async fn without_nonces_required_no_nonce_is_handed_out() {
 #[tokio::test]
 async fn a_client_configured_to_require_dpop_gets_no_token_without_a_proof() {
     let app = TestApp::spawn_with(|c| c.clients.get_mut("triage-agent").unwrap().require_dpop = true).await;
-    let r = first_hop(&app, &[]).await;
+    let r = app.first_hop_with_dpop(&[]).await;
     r.assert_error(400, "invalid_dpop_proof");
     assert_last_denied(&app.all_audit().await, "invalid_dpop_proof", "dpop.required_by_client");
     let key = DpopKey::es256();
-    let ok = first_hop(&app, &[&key.proof(&htu(&app))]).await;
+    let ok = app.first_hop_with_dpop(&[&key.proof(&htu(&app))]).await;
     ok.assert_ok();
     assert_eq!(cnf_jkt(ok.token()), Some(key.jkt()));
 }
@@ -337,7 +323,7 @@ async fn a_client_configured_to_require_dpop_gets_no_token_without_a_proof() {
 async fn the_service_a_bound_token_was_issued_for_exchanges_it_only_with_its_own_proof() {
     let app = TestApp::spawn().await;
     let (agent_key, service_key) = (DpopKey::es256(), DpopKey::es256());
-    let first = first_hop(&app, &[&agent_key.proof(&htu(&app))]).await;
+    let first = app.first_hop_with_dpop(&[&agent_key.proof(&htu(&app))]).await;
     first.assert_ok();
 
     let bare = next_hop(&app, "mcp-logs", first.token(), COST, &[]).await;
@@ -362,7 +348,7 @@ async fn the_service_a_bound_token_was_issued_for_exchanges_it_only_with_its_own
 async fn the_holder_of_a_bound_token_exchanges_it_only_with_the_same_key() {
     let app = TestApp::spawn().await;
     let (key, other) = (DpopKey::es256(), DpopKey::es256());
-    let first = first_hop(&app, &[&key.proof(&htu(&app))]).await;
+    let first = app.first_hop_with_dpop(&[&key.proof(&htu(&app))]).await;
     first.assert_ok();
 
     let stolen_key = next_hop(&app, "triage-agent", first.token(), COST, &[&other.proof(&htu(&app))]).await;
@@ -386,7 +372,7 @@ async fn the_holder_of_a_bound_token_exchanges_it_only_with_the_same_key() {
 async fn a_bound_token_introspects_as_dpop_with_its_key() {
     let app = TestApp::spawn().await;
     let key = DpopKey::es256();
-    let first = first_hop(&app, &[&key.proof(&htu(&app))]).await;
+    let first = app.first_hop_with_dpop(&[&key.proof(&htu(&app))]).await;
     first.assert_ok();
     let r = app
         .post_form("/introspect", Auth::Basic("mcp-logs"), &[("token", first.token())])

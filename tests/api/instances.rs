@@ -42,24 +42,10 @@ async fn a_dpop_proof_used_at_one_instance_is_refused_at_the_other() {
     let key = crate::support::dpop::DpopKey::es256();
     // One deployment, one token endpoint: both instances serve `issuer`.
     let proof = key.proof(&format!("{}/token", one.issuer));
-    dpop_hop(&one, &proof).await.assert_ok();
-    dpop_hop(&two, &proof).await.assert_error(400, "invalid_dpop_proof");
-}
-
-/// triage-agent takes alice's first hop with a `DPoP` proof.
-async fn dpop_hop(app: &TestApp, proof: &str) -> Resp {
-    let id_token = app.idp.id_token("alice", "triage-agent", &["developer"]);
-    app.token_with_dpop(
-        Auth::Basic("triage-agent"),
-        &[
-            ("grant_type", TOKEN_EXCHANGE),
-            ("resource", LOGS),
-            ("subject_token", &id_token),
-            ("subject_token_type", ID_TOKEN),
-        ],
-        &[proof],
-    )
-    .await
+    one.first_hop_with_dpop(&[&proof]).await.assert_ok();
+    two.first_hop_with_dpop(&[&proof])
+        .await
+        .assert_error(400, "invalid_dpop_proof");
 }
 
 /// reporting-bot (private_key_jwt) takes alice's first hop with `assertion`.

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use xaa_broker::jose::Alg;
 use xaa_broker::types::now_secs;
 
-use super::sign_jws;
+use super::{Auth, Resp, TestApp, sign_jws};
+use super::{ID_TOKEN, LOGS, TOKEN_EXCHANGE};
 
 /// A client's DPoP key pair.
 pub struct DpopKey {
@@ -83,4 +84,23 @@ impl DpopKey {
 pub fn cnf_jkt(token: &str) -> Option<String> {
     let claims: Value = serde_json::from_slice(&B64.decode(token.split('.').nth(1)?).ok()?).ok()?;
     claims["cnf"]["jkt"].as_str().map(str::to_owned)
+}
+
+impl TestApp {
+    /// alice (developer + sre) signs in for triage-agent, which takes the
+    /// first hop to the logs MCP with these `DPoP` headers.
+    pub async fn first_hop_with_dpop(&self, proofs: &[&str]) -> Resp {
+        let id_token = self.idp.id_token("alice", "triage-agent", &["developer", "sre"]);
+        self.token_with_dpop(
+            Auth::Basic("triage-agent"),
+            &[
+                ("grant_type", TOKEN_EXCHANGE),
+                ("resource", LOGS),
+                ("subject_token", &id_token),
+                ("subject_token_type", ID_TOKEN),
+            ],
+            proofs,
+        )
+        .await
+    }
 }
