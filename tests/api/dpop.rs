@@ -181,6 +181,7 @@ async fn every_broken_proof_is_refused_by_its_own_check() {
             "dpop.jwk_kty",
             key.proof_with(&url, |h, _| h["jwk"] = json!({"kty": "XYZ"})),
         ),
+        ("dpop.jwk_weak", DpopKey::rsa(1024).proof(&url)),
         ("dpop.jwk_alg", key.proof_with(&url, |h, _| h["alg"] = json!("ES384"))),
         ("dpop.signature", key.proof_with(&url, |h, _| h["jwk"] = other.public())),
         (
