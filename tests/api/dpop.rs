@@ -154,6 +154,7 @@ async fn every_broken_proof_is_refused_by_its_own_check() {
     let url = htu(&app);
     let now = now_secs();
     let private = Value::Object(key.private.as_ref().clone());
+    let weak_rsa = DpopKey::rsa(1024);
     let cases: Vec<(&str, String)> = vec![
         ("dpop.malformed", "not-a-jws".to_owned()),
         ("dpop.too_large", "a".repeat(9000)),
@@ -181,7 +182,15 @@ async fn every_broken_proof_is_refused_by_its_own_check() {
             "dpop.jwk_kty",
             key.proof_with(&url, |h, _| h["jwk"] = json!({"kty": "XYZ"})),
         ),
-        ("dpop.jwk_weak", DpopKey::rsa(1024).proof(&url)),
+        (
+            // Refused before any signature is checked (which josekit would
+            // refuse too): the key itself is too short.
+            "dpop.jwk_weak",
+            key.proof_with(&url, |h, _| {
+                h["alg"] = json!("RS256");
+                h["jwk"] = weak_rsa.public();
+            }),
+        ),
         ("dpop.jwk_alg", key.proof_with(&url, |h, _| h["alg"] = json!("ES384"))),
         ("dpop.signature", key.proof_with(&url, |h, _| h["jwk"] = other.public())),
         (
