@@ -286,6 +286,10 @@ pub struct ExchangeContext<'a> {
     pub subject_scope: Option<&'a ScopeSet>,
     /// The chain as it will be in the new token (new actor included).
     pub chain: Option<&'a Act>,
+    /// The subject's flat delegation list (`chain::delegated_through`):
+    /// counted toward the depth and capped like `act` entries, never a way
+    /// to loosen anything.
+    pub delegated_through: &'a [Act],
     pub now: i64,
     pub subject_exp: i64,
 }
@@ -321,7 +325,7 @@ pub fn decide(policy: &Policy, ctx: &ExchangeContext<'_>, withheld: &mut Vec<Wit
             "this client may not obtain tokens for the requested audience",
         ));
     }
-    let depth = ctx.chain.map(Act::depth).unwrap_or(0);
+    let depth = crate::chain::parties(ctx.chain, ctx.delegated_through);
     if depth > policy.tokens.max_delegation_depth {
         return Err(OAuthError::invalid_request(
             "chain.depth_exceeded",
@@ -480,7 +484,9 @@ fn allowed_scopes(policy: &Policy, ctx: &ExchangeContext<'_>, removed: &mut Vec<
         ctx.client.kind == ClientKind::Agent,
         ctx.client.categories.as_ref(),
     );
-    for entry in ctx.chain.into_iter().flat_map(Act::entries) {
+    // A `delegated_through` entry is capped exactly like an `act` entry.
+    let entries = ctx.chain.into_iter().flat_map(Act::entries);
+    for entry in entries.chain(ctx.delegated_through) {
         // An entry is capped as an agent if its profile says so or if it
         // belongs to an agent client: caps only ever add up, so neither an
         // issuer's profile nor a client's kind can loosen the other. An

@@ -43,6 +43,8 @@ struct Subject {
     roles: Vec<String>,
     txn: String,
     chain: Option<Act>,
+    /// Its flat delegation list (`delegated_through`), for caps and audit.
+    delegated_through: Vec<Act>,
     /// The subject's scope when it was issued for the same audience.
     scope_same_audience: Option<ScopeSet>,
     identity: IdentityClaims,
@@ -102,6 +104,7 @@ pub async fn exchange(
                 roles: Some(&subject.roles),
                 subject_scope: subject.scope_same_audience.as_ref(),
                 chain: chain.as_ref(),
+                delegated_through: &subject.delegated_through,
                 now: cx.now,
                 subject_exp: subject.exp,
             },
@@ -132,6 +135,7 @@ pub async fn exchange(
             scope: grant.scope,
             resource: req.resource.clone(),
             roles: subject.roles,
+            delegated_through: subject.delegated_through,
             txn: subject.txn,
             act: chain,
             identity: subject.identity,
@@ -354,6 +358,13 @@ fn id_token_subject(
             "subject_token is invalid: an ID token cannot carry an act claim",
         ));
     }
+    // Nor a flat delegation list: refused, never ignored, like `act`.
+    if v.claims.extra.contains_key(chain::DELEGATED_THROUGH) {
+        return Err(OAuthError::invalid_request(
+            "subject_token.delegated_through_in_id_token",
+            "subject_token is invalid: an ID token cannot carry a delegated_through claim",
+        ));
+    }
     // An offboarded user's identity assertions issued before the cut-off
     // start nothing (admin revoke by subject): checked at commit.
     let guard = not_revoked(&v, &principal, None, Which::Subject);
@@ -371,6 +382,7 @@ fn id_token_subject(
         roles,
         txn,
         chain: None,
+        delegated_through: Vec::new(),
         scope_same_audience: None,
         identity,
         may_act: v.claims.may_act,
@@ -417,6 +429,9 @@ fn access_token_subject(
         None => chain,
         Some(i) => chain::vouched_by(chain, &i.issuer),
     };
+    let delegated_through = chain::delegated_through(&v.claims.extra, v.issuer.as_ref().map(|i| i.issuer.as_str()))
+        .map_err(|m| m.refused("subject_token.delegated_through_malformed", "subject_token"))?;
+    audit.delegated_through(&delegated_through);
     let roles = match &v.issuer {
         // Ours: the entitlements resolved at the first exchange, unchanged.
         None => v.claims.roles.clone().unwrap_or_default(),
@@ -445,6 +460,7 @@ fn access_token_subject(
         roles,
         txn,
         chain,
+        delegated_through,
         scope_same_audience,
         identity,
         may_act: v.claims.may_act,
