@@ -213,11 +213,15 @@ impl Policy {
     }
 
     /// The client an `act` entry stands for, if it is one of ours: an entry
-    /// we created (no `iss`) by its `actor_sub`, or an actor identity
-    /// configured for a client by its issuer and `sub`.
+    /// we created (no `iss`, or our own issuer, as another deployment
+    /// stamps our entries when a chain comes back to us: multi-hop Cross-App
+    /// Access, specs/decisions.md §27) by its `actor_sub`, or an actor
+    /// identity configured for a client by its issuer and `sub`. Matching
+    /// only ever adds caps (`allowed_scopes`), never removes one.
     pub fn client_of(&self, entry: &Act) -> Option<&Arc<Client>> {
         match &entry.iss {
             None => self.clients_by_actor.get(&entry.sub),
+            Some(iss) if *iss == self.issuer => self.clients_by_actor.get(&entry.sub),
             Some(iss) => self.clients_by_identity.get(iss)?.get(&entry.sub),
         }
     }

@@ -561,6 +561,41 @@ fn a_service_in_delegated_through_never_lifts_a_cap() {
 }
 
 #[test]
+fn a_delegated_through_entry_of_our_client_is_held_to_its_categories() {
+    // mcp:logs is a service held to `read`: named in the flat list (here as
+    // another deployment stamps our entries, with our issuer), its
+    // categories apply.
+    let p = policy();
+    let ours = delegate("mcp:logs", Some("https://broker.example.com"), Some("service"));
+    let (g, withheld) = decide_delegated(&p, app_for_sre(None), &[ours]);
+    assert_eq!(g.unwrap().scope.to_string(), "logs.read");
+    assert_eq!(
+        withheld,
+        pairs(&[
+            ("logs.admin", "client_category"),
+            ("logs.purge", "client_category"),
+            ("logs.write", "client_category")
+        ])
+    );
+}
+
+#[test]
+fn our_own_entry_coming_back_from_another_deployment_is_still_our_client() {
+    // Multi-hop (decisions §27): a resource AS stamps our `act` entries with
+    // our issuer. agent:triage is our agent client: capped as one, even if
+    // the entry that came back calls it a service.
+    let p = policy();
+    let back = Some(Act {
+        sub: "agent:triage".into(),
+        iss: Some("https://broker.example.com".into()),
+        sub_profile: Some("service".into()),
+        act: None,
+    });
+    let (g, _) = decide_delegated(&p, app_for_sre(back), &[]);
+    assert_eq!(g.unwrap().scope.to_string(), "logs.read logs.write");
+}
+
+#[test]
 fn delegated_through_counts_toward_the_depth_but_never_shortens_act() {
     let p = policy(); // max_delegation_depth 4 by default
     let services = |n: usize| {

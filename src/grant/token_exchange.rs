@@ -1,6 +1,8 @@
 //! RFC 8693 token exchange, for both outputs the broker issues:
 //! an ID-JAG (draft-ietf-oauth-identity-assertion-authz-grant §4.3) and an
-//! RFC 9068 hop token for a downstream resource.
+//! RFC 9068 hop token for a downstream resource. Either output starts a
+//! chain from an ID token or continues one from an access token (for an
+//! ID-JAG: multi-hop Cross-App Access, specs/decisions.md §27).
 //!
 //! Reads as the spec's steps in order: parse → resolve target → validate
 //! subject → validate actor → build chain → decide → mint. The client is
@@ -305,18 +307,21 @@ async fn validate_subject(
     audit: &mut AuditRecord,
 ) -> OAuthResult<Subject> {
     audit.subject_presented(req.subject_token);
-    let is_id_jag = req.requested == TokenType::IdJag;
+    // The same two rules for both outputs: an ID token starts a chain, an
+    // access token (ours or a trusted issuer's) continues one. For an
+    // ID-JAG the second is multi-hop Cross-App Access (decisions §27): an
+    // agent at resource A reaches resource B for the same user, its chain
+    // and `txn` carried on, under exactly the hop rules.
     let expect = match req.subject_token_type {
         TokenType::IdToken => Expect::IdToken { client_id: &client.id },
-        TokenType::AccessToken | TokenType::Jwt if !is_id_jag => Expect::AccessToken,
+        TokenType::AccessToken | TokenType::Jwt => Expect::AccessToken,
         other => {
             return Err(OAuthError::invalid_request(
                 "subject_token.type_not_accepted",
-                if is_id_jag {
-                    "an ID-JAG is issued only for an identity assertion: subject_token_type must be id_token".to_owned()
-                } else {
-                    format!("subject_token_type {} is not accepted for this exchange", other.uri())
-                },
+                format!(
+                    "subject_token_type {} is not accepted: send an ID token or an access token",
+                    other.uri()
+                ),
             ));
         }
     };
