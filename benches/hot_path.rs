@@ -77,6 +77,7 @@ fn policy_decide(bencher: divan::Bencher) {
                 roles: Some(&roles),
                 subject_scope: None,
                 chain: chain.as_ref(),
+                delegated_through: &[],
                 now: 1_800_000_000,
                 subject_exp: 1_800_000_300,
             },

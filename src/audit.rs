@@ -165,6 +165,13 @@ pub struct AuditRecord {
     /// The delegation chain of the issued (or refused) token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub act: Option<Act>,
+    /// The flat delegation list the subject token (or ID-JAG) carried beside
+    /// `act` (`delegated_through`), as read (`chain::delegated_through`):
+    /// each entry `{sub, iss, sub_profile}`, counted toward the depth and
+    /// capped like `act` entries, never a substitute for `act`. Absent when
+    /// the subject carried none.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub delegated_through: Vec<Act>,
     /// The presented subject token (or ID-JAG assertion), never the token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject_token: Option<TokenFingerprint>,
@@ -307,6 +314,12 @@ impl AuditRecord {
     pub fn chain(&mut self, txn: &str, act: Option<&Act>) {
         self.txn = Some(txn.to_owned());
         self.act = act.cloned();
+    }
+
+    /// Step: the subject's flat delegation list was read (specs/decisions.md
+    /// §3, "The actor profile"): recorded whatever the decision.
+    pub fn delegated_through(&mut self, entries: &[Act]) {
+        self.delegated_through = entries.to_vec();
     }
 
     /// The token a call is about (introspected, revoked, exchanged from).
@@ -540,6 +553,33 @@ mod tests {
         let mut c = chain(5);
         c.remove(2);
         assert!(verify_chain(&c).is_err());
+    }
+
+    #[test]
+    fn a_delegated_through_list_is_sealed_into_the_chain() {
+        let mut c = chain(3);
+        let entry = |sub: &str| Act {
+            sub: sub.into(),
+            iss: Some("https://partner".into()),
+            sub_profile: Some("ai_agent".into()),
+            act: None,
+        };
+        let mut r = AuditRecord::begin(1_800_000_000_000, None, None);
+        r.delegated_through(&[entry("agent:z")]);
+        let json = r.seal("i1", 4, &c[2].hash.clone());
+        assert!(
+            json.contains(
+                r#""delegated_through":[{"sub":"agent:z","iss":"https://partner","sub_profile":"ai_agent"}]"#
+            )
+        );
+        let back: AuditRecord = serde_json::from_str(&json).unwrap();
+        assert!(back.is_intact(), "read back, it hashes the same");
+        c.push(back);
+        assert_eq!(verify_chain(&c), Ok(()));
+        c[3].delegated_through[0].sub_profile = Some("service".into());
+        assert_eq!(verify_chain(&c), Err(4), "an edited list breaks the chain");
+        // A record without one has no such member: older records verify as before.
+        assert!(!serde_json::to_string(&c[0]).unwrap().contains("delegated_through"));
     }
 
     #[test]

@@ -182,6 +182,113 @@ pub fn vouched_by(chain: Option<Act>, issuer: &str) -> Option<Act> {
     })
 }
 
+/// The claim some issuers emit beside `act`: a flat list of the parties a
+/// token was delegated through (draft-mcguinness-oauth-actor-profile
+/// discusses flat lists beside the nested `act`; no registry defines one).
+pub const DELEGATED_THROUGH: &str = "delegated_through";
+
+/// The most entries a `delegated_through` list may hold, as for an inbound
+/// `resource` array: a real chain is a handful of parties
+/// (`tokens.max_delegation_depth`); the bound keeps a hostile list cheap.
+pub const MAX_DELEGATED_THROUGH: usize = 16;
+
+/// Why a `delegated_through` claim cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MalformedDelegation;
+
+impl MalformedDelegation {
+    /// The refusal of `which` token under the caller's machine `reason`:
+    /// `invalid_request` (RFC 8693 §2.2.2, a bad subject token), which the
+    /// jwt-bearer grant answers as `invalid_grant` (RFC 7523 §3.1) like
+    /// every problem with its assertion.
+    pub fn refused(self, reason: &'static str, which: &str) -> crate::error::OAuthError {
+        crate::error::OAuthError::invalid_request(
+            reason,
+            format!(
+                "{which} is invalid: its {DELEGATED_THROUGH} claim must be a list of at most \
+                 {MAX_DELEGATED_THROUGH} entries, each an actor's sub or an object with a sub"
+            ),
+        )
+    }
+}
+
+/// A token's flat delegation list (`delegated_through`), read only for caps
+/// and audit (specs/decisions.md §3, "The actor profile"), never to loosen
+/// anything: it never replaces, shortens or reorders `act`.
+///
+/// Absent or `null` is an empty list. Otherwise an array of at most
+/// [`MAX_DELEGATED_THROUGH`] entries, each either a string (the actor's
+/// `sub`) or an object with a non-empty string `sub`, and optionally string
+/// `iss` and `sub_profile`; any other member is dropped, as in `act`.
+/// Anything else — a string, an object, a longer array, an entry without
+/// `sub` or with a non-string `iss` — is malformed: a list the issuer wrote
+/// but we cannot read is refused, never taken as "no delegation".
+///
+/// Each entry is an [`Act`] without a nested `act`, so it is capped by the
+/// one rule (`Act::is_agent`: no `sub_profile`, or any value but `service`,
+/// is an agent). `issuer`, for another issuer's token, names every entry
+/// without `iss`, exactly as [`vouched_by`] does for `act`.
+pub fn delegated_through(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    issuer: Option<&str>,
+) -> Result<Vec<Act>, MalformedDelegation> {
+    use serde_json::Value;
+    let entries = match claims.get(DELEGATED_THROUGH) {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) if a.len() <= MAX_DELEGATED_THROUGH => a,
+        Some(_) => return Err(MalformedDelegation),
+    };
+    let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+    let optional = |o: &serde_json::Map<String, Value>, k: &str| match o.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_str().map(|s| Some(s.to_owned())).ok_or(MalformedDelegation),
+    };
+    entries
+        .iter()
+        .map(|e| {
+            let mut entry = match e {
+                Value::String(_) => Act {
+                    sub: text(e).ok_or(MalformedDelegation)?,
+                    iss: None,
+                    sub_profile: None,
+                    act: None,
+                },
+                Value::Object(o) => Act {
+                    sub: o.get("sub").and_then(text).ok_or(MalformedDelegation)?,
+                    iss: optional(o, "iss")?.filter(|i| !i.is_empty()),
+                    sub_profile: optional(o, "sub_profile")?,
+                    act: None,
+                },
+                _ => return Err(MalformedDelegation),
+            };
+            if let (None, Some(i)) = (&entry.iss, issuer) {
+                entry.iss = Some(i.to_owned());
+            }
+            Ok(entry)
+        })
+        .collect()
+}
+
+/// How many parties a chain counts for the depth cap: every `act` entry,
+/// plus each `delegated_through` entry that `act` does not already name (by
+/// `sub` and `iss`). A flat list beside `act` usually repeats its parties;
+/// counted once they are not double-counted, and a list that names fewer
+/// hops than `act` never makes the chain shorter than `act` is.
+pub fn parties(chain: Option<&Act>, delegated: &[Act]) -> usize {
+    let in_act = |d: &Act| {
+        chain
+            .into_iter()
+            .flat_map(Act::entries)
+            .any(|a| a.sub == d.sub && a.iss == d.iss)
+    };
+    let extra = delegated
+        .iter()
+        .enumerate()
+        .filter(|(i, d)| !in_act(d) && !delegated[..*i].iter().any(|e| e.sub == d.sub && e.iss == d.iss))
+        .count();
+    chain.map(Act::depth).unwrap_or(0) + extra
+}
+
 /// RFC 8693 §4.4: when the subject token names who may act for its subject,
 /// the new actor must be that party. A `may_act` with no actor at this hop is
 /// satisfied (nobody new is acting). `may_act.iss`, when present, must be
@@ -436,6 +543,104 @@ mod tests {
         let a: Act = serde_json::from_value(serde_json::json!({"sub": "x", "client_profile": "service"})).unwrap();
         assert!(a.is_agent());
         assert!(serde_json::to_value(&a).unwrap().get("client_profile").is_none());
+    }
+
+    fn claims(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::json!({ DELEGATED_THROUGH: v }).as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn delegated_through_reads_strings_and_objects_and_names_their_issuer() {
+        let list = delegated_through(
+            &claims(serde_json::json!([
+                "agent:a",
+                {"sub": "svc:b", "sub_profile": "service", "client_profile": "x", "act": {"sub": "c"}},
+                {"sub": "agent:c", "iss": "https://elsewhere"}
+            ])),
+            Some("https://partner"),
+        )
+        .unwrap();
+        let entry = |sub: &str, iss: &str, profile: Option<&str>| Act {
+            sub: sub.into(),
+            iss: Some(iss.into()),
+            sub_profile: profile.map(str::to_owned),
+            act: None,
+        };
+        assert_eq!(
+            list,
+            vec![
+                entry("agent:a", "https://partner", None),
+                entry("svc:b", "https://partner", Some("service")),
+                entry("agent:c", "https://elsewhere", None),
+            ],
+            "only sub, iss and sub_profile are kept; no nesting"
+        );
+        assert!(list[0].is_agent() && !list[1].is_agent() && list[2].is_agent());
+        // Ours: nothing to name.
+        let ours = delegated_through(&claims(serde_json::json!(["agent:a"])), None).unwrap();
+        assert_eq!(ours[0].iss, None);
+    }
+
+    #[test]
+    fn delegated_through_absent_or_null_is_empty() {
+        assert_eq!(delegated_through(&serde_json::Map::new(), None), Ok(vec![]));
+        assert_eq!(delegated_through(&claims(serde_json::json!(null)), None), Ok(vec![]));
+        assert_eq!(delegated_through(&claims(serde_json::json!([])), None), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_delegated_through_that_cannot_be_read_is_malformed() {
+        let full: Vec<String> = (0..MAX_DELEGATED_THROUGH).map(|i| format!("agent:{i}")).collect();
+        assert_eq!(
+            delegated_through(&claims(serde_json::json!(full)), None).unwrap().len(),
+            MAX_DELEGATED_THROUGH
+        );
+        let over: Vec<String> = (0..=MAX_DELEGATED_THROUGH).map(|i| format!("agent:{i}")).collect();
+        for bad in [
+            serde_json::json!(over),
+            serde_json::json!("agent:a agent:b"),
+            serde_json::json!({"sub": "agent:a"}),
+            serde_json::json!(5),
+            serde_json::json!([""]),
+            serde_json::json!([7]),
+            serde_json::json!([["agent:a"]]),
+            serde_json::json!([{"iss": "https://p"}]),
+            serde_json::json!([{"sub": ""}]),
+            serde_json::json!([{"sub": 5}]),
+            serde_json::json!([{"sub": "a", "iss": 5}]),
+            serde_json::json!([{"sub": "a", "sub_profile": ["service"]}]),
+        ] {
+            assert_eq!(
+                delegated_through(&claims(bad.clone()), Some("https://p")),
+                Err(MalformedDelegation),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn parties_counts_act_and_the_parties_only_the_list_names() {
+        let chain = wrap(wrap(None, Some(&agent("a"))), Some(&agent("b")));
+        let named = |sub: &str| Act {
+            sub: sub.into(),
+            iss: None,
+            sub_profile: None,
+            act: None,
+        };
+        assert_eq!(parties(chain.as_ref(), &[]), 2);
+        assert_eq!(parties(chain.as_ref(), &[named("a"), named("b")]), 2, "repeats act");
+        assert_eq!(parties(chain.as_ref(), &[named("a")]), 2, "fewer never shortens");
+        assert_eq!(parties(chain.as_ref(), &[named("c"), named("c")]), 3);
+        let elsewhere = Act {
+            iss: Some("https://x".into()),
+            ..named("a")
+        };
+        assert_eq!(
+            parties(chain.as_ref(), &[elsewhere]),
+            3,
+            "another issuer's a is another party"
+        );
+        assert_eq!(parties(None, &[named("a"), named("b")]), 2);
     }
 
     #[test]

@@ -89,6 +89,12 @@ pub struct IssuedClaims {
     pub resource: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// The flat delegation list a trusted subject carried beside `act`
+    /// (`chain::delegated_through`), passed on so that its caps hold at
+    /// every later hop; never a substitute for `act` (specs/decisions.md
+    /// §3, "The actor profile"). Absent when there is none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delegated_through: Vec<Act>,
     pub txn: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Act>,
@@ -377,6 +383,7 @@ mod tests {
             scope: ScopeSet::default(),
             resource: None,
             roles: vec![],
+            delegated_through: vec![],
             txn: "t".into(),
             act: None,
             cnf: None,
@@ -387,5 +394,6 @@ mod tests {
         assert!(v.get("cnf").is_none(), "a bearer token has no cnf");
         assert!(v.get("resource").is_none(), "an access token names no resource");
         assert!(v.get("client_profile").is_none(), "no profile is guessed");
+        assert!(v.get("delegated_through").is_none());
     }
 }

@@ -1,6 +1,7 @@
 //! `POST /introspect` — RFC 7662 token introspection for our access tokens.
 //!
-//! Owns: the response shape: RFC 7662 §2.2 members plus `act`, `txn` and `cnf` (RFC 9449 §6.2), and
+//! Owns: the response shape: RFC 7662 §2.2 members plus `act`, `txn`, `cnf` (RFC 9449 §6.2) and
+//! `client_profile`, and
 //! nothing more (the user's `roles` stay in the token: minimal disclosure,
 //! RFC 8693 §6); and who may learn that a token is active: the client it was
 //! issued to, or a client whose `resource` is its audience (the resource
@@ -49,6 +50,10 @@ pub async fn introspect(state: &AppState, req: &OAuthRequest) -> OAuthResult<ser
                     "sub": v.sub,
                     "aud": c.aud.as_ref().and_then(|a| a.single().map(str::to_owned)),
                     "client_id": c.client_id,
+                    // The client's entity profile, when the token carries one
+                    // (draft-mora-oauth-entity-profiles: a SHOULD for
+                    // introspection responses).
+                    "client_profile": c.extra.get("client_profile"),
                     "scope": c.scope,
                     "exp": v.exp,
                     "iat": c.iat,

@@ -242,11 +242,15 @@ impl Policy {
     }
 
     /// The client an `act` entry stands for, if it is one of ours: an entry
-    /// we created (no `iss`) by its `actor_sub`, or an actor identity
-    /// configured for a client by its issuer and `sub`.
+    /// we created (no `iss`, or our own issuer, as another deployment
+    /// stamps our entries when a chain comes back to us: multi-hop Cross-App
+    /// Access, specs/decisions.md §27) by its `actor_sub`, or an actor
+    /// identity configured for a client by its issuer and `sub`. Matching
+    /// only ever adds caps (`allowed_scopes`), never removes one.
     pub fn client_of(&self, entry: &Act) -> Option<&Arc<Client>> {
         match &entry.iss {
             None => self.clients_by_actor.get(&entry.sub),
+            Some(iss) if *iss == self.issuer => self.clients_by_actor.get(&entry.sub),
             Some(iss) => self.clients_by_identity.get(iss)?.get(&entry.sub),
         }
     }
@@ -315,6 +319,10 @@ pub struct ExchangeContext<'a> {
     pub subject_scope: Option<&'a ScopeSet>,
     /// The chain as it will be in the new token (new actor included).
     pub chain: Option<&'a Act>,
+    /// The subject's flat delegation list (`chain::delegated_through`):
+    /// counted toward the depth and capped like `act` entries, never a way
+    /// to loosen anything.
+    pub delegated_through: &'a [Act],
     pub now: i64,
     pub subject_exp: i64,
 }
@@ -350,7 +358,7 @@ pub fn decide(policy: &Policy, ctx: &ExchangeContext<'_>, withheld: &mut Vec<Wit
             "this client may not obtain tokens for the requested audience",
         ));
     }
-    let depth = ctx.chain.map(Act::depth).unwrap_or(0);
+    let depth = crate::chain::parties(ctx.chain, ctx.delegated_through);
     if depth > policy.tokens.max_delegation_depth {
         return Err(OAuthError::invalid_request(
             "chain.depth_exceeded",
@@ -509,7 +517,9 @@ fn allowed_scopes(policy: &Policy, ctx: &ExchangeContext<'_>, removed: &mut Vec<
         ctx.client.kind == ClientKind::Agent,
         ctx.client.categories.as_ref(),
     );
-    for entry in ctx.chain.into_iter().flat_map(Act::entries) {
+    // A `delegated_through` entry is capped exactly like an `act` entry.
+    let entries = ctx.chain.into_iter().flat_map(Act::entries);
+    for entry in entries.chain(ctx.delegated_through) {
         // An entry is capped as an agent if its profile says so or if it
         // belongs to an agent client: caps only ever add up, so neither an
         // issuer's profile nor a client's kind can loosen the other. An

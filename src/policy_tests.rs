@@ -71,6 +71,12 @@ fn decide_case(p: &Policy, c: Case<'_>) -> Result<Grant, OAuthError> {
 
 /// The decision and the scopes it withheld, with their reasons.
 fn decide_explained(p: &Policy, c: Case<'_>) -> (Result<Grant, OAuthError>, Vec<(String, String)>) {
+    decide_delegated(p, c, &[])
+}
+
+/// As [`decide_explained`], for a subject that also carried a flat
+/// `delegated_through` list.
+fn decide_delegated(p: &Policy, c: Case<'_>, delegated: &[Act]) -> (Result<Grant, OAuthError>, Vec<(String, String)>) {
     let mut withheld = Vec::new();
     let requested = c.requested.map(|r| ScopeSet::parse(r).unwrap());
     let roles: Vec<String> = c.roles.iter().map(|s| s.to_string()).collect();
@@ -84,6 +90,7 @@ fn decide_explained(p: &Policy, c: Case<'_>) -> (Result<Grant, OAuthError>, Vec<
             roles: Some(&roles),
             subject_scope: subject_scope.as_ref(),
             chain: c.chain.as_ref(),
+            delegated_through: delegated,
             now: NOW,
             subject_exp: NOW + 3600,
         },
@@ -486,6 +493,7 @@ fn lifetime_is_bounded_by_audience_ttl_and_subject_exp() {
             roles: Some(&roles),
             subject_scope: None,
             chain: None,
+            delegated_through: &[],
             now: NOW,
             subject_exp: NOW + 30,
         },
@@ -493,6 +501,133 @@ fn lifetime_is_bounded_by_audience_ttl_and_subject_exp() {
     )
     .unwrap();
     assert_eq!(g.exp, NOW + 30);
+}
+
+/// A `delegated_through` entry, as `chain::delegated_through` reads it.
+fn delegate(sub: &str, iss: Option<&str>, profile: Option<&str>) -> Act {
+    Act {
+        sub: sub.into(),
+        iss: iss.map(str::to_owned),
+        sub_profile: profile.map(str::to_owned),
+        act: None,
+    }
+}
+
+/// An app acting directly for an sre at the logs audience, with `chain`.
+fn app_for_sre(chain: Option<Act>) -> Case<'static> {
+    Case {
+        client: "web",
+        audience: "https://logs.example.com",
+        requested: None,
+        roles: &["sre"],
+        subject_scope: None,
+        chain,
+    }
+}
+
+#[test]
+fn an_agent_in_delegated_through_is_capped_like_an_agent_in_act() {
+    let p = policy();
+    let (g, _) = decide_delegated(&p, app_for_sre(None), &[]);
+    assert_eq!(
+        g.unwrap().scope.to_string(),
+        "logs.admin logs.purge logs.read logs.write"
+    );
+    let agent = delegate("agent:z", Some("https://partner"), Some("ai_agent"));
+    let (g, withheld) = decide_delegated(&p, app_for_sre(None), &[agent]);
+    assert_eq!(g.unwrap().scope.to_string(), "logs.read logs.write");
+    assert_eq!(
+        withheld,
+        pairs(&[("logs.admin", "agent_category"), ("logs.purge", "agent_category")])
+    );
+    // No profile, or any profile but `service` alone, is an agent too.
+    for profile in [None, Some("user"), Some("service ai_agent")] {
+        let (g, _) = decide_delegated(&p, app_for_sre(None), &[delegate("x", Some("https://p"), profile)]);
+        assert_eq!(g.unwrap().scope.to_string(), "logs.read logs.write", "{profile:?}");
+    }
+}
+
+#[test]
+fn a_service_in_delegated_through_never_lifts_a_cap() {
+    let p = policy();
+    let service = delegate("agent:triage", None, Some("service"));
+    // The agent in `act` stays capped whatever the flat list says of it.
+    let (g, _) = decide_delegated(&p, app_for_sre(agent_chain()), std::slice::from_ref(&service));
+    assert_eq!(g.unwrap().scope.to_string(), "logs.read logs.write");
+    // And a list entry naming one of our agent clients is capped as that
+    // client, whatever its profile says.
+    let (g, _) = decide_delegated(&p, app_for_sre(None), &[service]);
+    assert_eq!(g.unwrap().scope.to_string(), "logs.read logs.write");
+}
+
+#[test]
+fn a_delegated_through_entry_of_our_client_is_held_to_its_categories() {
+    // mcp:logs is a service held to `read`: named in the flat list (here as
+    // another deployment stamps our entries, with our issuer), its
+    // categories apply.
+    let p = policy();
+    let ours = delegate("mcp:logs", Some("https://broker.example.com"), Some("service"));
+    let (g, withheld) = decide_delegated(&p, app_for_sre(None), &[ours]);
+    assert_eq!(g.unwrap().scope.to_string(), "logs.read");
+    assert_eq!(
+        withheld,
+        pairs(&[
+            ("logs.admin", "client_category"),
+            ("logs.purge", "client_category"),
+            ("logs.write", "client_category")
+        ])
+    );
+}
+
+#[test]
+fn our_own_entry_coming_back_from_another_deployment_is_still_our_client() {
+    // Multi-hop (decisions §27): a resource AS stamps our `act` entries with
+    // our issuer. agent:triage is our agent client: capped as one, even if
+    // the entry that came back calls it a service.
+    let p = policy();
+    let back = Some(Act {
+        sub: "agent:triage".into(),
+        iss: Some("https://broker.example.com".into()),
+        sub_profile: Some("service".into()),
+        act: None,
+    });
+    let (g, _) = decide_delegated(&p, app_for_sre(back), &[]);
+    assert_eq!(g.unwrap().scope.to_string(), "logs.read logs.write");
+}
+
+#[test]
+fn delegated_through_counts_toward_the_depth_but_never_shortens_act() {
+    let p = policy(); // max_delegation_depth 4 by default
+    let services = |n: usize| {
+        (0..n).fold(None, |c, i| {
+            chain::wrap(
+                c,
+                Some(&Actor {
+                    sub: format!("svc{i}"),
+                    iss: None,
+                    kind: ClientKind::Service,
+                }),
+            )
+        })
+    };
+    let svc = |i: usize| delegate(&format!("svc{i}"), None, Some("service"));
+    let depth_refused = |chain, delegated: &[Act]| {
+        decide_delegated(&p, app_for_sre(chain), delegated)
+            .0
+            .is_err_and(|e| e.reason == "chain.depth_exceeded")
+    };
+    // Three in act and one more party only the flat list names: five.
+    let extra = [delegate("svc:hidden", None, Some("service"))];
+    assert!(!depth_refused(services(3), &[]));
+    assert!(depth_refused(services(4), &extra));
+    // A list repeating act's parties adds nothing; one naming fewer hops
+    // than act does not make a five-deep act four.
+    assert!(!depth_refused(services(4), &[svc(0), svc(1), svc(2), svc(3)]));
+    assert!(depth_refused(services(5), &[svc(0)]));
+    // A list alone counts its distinct parties.
+    let five: Vec<Act> = (0..5).map(svc).collect();
+    assert!(depth_refused(None, &five));
+    assert!(!depth_refused(None, &[svc(0), svc(0), svc(0), svc(0), svc(0)]));
 }
 
 fn scope_subset(all: &'static [&'static str]) -> impl Strategy<Value = ScopeSet> {
@@ -538,7 +673,7 @@ proptest! {
         let roles: Vec<String> = roles.into_iter().map(str::to_owned).collect();
         let chain = build_chain(&chain);
         let audience = &p.audiences["https://logs.example.com"];
-        let ctx = ExchangeContext { client: &p.clients[client], audience, requested: requested.as_ref(), roles: Some(&roles), subject_scope: subject.as_ref(), chain: chain.as_ref(), now: NOW, subject_exp: NOW + 600 };
+        let ctx = ExchangeContext { client: &p.clients[client], audience, requested: requested.as_ref(), roles: Some(&roles), subject_scope: subject.as_ref(), chain: chain.as_ref(), delegated_through: &[], now: NOW, subject_exp: NOW + 600 };
         if let Ok(g) = decide(&p, &ctx, &mut Vec::new()) {
             prop_assert!(g.scope.is_subset(&audience.catalog()));
             prop_assert!(g.scope.is_subset(&p.entitlement(&roles)));
@@ -557,6 +692,24 @@ proptest! {
         }
     }
 
+    /// A `delegated_through` list can only take authority away: whatever
+    /// it names, the grant with it is within the grant without it.
+    #[test]
+    fn a_delegated_through_list_never_widens_a_grant(
+        chain in chain_strategy(),
+        listed in proptest::collection::vec((0..ACTORS.len(), proptest::option::of(proptest::sample::select(&["service", "ai_agent", "user", ""][..]))), 0..6),
+        roles in proptest::sample::subsequence(&["developer", "sre"][..], 0..=2),
+    ) {
+        let p = policy();
+        let roles: Vec<String> = roles.into_iter().map(str::to_owned).collect();
+        let chain = build_chain(&chain);
+        let delegated: Vec<Act> = listed.iter().map(|(i, profile)| delegate(ACTORS[*i].0, None, *profile)).collect();
+        for aud in ["https://logs.example.com", "https://cost.example.com"] {
+            let grant = |d: &[Act]| decide(&p, &ExchangeContext { client: &p.clients["web"], audience: &p.audiences[aud], requested: None, roles: Some(&roles), subject_scope: None, chain: chain.as_ref(), delegated_through: d, now: NOW, subject_exp: NOW + 600 }, &mut Vec::new()).map(|g| g.scope).unwrap_or_default();
+            prop_assert!(grant(&delegated).is_subset(&grant(&[])));
+        }
+    }
+
     /// Along any chain, what may be obtained never grows: adding a hop can
     /// only remove (audience, scope) pairs.
     #[test]
@@ -567,7 +720,7 @@ proptest! {
         let (sub, kind) = ACTORS[next];
         let after = chain::wrap(before.clone(), Some(&Actor { sub: sub.into(), iss: None, kind }));
         for aud in ["https://logs.example.com", "https://cost.example.com"] {
-            let grant = |c: &Option<Act>| decide(&p, &ExchangeContext { client: &p.clients["web"], audience: &p.audiences[aud], requested: None, roles: Some(&roles), subject_scope: None, chain: c.as_ref(), now: NOW, subject_exp: NOW + 600 }, &mut Vec::new()).map(|g| g.scope).unwrap_or_default();
+            let grant = |c: &Option<Act>| decide(&p, &ExchangeContext { client: &p.clients["web"], audience: &p.audiences[aud], requested: None, roles: Some(&roles), subject_scope: None, chain: c.as_ref(), delegated_through: &[], now: NOW, subject_exp: NOW + 600 }, &mut Vec::new()).map(|g| g.scope).unwrap_or_default();
             prop_assert!(grant(&after).is_subset(&grant(&before)));
         }
     }

@@ -99,6 +99,9 @@ async fn run(
     // The IdP made this chain: its entries are in the IdP's namespace.
     let chain = crate::chain::vouched_by(chain, &v.claims.iss);
     audit.chain(&txn, chain.as_ref());
+    let delegated = crate::chain::delegated_through(&v.claims.extra, Some(&v.claims.iss))
+        .map_err(|m| m.refused("id_jag.delegated_through_malformed", "assertion"))?;
+    audit.delegated_through(&delegated);
 
     // Step 8: narrow by local policy. The IdP's granted scope bounds what we
     // grant (when it states one); roles are the IdP's business, so none are
@@ -126,6 +129,7 @@ async fn run(
                 roles: None,
                 subject_scope: id_jag_scope.as_ref(),
                 chain: chain.as_ref(),
+                delegated_through: &delegated,
                 now: cx.now,
                 // The ID-JAG is a grant, not the token being exchanged: the
                 // access token's life is the resource's TTL (§4.4).
@@ -157,6 +161,7 @@ async fn run(
             scope: grant.scope,
             resource: None,
             roles,
+            delegated_through: delegated,
             txn,
             act: chain,
             identity: v.claims.identity(),

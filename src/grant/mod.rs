@@ -59,6 +59,8 @@ pub struct Draft {
     pub scope: ScopeSet,
     pub resource: Option<String>,
     pub roles: Vec<String>,
+    /// The subject's flat delegation list, carried on (`chain::delegated_through`).
+    pub delegated_through: Vec<Act>,
     pub txn: String,
     pub act: Option<Act>,
     pub identity: IdentityClaims,
@@ -92,6 +94,7 @@ pub fn mint(cx: &GrantContext<'_>, audit: &mut AuditRecord, d: Draft) -> OAuthRe
         scope: d.scope,
         resource: d.resource,
         roles: d.roles,
+        delegated_through: d.delegated_through,
         txn: d.txn,
         act: d.act,
         cnf: d.cnf_jkt.map(|jkt| Confirmation { jkt }),

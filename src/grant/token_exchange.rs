@@ -1,6 +1,8 @@
 //! RFC 8693 token exchange, for both outputs the broker issues:
 //! an ID-JAG (draft-ietf-oauth-identity-assertion-authz-grant §4.3) and an
-//! RFC 9068 hop token for a downstream resource.
+//! RFC 9068 hop token for a downstream resource. Either output starts a
+//! chain from an ID token or continues one from an access token (for an
+//! ID-JAG: multi-hop Cross-App Access, specs/decisions.md §27).
 //!
 //! Reads as the spec's steps in order: parse → resolve target → validate
 //! subject → validate actor → build chain → decide → mint. The client is
@@ -44,6 +46,8 @@ struct Subject {
     roles: Vec<String>,
     txn: String,
     chain: Option<Act>,
+    /// Its flat delegation list (`delegated_through`), for caps and audit.
+    delegated_through: Vec<Act>,
     /// The subject's scope when it was issued for the same audience.
     scope_same_audience: Option<ScopeSet>,
     identity: IdentityClaims,
@@ -111,6 +115,7 @@ pub async fn exchange(
                 roles: Some(&subject.roles),
                 subject_scope: subject.scope_same_audience.as_ref(),
                 chain: chain.as_ref(),
+                delegated_through: &subject.delegated_through,
                 now: cx.now,
                 subject_exp: subject.exp,
             },
@@ -141,6 +146,7 @@ pub async fn exchange(
             scope: grant.scope,
             resource: req.resource.clone(),
             roles: subject.roles,
+            delegated_through: subject.delegated_through,
             txn: subject.txn,
             act: chain,
             identity: subject.identity,
@@ -331,18 +337,21 @@ async fn validate_subject(
     audit: &mut AuditRecord,
 ) -> OAuthResult<Subject> {
     audit.subject_presented(req.subject_token);
-    let is_id_jag = req.requested == TokenType::IdJag;
+    // The same two rules for both outputs: an ID token starts a chain, an
+    // access token (ours or a trusted issuer's) continues one. For an
+    // ID-JAG the second is multi-hop Cross-App Access (decisions §27): an
+    // agent at resource A reaches resource B for the same user, its chain
+    // and `txn` carried on, under exactly the hop rules.
     let expect = match req.subject_token_type {
         TokenType::IdToken => Expect::IdToken { client_id: &client.id },
-        TokenType::AccessToken | TokenType::Jwt if !is_id_jag => Expect::AccessToken,
+        TokenType::AccessToken | TokenType::Jwt => Expect::AccessToken,
         other => {
             return Err(OAuthError::invalid_request(
                 "subject_token.type_not_accepted",
-                if is_id_jag {
-                    "an ID-JAG is issued only for an identity assertion: subject_token_type must be id_token".to_owned()
-                } else {
-                    format!("subject_token_type {} is not accepted for this exchange", other.uri())
-                },
+                format!(
+                    "subject_token_type {} is not accepted: send an ID token or an access token",
+                    other.uri()
+                ),
             ));
         }
     };
@@ -384,6 +393,13 @@ fn id_token_subject(
             "subject_token is invalid: an ID token cannot carry an act claim",
         ));
     }
+    // Nor a flat delegation list: refused, never ignored, like `act`.
+    if v.claims.extra.contains_key(chain::DELEGATED_THROUGH) {
+        return Err(OAuthError::invalid_request(
+            "subject_token.delegated_through_in_id_token",
+            "subject_token is invalid: an ID token cannot carry a delegated_through claim",
+        ));
+    }
     // An offboarded user's identity assertions issued before the cut-off
     // start nothing (admin revoke by subject): checked at commit.
     let guard = not_revoked(&v, &principal, None, Which::Subject);
@@ -401,6 +417,7 @@ fn id_token_subject(
         roles,
         txn,
         chain: None,
+        delegated_through: Vec::new(),
         scope_same_audience: None,
         identity,
         may_act: v.claims.may_act,
@@ -451,6 +468,9 @@ fn access_token_subject(
         None => chain,
         Some(i) => chain::vouched_by(chain, &i.issuer),
     };
+    let delegated_through = chain::delegated_through(&v.claims.extra, v.issuer.as_ref().map(|i| i.issuer.as_str()))
+        .map_err(|m| m.refused("subject_token.delegated_through_malformed", "subject_token"))?;
+    audit.delegated_through(&delegated_through);
     let roles = match &v.issuer {
         // Ours: the entitlements resolved at the first exchange, unchanged.
         None => v.claims.roles.clone().unwrap_or_default(),
@@ -479,6 +499,7 @@ fn access_token_subject(
         roles,
         txn,
         chain,
+        delegated_through,
         scope_same_audience,
         identity,
         may_act: v.claims.may_act,

@@ -303,3 +303,159 @@ async fn every_token_we_sign_names_its_clients_profile_and_never_guesses_one() {
     jag.assert_ok();
     assert_eq!(jag.claims()["client_profile"], "ai_agent");
 }
+
+// ---------------------------------------------------------------------------
+// `delegated_through`: a flat delegation list beside `act`, read for caps
+// and audit, never trusted to loosen anything (decisions §3, "The actor
+// profile").
+// ---------------------------------------------------------------------------
+
+/// A partner token for the logs MCP carrying `list` as `delegated_through`.
+fn partner_token_delegated(app: &TestApp, list: Value, tweak: impl FnOnce(&mut Value)) -> String {
+    partner_token(app, |c| {
+        c["delegated_through"] = list;
+        tweak(c);
+    })
+}
+
+#[tokio::test]
+async fn an_agent_listed_in_delegated_through_is_held_to_the_agent_categories_at_every_hop() {
+    // cost-tool without its own `read` cap, so that only the chain caps it.
+    let app = TestApp::spawn_with(|c| c.clients.get_mut("cost-tool").unwrap().categories = None).await;
+    // Without a list, the service chain gets the admin scope of an sre.
+    let plain = partner_token(&app, |_| {});
+    let r = app
+        .exchange_for_hop("mcp-logs", &plain, ACCESS_TOKEN, INCIDENTS, &[])
+        .await;
+    r.assert_ok();
+    assert_eq!(r.claims()["scope"], "incidents.admin incidents.read incidents.write");
+
+    // An ai_agent named only in the flat list: the agent categories apply.
+    let listed = json!([{"sub": "agent:z", "sub_profile": "ai_agent"}, "svc:relay"]);
+    let token = partner_token_delegated(&app, listed, |_| {});
+    let r = app
+        .exchange_for_hop("mcp-logs", &token, ACCESS_TOKEN, INCIDENTS, &[])
+        .await;
+    r.assert_ok();
+    let claims = r.claims();
+    assert_eq!(claims["scope"], "incidents.read incidents.write");
+    assert_eq!(
+        claims["act"],
+        json!({"sub": "mcp:logs", "sub_profile": "service"}),
+        "act is what it was plus this hop's actor: the list adds no entry to it"
+    );
+    let stamped = json!([
+        {"sub": "agent:z", "iss": app.partner.issuer, "sub_profile": "ai_agent"},
+        {"sub": "svc:relay", "iss": app.partner.issuer}
+    ]);
+    assert_eq!(claims["delegated_through"], stamped, "carried on, named by who vouched");
+
+    // The audit record has the list, and says which rule withheld what.
+    let records = app.audit("partner-txn-actor").await;
+    let record = records.last().unwrap();
+    assert_eq!(serde_json::to_value(&record.delegated_through).unwrap(), stamped);
+    assert_eq!(
+        serde_json::to_value(&record.scope_withheld).unwrap(),
+        json!([{"scope": "incidents.admin", "reason": "agent_category"}])
+    );
+    assert_eq!(xaa_broker::audit::verify_chain(&app.all_audit().await), Ok(()));
+
+    // The next hop, from our own token, still knows the agent was there.
+    let to_cost = app.exchange_for_hop("mcp-logs", &token, ACCESS_TOKEN, COST, &[]).await;
+    to_cost.assert_ok();
+    assert_eq!(to_cost.claims()["scope"], "cost.read", "cost.approve is human-only");
+    let onward = app
+        .exchange_for_hop("cost-tool", to_cost.token(), ACCESS_TOKEN, INCIDENTS, &[])
+        .await;
+    onward.assert_ok();
+    assert_eq!(onward.claims()["scope"], "incidents.read incidents.write");
+    assert_eq!(onward.claims()["delegated_through"], stamped);
+}
+
+#[tokio::test]
+async fn a_delegated_through_of_seventeen_entries_is_refused_as_malformed() {
+    let app = TestApp::spawn().await;
+    let seventeen: Vec<String> = (0..17).map(|i| format!("agent:{i}")).collect();
+    for list in [json!(seventeen), json!("agent:a"), json!([{"sub": 7}])] {
+        let token = partner_token_delegated(&app, list, |_| {});
+        refused_for(
+            &app,
+            app.exchange_for_hop("mcp-logs", &token, ACCESS_TOKEN, COST, &[]),
+            "subject_token.delegated_through_malformed",
+        )
+        .await
+        .assert_error(400, "invalid_request");
+    }
+    // Sixteen is the bound, not a refusal: the depth cap decides then.
+    let sixteen: Vec<String> = (0..16).map(|_| "agent:same".to_owned()).collect();
+    let token = partner_token_delegated(&app, json!(sixteen), |_| {});
+    app.exchange_for_hop("mcp-logs", &token, ACCESS_TOKEN, COST, &[])
+        .await
+        .assert_ok();
+}
+
+#[tokio::test]
+async fn a_delegated_through_naming_fewer_hops_than_act_never_shortens_the_chain() {
+    let app = TestApp::spawn().await;
+    // Three inherited entries; the list names only the outermost one.
+    let act = json!({"sub": "svc:a", "sub_profile": "service",
+        "act": {"sub": "svc:b", "sub_profile": "service",
+            "act": {"sub": "agent:c", "sub_profile": "ai_agent"}}});
+    let token = partner_token_delegated(&app, json!(["svc:a"]), |c| c["act"] = act.clone());
+    let r = app.exchange_for_hop("mcp-logs", &token, ACCESS_TOKEN, COST, &[]).await;
+    r.assert_ok();
+    let claims = r.claims();
+    let subs: Vec<&str> = std::iter::successors(Some(&claims["act"]), |a| a.get("act"))
+        .filter_map(|a| a["sub"].as_str())
+        .collect();
+    assert_eq!(
+        subs,
+        ["mcp:logs", "svc:a", "svc:b", "agent:c"],
+        "every actor stays in act"
+    );
+    assert_eq!(claims["scope"], "cost.read", "the agent deep in act still caps");
+
+    // Four inherited entries and a one-entry list: five with this hop, over
+    // the depth cap (4) — the short list did not make the chain shorter.
+    let deep = json!({"sub": "svc:0", "sub_profile": "service", "act": act});
+    let token = partner_token_delegated(&app, json!(["svc:0"]), |c| c["act"] = deep);
+    refused_for(
+        &app,
+        app.exchange_for_hop("mcp-logs", &token, ACCESS_TOKEN, COST, &[]),
+        "chain.depth_exceeded",
+    )
+    .await
+    .assert_error(400, "invalid_request");
+    let denied = app.all_audit().await.pop().unwrap();
+    assert_eq!(
+        serde_json::to_value(&denied.delegated_through).unwrap(),
+        json!([{"sub": "svc:0", "iss": app.partner.issuer}]),
+        "a denial records the list it read"
+    );
+
+    // A list naming parties act does not: they count toward the depth.
+    let others = json!(["svc:x", "svc:y"]);
+    let token = partner_token_delegated(&app, others, |c| c["act"] = act.clone());
+    refused_for(
+        &app,
+        app.exchange_for_hop("mcp-logs", &token, ACCESS_TOKEN, COST, &[]),
+        "chain.depth_exceeded",
+    )
+    .await
+    .assert_error(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn an_id_token_carrying_delegated_through_is_refused() {
+    let app = TestApp::spawn().await;
+    let mut claims = app.idp.id_token_claims("alice", "chat-app", &["developer"]);
+    claims["delegated_through"] = json!(["agent:evil"]);
+    let id_token = app.idp.sign(Some("JWT"), &claims);
+    refused_for(
+        &app,
+        app.exchange_for_hop("chat-app", &id_token, ID_TOKEN, LOGS, &[]),
+        "subject_token.delegated_through_in_id_token",
+    )
+    .await
+    .assert_error(400, "invalid_request");
+}

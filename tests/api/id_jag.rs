@@ -198,23 +198,44 @@ async fn an_unknown_audience_is_still_invalid_target_for_a_user_without_roles() 
     .assert_error(400, "invalid_target");
 }
 
+/// An access token may be the subject of an ID-JAG (multi-hop Cross-App
+/// Access, tests/api/multi_hop.rs), but never by posing as an ID token.
 #[tokio::test]
-async fn an_access_token_is_never_the_subject_of_an_id_jag() {
+async fn an_access_token_presented_as_an_id_token_is_refused() {
     let app = TestApp::spawn().await;
     let hop = app.first_hop("chat-app", LOGS).await;
     hop.assert_ok();
-    let access_token = hop.token();
-    for subject_type in [ACCESS_TOKEN, ID_TOKEN] {
+    let form = [
+        ("grant_type", TOKEN_EXCHANGE),
+        ("requested_token_type", ID_JAG),
+        ("audience", SAAS_AS),
+        ("subject_token", hop.token()),
+        ("subject_token_type", ID_TOKEN),
+    ];
+    refused_for(&app, app.token(Auth::Basic("chat-app"), &form), "token.typ")
+        .await
+        .assert_error(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn a_subject_token_type_we_do_not_read_is_refused_for_an_id_jag() {
+    let app = TestApp::spawn().await;
+    let id_token = app.idp.id_token("alice", "chat-app", &["developer"]);
+    for subject_type in [ID_JAG, "urn:ietf:params:oauth:token-type:saml2"] {
         let form = [
             ("grant_type", TOKEN_EXCHANGE),
             ("requested_token_type", ID_JAG),
             ("audience", SAAS_AS),
-            ("subject_token", access_token),
+            ("subject_token", id_token.as_str()),
             ("subject_token_type", subject_type),
         ];
-        refused(&app, app.token(Auth::Basic("chat-app"), &form))
-            .await
-            .assert_error(400, "invalid_request");
+        refused_for(
+            &app,
+            app.token(Auth::Basic("chat-app"), &form),
+            "subject_token.type_not_accepted",
+        )
+        .await
+        .assert_error(400, "invalid_request");
     }
 }
 

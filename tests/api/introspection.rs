@@ -8,12 +8,15 @@ use xaa_broker::types::now_secs;
 
 use crate::support::*;
 
-/// The members an active token's introspection answer has (issue 3 §5).
-const ACTIVE_FIELDS: [&str; 12] = [
+/// The members an active token's introspection answer has (issue 3 §5),
+/// with `client_profile` when the token carries one
+/// (draft-mora-oauth-entity-profiles; decisions §16).
+const ACTIVE_FIELDS: [&str; 13] = [
     "act",
     "active",
     "aud",
     "client_id",
+    "client_profile",
     "exp",
     "iat",
     "iss",
@@ -43,6 +46,7 @@ fn expected_answer(claims: &Value) -> Value {
         "sub": claims["sub"],
         "aud": claims["aud"],
         "client_id": claims["client_id"],
+        "client_profile": claims["client_profile"],
         "scope": claims["scope"],
         "exp": claims["exp"],
         "iat": claims["iat"],
@@ -120,6 +124,7 @@ async fn an_active_hop_token_introspects_with_its_claims() {
     assert_eq!(r.body["sub"], "alice");
     assert_eq!(r.body["aud"], COST);
     assert_eq!(r.body["client_id"], "mcp-logs");
+    assert_eq!(r.body["client_profile"], "service");
     assert_eq!(r.body["scope"], "cost.read");
     assert_eq!(r.body["token_type"], "Bearer");
     assert_eq!(
@@ -155,6 +160,7 @@ async fn a_token_redeemed_at_the_resource_as_introspects_there_with_exactly_the_
     assert_eq!(r.body["iss"], ras.issuer);
     assert_eq!(r.body["aud"], SAAS_MCP);
     assert_eq!(r.body["client_id"], "0oa-triage");
+    assert_eq!(r.body["client_profile"], "ai_agent", "the redeeming client's kind");
     assert_eq!(r.body["sub"], "alice");
     assert_eq!(r.body["scope"], "crm.read crm.write");
     assert_eq!(
@@ -177,6 +183,11 @@ async fn a_token_without_an_actor_introspects_without_act() {
     assert_eq!(r.body["active"], true);
     assert!(r.body.get("act").is_none(), "no null act: {}", r.body);
     assert_eq!(r.body["client_id"], "chat-app");
+    assert!(
+        r.body.get("client_profile").is_none(),
+        "an app's token has no profile to disclose: {}",
+        r.body
+    );
 }
 
 #[tokio::test]

@@ -6,11 +6,13 @@
 mod browser;
 mod support;
 
-// Token exchange (RFC 8693): ID-JAGs, hop tokens, actors, and every refusal.
+// Token exchange (RFC 8693): ID-JAGs, hop tokens, actors, multi-hop
+// Cross-App Access, and every refusal.
 mod actor;
 mod dpop;
 mod hop_tokens;
 mod id_jag;
+mod multi_hop;
 mod rejections;
 
 // The resource-AS side: ID-JAG redemption (RFC 7523), introspection

@@ -408,6 +408,46 @@ async fn an_actor_without_a_profile_counts_as_an_agent() {
     assert_eq!(r.claims()["scope"], "crm.read");
 }
 
+/// A flat `delegated_through` list beside `act` (decisions §3, "The actor
+/// profile") is read at redemption for caps and audit only: an agent it
+/// names caps the grant, it travels on in the access token, stamped with
+/// the IdP that vouched for it, and `act` stays as the IdP wrote it.
+#[tokio::test]
+async fn an_agent_in_the_id_jags_delegated_through_caps_the_scopes_and_travels_on() {
+    let f = Forge::start().await;
+    let id_jag = f.id_jag(|c| {
+        c["client_id"] = json!("0oa-chat-app");
+        c["scope"] = json!("crm.read crm.delete");
+        c["act"] = json!({"sub": "svc:relay", "sub_profile": "service"});
+        c["delegated_through"] = json!([{"sub": "agent:hidden", "sub_profile": "ai_agent"}]);
+    });
+    let r = redeem(&f.ras, "0oa-chat-app", &id_jag, &[]).await;
+    r.assert_ok();
+    let claims = r.claims();
+    assert_eq!(claims["scope"], "crm.read", "the listed agent's cap holds");
+    assert_eq!(
+        claims["act"],
+        json!({"sub": "svc:relay", "sub_profile": "service", "iss": f.idp.issuer}),
+        "act is never replaced by the list"
+    );
+    let listed = json!([{"sub": "agent:hidden", "iss": f.idp.issuer, "sub_profile": "ai_agent"}]);
+    assert_eq!(claims["delegated_through"], listed);
+    let record = f.ras.all_audit().await.pop().unwrap();
+    assert_eq!(serde_json::to_value(&record.delegated_through).unwrap(), listed);
+    assert_eq!(record.scope_withheld[0].reason, "agent_category");
+}
+
+#[tokio::test]
+async fn an_id_jag_whose_delegated_through_cannot_be_read_is_refused() {
+    let f = Forge::start().await;
+    let seventeen: Vec<String> = (0..17).map(|i| format!("agent:{i}")).collect();
+    for list in [json!(seventeen), json!("agent:a"), json!([{"iss": "https://x"}])] {
+        let token = f.id_jag(|c| c["delegated_through"] = list.clone());
+        f.assert_refused("0oa-triage", &token, "id_jag.delegated_through_malformed")
+            .await;
+    }
+}
+
 // ---------------------------------------------------------------------------
 // §2.3 step 1: explicit typing — nothing else passes as an ID-JAG
 // ---------------------------------------------------------------------------
