@@ -1,9 +1,9 @@
 //! `POST /introspect` — RFC 7662 token introspection for our access tokens.
 //!
-//! Owns: the response shape: RFC 7662 §2.2 members plus `act`, `txn`, `cnf` (RFC 9449 §6.2) and
-//! `client_profile`, and
-//! nothing more (the user's `roles` stay in the token: minimal disclosure,
-//! RFC 8693 §6); and who may learn that a token is active: the client it was
+//! Owns: the response shape: RFC 7662 §2.2 members plus `act`, `txn`,
+//! `cnf` (RFC 9449 §6.2) and `client_profile`, and nothing more (the
+//! user's `roles` stay in the token: minimal disclosure, RFC 8693 §6); and
+//! who may learn that a token is active: the client it was
 //! issued to, or a client whose `resource` is its audience (the resource
 //! server it was issued for). Any other authenticated caller gets
 //! `{"active": false}` (RFC 7662 §2.1: the server decides what it tells
