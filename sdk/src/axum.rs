@@ -387,9 +387,9 @@ impl IntoResponse for AuthRejection {
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 return r;
             }
-            // A bound token as Bearer, an unbound one as DPoP, a bad proof:
-            // answered in the DPoP challenge (RFC 9449 §7.1), whichever
-            // scheme was used.
+            // A token presented with DPoP, or a refusal about DPoP itself (a
+            // bound token as Bearer): answered in the DPoP challenge
+            // (RFC 9449 §7.1); any other in the Bearer one (RFC 6750 §3.1).
             Some(Problem::Invalid { scheme, error }) => (
                 error.error_code(),
                 error.to_string(),
