@@ -2,11 +2,12 @@
 //! outbound assertion.
 //!
 //! Owns: the size bound on inbound tokens, decoding of the three parts, the
-//! JOSE header members read (`alg`, `typ`, `kid`, `crit`), and `typ`
-//! normalisation (RFC 7515 §4.1.9).
-//! Must never: decide whether a token is acceptable (that is `validator`),
-//! pick a key from the token's header (`jku`, `x5u`, `jwk`: RFC 8725
-//! §3.10), or put token content into an error.
+//! JOSE header members read (`alg`, `typ`, `kid`, `crit`, and `jwk` for a
+//! DPoP proof), and `typ` normalisation (RFC 7515 §4.1.9).
+//! Must never: decide whether a token is acceptable (that is `validator`,
+//! and `dpop` for a proof), pick a key from a token's header (`jku`, `x5u`,
+//! `jwk`: RFC 8725 §3.10; only `dpop` reads `jwk`, from a proof), or put
+//! token content into an error.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -29,6 +30,13 @@ pub(crate) struct Header {
     /// RFC 7515 §4.1.11: we understand no extension, so any `crit` refuses.
     #[serde(default)]
     pub crit: Option<Value>,
+    /// An embedded public key. Read by `dpop` only, where a proof carries the
+    /// key it is signed with by design (RFC 9449 §4.2) and what is trusted is
+    /// its thumbprint, never the key; for every other token it is ignored,
+    /// never a key source (RFC 8725 §3.10). Kept as any JSON value, so that
+    /// its shape never changes how an access token parses.
+    #[serde(default)]
+    pub jwk: Option<Value>,
 }
 
 impl Header {

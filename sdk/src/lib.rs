@@ -2,7 +2,8 @@
 //!
 //! Owns: what an MCP server, an API or an agent needs to take part in the
 //! broker's chains without linking the broker: validating its hop tokens
-//! ([`TokenValidator`]), deciding per tool ([`ToolPolicy`]), exchanging for
+//! ([`TokenValidator`]), bearer or DPoP-bound with their proofs
+//! ([`DpopVerifier`]), deciding per tool ([`ToolPolicy`]), exchanging for
 //! the next hop ([`HopTokens`]), reporting tool calls ([`AuditReporter`]),
 //! Cross-App Access ([`IdJagClient`]), W3C trace context ([`TraceParent`]),
 //! and, with the `axum` feature, the extractor, the challenges and the
@@ -21,6 +22,7 @@ pub mod axum;
 pub mod bearer;
 pub mod client_auth;
 pub mod discovery;
+pub mod dpop;
 pub mod endpoint;
 pub mod hop_tokens;
 pub mod http;
@@ -44,6 +46,7 @@ pub use audit_reporter::{AuditReporter, FlushTimedOut, ReporterConfig, ReporterS
 pub use bearer::BearerToken;
 pub use client_auth::{ClientAuth, ClientAuthError};
 pub use discovery::AuthorizationServer;
+pub use dpop::{DpopConfig, DpopConfigError, DpopError, DpopRequest, DpopVerifier};
 pub use hop_tokens::{HopToken, HopTokens};
 pub use http::HttpConfig;
 pub use id_jag::{IdJag, IdJagClient, IdJagRequest, ResourceToken};
@@ -52,4 +55,4 @@ pub use principal::Principal;
 pub use resource_metadata::ResourceMetadata;
 pub use tool_policy::{Category, Refusal, ToolPolicy};
 pub use traceparent::TraceParent;
-pub use validator::{TokenValidator, ValidationError};
+pub use validator::{TokenValidator, ValidationError, ValidatorBuilder, ValidatorConfigError};

@@ -1,8 +1,8 @@
 //! `Principal`: what a verified hop token says about a call.
 //!
 //! Owns: the typed view a resource server acts on — the user as vouched for
-//! by an issuer, the `act` chain, `txn`, scopes, roles, ids — and the trace
-//! the call arrived in.
+//! by an issuer, the `act` chain, `txn`, scopes, roles, ids, the key the
+//! token is bound to — and the trace the call arrived in.
 //! Must never: hold the token itself (pass the token beside the principal
 //! where it is needed), or be built from claims that were not verified
 //! (only `validator` builds one from a token).
@@ -41,6 +41,12 @@ pub struct Principal {
     pub audience: Vec<String>,
     pub iat: i64,
     pub exp: i64,
+    /// The key the token is bound to (RFC 9449 §6.1: the RFC 7638 thumbprint
+    /// in `cnf.jkt`), when it is DPoP-bound. A principal with a binding
+    /// comes only from
+    /// [`TokenValidator::validate_dpop`](crate::TokenValidator::validate_dpop),
+    /// after a proof by that key.
+    pub key_binding: Option<String>,
     /// The trace the request arrived in (its `traceparent`), when known. The
     /// SDK's calls made for this principal are children of it.
     pub trace: Option<TraceParent>,
@@ -90,6 +96,7 @@ pub(crate) fn example() -> Principal {
         audience: vec!["https://mcp.logs.example.com".into()],
         iat: 1_800_000_000,
         exp: 1_800_000_300,
+        key_binding: None,
         trace: None,
     }
 }

@@ -4,12 +4,17 @@
 //! Owns: the RFC 9068 §4 validation of the broker's `at+jwt` tokens, in
 //! order — explicit `typ`, allow-listed `alg`, signature by the broker's
 //! published keys, `iss`, `aud`, `exp`/`nbf`/`iat` within a bounded leeway,
-//! the required claims, the `act` chain — and the typed `Principal` built
-//! from them.
+//! the required claims, the key binding (`cnf`, RFC 9449 §6.1), the `act`
+//! chain — and the typed `Principal` built from them; and which scheme a
+//! token may be presented with (RFC 9449 §7.2): a DPoP-bound token only
+//! with `DPoP` and a proof by its key (`dpop`), an unbound one only as
+//! `Bearer`.
 //! Must never: accept `none`, an HMAC or any alg outside the allow-list; a
 //! token without `typ: at+jwt` (an ID token or an ID-JAG is not an access
-//! token, RFC 9068 §4 and RFC 8725 §3.11); a key named by the token; or put
-//! the token, or any part of it, into an error or a log line.
+//! token, RFC 9068 §4 and RFC 8725 §3.11); a key named by the token; a
+//! bound token without a proof, or a `cnf` it cannot verify (such a token
+//! is refused, never taken for a bearer token); or put the token, or any
+//! part of it, into an error or a log line.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -20,6 +25,7 @@ use serde_json::{Map, Value};
 use crate::act::{self, ActError, MAX_ACT_DEPTH};
 use crate::alg::Alg;
 use crate::discovery::{AuthorizationServer, DiscoveryError};
+use crate::dpop::{DpopConfig, DpopConfigError, DpopError, DpopRequest, DpopVerifier};
 use crate::endpoint::{self, EndpointError};
 use crate::http::{Http, HttpConfig, TransportError};
 use crate::jwks::{JwksCache, JwksSettings, KeyLookup};
@@ -71,6 +77,21 @@ pub enum ValidationError {
     InvalidClaim(&'static str),
     #[error("the token's act claim is refused: {0}")]
     Act(#[from] ActError),
+    /// `cnf` is present but is not `{"jkt": "<thumbprint>"}`, the one
+    /// confirmation method the SDK verifies (RFC 9449 §6.1): a binding it
+    /// cannot check is never ignored.
+    #[error("the token's cnf is not a key binding this resource can verify (RFC 9449 §6.1)")]
+    UnsupportedBinding,
+    /// A DPoP-bound token presented as a bearer token (RFC 9449 §7.2).
+    #[error("the token is bound to a key (cnf.jkt) and must be presented with the DPoP scheme and a proof")]
+    KeyBound,
+    /// An unbound token presented with the `DPoP` scheme: there is no
+    /// binding to verify the proof against (RFC 9449 §7.2).
+    #[error("the token is not bound to a key: present it as a bearer token")]
+    NotKeyBound,
+    /// The token is bound and valid, its DPoP proof is not.
+    #[error(transparent)]
+    Proof(#[from] DpopError),
     /// The broker's keys could not be obtained: the check could not be
     /// made, so the request fails closed (a 503, not a 401).
     #[error("the broker's keys are unavailable: {0}")]
@@ -81,7 +102,30 @@ impl ValidationError {
     /// The check could not be made (keys unreachable), as opposed to a bad
     /// token.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, ValidationError::KeysUnavailable(_))
+        match self {
+            ValidationError::KeysUnavailable(_) => true,
+            ValidationError::Proof(e) => e.is_unavailable(),
+            _ => false,
+        }
+    }
+
+    /// The OAuth error code of the challenge: `invalid_dpop_proof` for a bad
+    /// proof, `invalid_token` for everything else (RFC 6750 §3.1,
+    /// RFC 9449 §7.1).
+    pub fn error_code(&self) -> &'static str {
+        match self {
+            ValidationError::Proof(e) => e.error_code(),
+            _ => "invalid_token",
+        }
+    }
+
+    /// Whether the refusal is about DPoP (the binding or the proof), so that
+    /// it is answered in the `DPoP` challenge (RFC 9449 §7.1).
+    pub fn is_dpop(&self) -> bool {
+        matches!(
+            self,
+            ValidationError::KeyBound | ValidationError::NotKeyBound | ValidationError::Proof(_)
+        )
     }
 
     /// A short machine reason (`token.expired`), for logs and metrics.
@@ -101,6 +145,10 @@ impl ValidationError {
             ValidationError::MissingClaim(_) => "token.missing_claim",
             ValidationError::InvalidClaim(_) => "token.invalid_claim",
             ValidationError::Act(_) => "token.act",
+            ValidationError::UnsupportedBinding => "token.cnf",
+            ValidationError::KeyBound => "token.dpop_bound",
+            ValidationError::NotKeyBound => "token.not_dpop_bound",
+            ValidationError::Proof(e) => e.reason(),
             ValidationError::KeysUnavailable(_) => "keys.unavailable",
         }
     }
@@ -129,6 +177,8 @@ pub enum ValidatorConfigError {
     RefetchInterval,
     #[error("the resource must not be empty")]
     NoResource,
+    #[error(transparent)]
+    Dpop(#[from] DpopConfigError),
 }
 
 /// Configures a [`TokenValidator`].
@@ -144,6 +194,7 @@ pub struct ValidatorBuilder {
     jwks_ttl: Duration,
     min_refetch_interval: Duration,
     http: HttpConfig,
+    dpop: DpopConfig,
 }
 
 impl ValidatorBuilder {
@@ -201,6 +252,14 @@ impl ValidatorBuilder {
         self
     }
 
+    /// How DPoP proofs are judged for bound tokens (default
+    /// [`DpopConfig::default`]: 60 s old at most, 5 s clock skew, every
+    /// asymmetric algorithm, 100 000 proofs remembered).
+    pub fn dpop(mut self, config: DpopConfig) -> Self {
+        self.dpop = config;
+        self
+    }
+
     /// Check the settings and, without an explicit `jwks_uri`, discover it.
     pub async fn build(self) -> Result<TokenValidator, ValidatorConfigError> {
         if self.leeway > MAX_LEEWAY {
@@ -231,6 +290,7 @@ impl ValidatorBuilder {
                 .ok_or(ValidatorConfigError::NoJwksUri)?,
         };
         endpoint::checked(&jwks_uri, "jwks_uri")?;
+        let dpop = DpopVerifier::new(self.dpop)?;
         let keys = JwksCache::new(
             http,
             jwks_uri,
@@ -249,6 +309,7 @@ impl ValidatorBuilder {
                 leeway: i64::try_from(self.leeway.as_secs()).unwrap_or(0),
                 max_act_depth: self.max_act_depth,
                 keys,
+                dpop,
             }),
         })
     }
@@ -268,6 +329,7 @@ struct Inner {
     leeway: i64,
     max_act_depth: usize,
     keys: JwksCache,
+    dpop: DpopVerifier,
 }
 
 impl std::fmt::Debug for TokenValidator {
@@ -294,6 +356,7 @@ impl TokenValidator {
             jwks_ttl: Duration::from_secs(300),
             min_refetch_interval: Duration::from_secs(30),
             http: HttpConfig::default(),
+            dpop: DpopConfig::default(),
         }
     }
 
@@ -311,18 +374,59 @@ impl TokenValidator {
         self.inner.keys.fetches()
     }
 
-    /// Validate `token`; a key fetch, if one is needed, starts a fresh trace.
+    /// The DPoP proof algorithms accepted: the `algs` of a `DPoP` challenge
+    /// (RFC 9449 §7.1).
+    pub fn dpop_algorithms(&self) -> &[Alg] {
+        self.inner.dpop.algorithms()
+    }
+
+    /// Validate `token`, presented as a bearer token (RFC 6750); a key
+    /// fetch, if one is needed, starts a fresh trace. A DPoP-bound token is
+    /// refused ([`ValidationError::KeyBound`]): use
+    /// [`validate_dpop`](Self::validate_dpop).
     pub async fn validate(&self, token: &str) -> Result<Principal, ValidationError> {
         self.validate_in_trace(token, None).await
     }
 
-    /// Validate `token` for a request that arrived in `trace`: a key fetch is
-    /// a child of it, and the principal carries it.
+    /// Validate `token`, presented as a bearer token, for a request that
+    /// arrived in `trace`: a key fetch is a child of it, and the principal
+    /// carries it. A DPoP-bound token is refused
+    /// ([`ValidationError::KeyBound`], RFC 9449 §7.2): a stolen bound token
+    /// must not work as a bearer token.
     pub async fn validate_in_trace(
         &self,
         token: &str,
         trace: Option<&TraceParent>,
     ) -> Result<Principal, ValidationError> {
+        let principal = self.verified(token, trace, now_secs()).await?;
+        if principal.key_binding.is_some() {
+            return Err(ValidationError::KeyBound);
+        }
+        Ok(principal)
+    }
+
+    /// Validate `token`, presented with the `DPoP` scheme (RFC 9449 §7.1),
+    /// and the request's proof: the token as [`validate`](Self::validate)
+    /// does, then that it is bound (`cnf.jkt`; an unbound token is refused,
+    /// [`ValidationError::NotKeyBound`]: with no binding there is nothing
+    /// the proof proves), then every check of [`DpopVerifier`] for this
+    /// token and request ([`ValidationError::Proof`]). The principal carries
+    /// the binding in `key_binding`.
+    pub async fn validate_dpop(
+        &self,
+        token: &str,
+        request: &DpopRequest<'_>,
+        trace: Option<&TraceParent>,
+    ) -> Result<Principal, ValidationError> {
+        let now = now_secs();
+        let principal = self.verified(token, trace, now).await?;
+        let jkt = principal.key_binding.as_deref().ok_or(ValidationError::NotKeyBound)?;
+        self.inner.dpop.verify_at(request, token, jkt, now)?;
+        Ok(principal)
+    }
+
+    /// The token's own checks (RFC 9068 §4), whatever the scheme.
+    async fn verified(&self, token: &str, trace: Option<&TraceParent>, now: i64) -> Result<Principal, ValidationError> {
         let i = &self.inner;
         let jws = UnverifiedJws::parse(token)?;
         if jws.header.crit.is_some() {
@@ -347,7 +451,7 @@ impl TokenValidator {
         if !jws.verify(verifier.as_ref()) {
             return Err(ValidationError::BadSignature);
         }
-        let mut principal = check_claims(&jws.payload, i, now_secs())?;
+        let mut principal = check_claims(&jws.payload, i, now)?;
         principal.trace = trace.copied();
         Ok(principal)
     }
@@ -429,6 +533,7 @@ fn check_claims(claims: &Map<String, Value>, v: &Inner, now: i64) -> Result<Prin
             .ok_or(ValidationError::InvalidClaim("roles"))?,
         Some(_) => return Err(ValidationError::InvalidClaim("roles")),
     };
+    let key_binding = key_binding(claims)?;
     let act = act::parse_act_chain(claims.get("act"), v.max_act_depth)?;
     let user_issuer = vouched_by(claims, &sub).unwrap_or_else(|| v.issuer.clone());
     Ok(Principal {
@@ -444,8 +549,23 @@ fn check_claims(claims: &Map<String, Value>, v: &Inner, now: i64) -> Result<Prin
         audience,
         iat,
         exp,
+        key_binding,
         trace: None,
     })
+}
+
+/// The key a token is bound to (RFC 9449 §6.1): `None` without `cnf`; the
+/// thumbprint when `cnf` is exactly `{"jkt": "<non-empty string>"}`; any
+/// other `cnf` (another confirmation method, extra members, `null`) is
+/// refused, never read as "unbound".
+fn key_binding(claims: &Map<String, Value>) -> Result<Option<String>, ValidationError> {
+    let Some(cnf) = claims.get("cnf") else {
+        return Ok(None);
+    };
+    match cnf.as_object().filter(|o| o.len() == 1).and_then(|o| o.get("jkt")) {
+        Some(Value::String(jkt)) if !jkt.is_empty() => Ok(Some(jkt.clone())),
+        _ => Err(ValidationError::UnsupportedBinding),
+    }
 }
 
 /// The issuer of an RFC 9493 §3.2.2 `iss_sub` subject identifier (`sub_id`,
@@ -483,6 +603,7 @@ mod tests {
                     min_refetch_interval: Duration::from_secs(30),
                 },
             ),
+            dpop: DpopVerifier::new(DpopConfig::default()).unwrap(),
         }
     }
 
@@ -596,6 +717,49 @@ mod tests {
             with(|c| c["act"] = json!(["agent"])).err(),
             Some(ValidationError::Act(ActError::NotAnObject))
         );
+    }
+
+    #[test]
+    fn a_jkt_confirmation_is_the_key_binding_and_none_is_unbound() {
+        let p = with(|c| c["cnf"] = json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"})).unwrap();
+        assert_eq!(
+            p.key_binding.as_deref(),
+            Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I")
+        );
+        assert_eq!(check(claims()).unwrap().key_binding, None);
+    }
+
+    #[test]
+    fn a_cnf_that_is_not_exactly_one_jkt_is_refused_never_ignored() {
+        for cnf in [
+            json!(null),
+            json!("jkt"),
+            json!({}),
+            json!({"jkt": ""}),
+            json!({"jkt": 5}),
+            json!({"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}),
+            json!({"jkt": "abc", "x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}),
+            json!({"jwk": {"kty": "EC"}}),
+        ] {
+            assert_eq!(
+                with(|c| c["cnf"] = cnf.clone()).err(),
+                Some(ValidationError::UnsupportedBinding),
+                "{cnf}"
+            );
+        }
+    }
+
+    #[test]
+    fn dpop_refusals_are_answered_in_the_dpop_challenge_with_their_code() {
+        assert!(ValidationError::KeyBound.is_dpop() && ValidationError::NotKeyBound.is_dpop());
+        assert!(!ValidationError::Expired.is_dpop());
+        assert_eq!(ValidationError::KeyBound.error_code(), "invalid_token");
+        assert_eq!(
+            ValidationError::Proof(DpopError::Ath).error_code(),
+            "invalid_dpop_proof"
+        );
+        assert_eq!(ValidationError::Proof(DpopError::Ath).reason(), "dpop.ath");
+        assert!(ValidationError::Proof(DpopError::ReplayCacheFull).is_unavailable());
     }
 
     #[test]

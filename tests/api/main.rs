@@ -59,6 +59,7 @@ mod audit_trail;
 // The SDK (sdk/, crate xaa-sdk) as MCP servers and agents use it, against
 // this broker.
 mod sdk;
+mod sdk_dpop;
 
 // The examples (examples/): the one-command demo, and the example MCP
 // server, logs API and agent as processes.

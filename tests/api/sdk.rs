@@ -848,3 +848,246 @@ fn every_error_code_the_token_endpoint_answers_is_one_the_sdk_types() {
         assert_eq!(sdk.as_str(), wire);
     }
 }
+
+/// DPoP proofs (RFC 9449 §4.3): the SDK's checks at a resource
+/// (sdk/src/dpop.rs) and the broker's at `/token` (src/dpop/mod.rs) judge
+/// the same proofs alike, by the same reason names — the size bound, the
+/// private JWK members, the RSA minimum, the claim bounds, the `htu`
+/// normalisation, the `iat` window — and the thumbprint a binding names is
+/// the same. The broker keeps some of these bounds private, so they are
+/// compared through what each crate does with the same proofs.
+#[test]
+fn the_sdk_and_the_broker_judge_dpop_proofs_alike() {
+    use crate::support::dpop::DpopKey;
+    use xaa_broker::dpop::{self as broker, Expected};
+    use xaa_broker::params::DpopHeader;
+    use xaa_broker::policy::DpopSettings;
+    use xaa_broker::types::now_secs;
+    use xaa_sdk::dpop::{self as sdk, DpopConfig, DpopRequest, DpopVerifier};
+
+    assert_eq!(sdk::TYP, broker::TYP);
+    assert_eq!(sdk::MAX_PROOF_BYTES, broker::MAX_PROOF_BYTES);
+
+    const HTU: &str = "https://mcp.logs.example.com/tools/x";
+    const TOKEN: &str = "the-access-token";
+    // The broker with the SDK's default window: 60 s old, 5 s of skew.
+    let settings = DpopSettings {
+        max_age_secs: 60,
+        require_nonce: false,
+        nonce_lifetime_secs: 300,
+        nonce_secret: vec![7; 32],
+    };
+    let judge = |proof: &str, htu: &str, jkt: &str| {
+        let by_broker = broker::check(
+            &DpopHeader::One(proof.to_owned()),
+            &Expected {
+                htm: "POST",
+                htu,
+                now: now_secs(),
+                clock_skew_secs: 5,
+                settings: &settings,
+            },
+        )
+        .map(|_| ())
+        .map_err(|e| e.reason);
+        let request = DpopRequest {
+            proofs: &[proof],
+            method: "POST",
+            uri: htu,
+        };
+        // A fresh verifier per proof: no replay between cases.
+        let by_sdk = DpopVerifier::new(DpopConfig::default())
+            .unwrap()
+            .verify(&request, TOKEN, jkt)
+            .map_err(|e| e.reason());
+        (by_broker, by_sdk)
+    };
+
+    let (key, other) = (DpopKey::es256(), DpopKey::es256());
+    let proof =
+        |tweak: &dyn Fn(&mut Value, &mut Value)| key.resource_proof_with("POST", HTU, TOKEN, |h, c| tweak(h, c));
+    let with_jwk_member = |name: &str, value: Value| {
+        proof(&|h, _| {
+            h["jwk"][name] = value.clone();
+        })
+    };
+    let rsa_public = |bits: u32| {
+        let rsa = openssl::rsa::Rsa::generate(bits).unwrap();
+        json!({"kty": "RSA", "n": B64.encode(rsa.n().to_vec()), "e": B64.encode(rsa.e().to_vec())})
+    };
+    let rsa = DpopKey::new(BrokerAlg::RS256);
+    let rsa_proof = |jwk: Value| rsa.resource_proof_with("POST", HTU, TOKEN, |h, _| h["jwk"] = jwk);
+    let now = now_secs();
+    let long_htu = format!("{HTU}/{}", "a".repeat(2048 - HTU.len() - 1));
+    let too_long_htu = format!("{long_htu}a");
+
+    let mut cases: Vec<(String, String, String, Result<(), &str>)> = vec![
+        ("good".into(), proof(&|_, _| {}), HTU.into(), Ok(())),
+        (
+            "too large".into(),
+            "a".repeat(sdk::MAX_PROOF_BYTES + 1),
+            HTU.into(),
+            Err("dpop.too_large"),
+        ),
+        (
+            "typ".into(),
+            proof(&|h, _| h["typ"] = json!("JWT")),
+            HTU.into(),
+            Err("dpop.typ"),
+        ),
+        (
+            "crit".into(),
+            proof(&|h, _| h["crit"] = json!(["b64"])),
+            HTU.into(),
+            Err("dpop.crit"),
+        ),
+        (
+            "hmac".into(),
+            proof(&|h, _| h["alg"] = json!("HS256")),
+            HTU.into(),
+            Err("dpop.alg"),
+        ),
+        (
+            "no jwk".into(),
+            proof(&|h, _| drop(h.as_object_mut().unwrap().remove("jwk"))),
+            HTU.into(),
+            Err("dpop.jwk_missing"),
+        ),
+        (
+            "kty".into(),
+            proof(&|h, _| h["jwk"] = json!({"kty": "XYZ"})),
+            HTU.into(),
+            Err("dpop.jwk_kty"),
+        ),
+        (
+            "another key's signature".into(),
+            proof(&|h, _| h["jwk"] = other.public()),
+            HTU.into(),
+            Err("dpop.signature"),
+        ),
+        (
+            "rsa 1024".into(),
+            rsa_proof(rsa_public(1024)),
+            HTU.into(),
+            Err("dpop.jwk_weak"),
+        ),
+        (
+            "rsa 2040".into(),
+            rsa_proof(rsa_public(2040)),
+            HTU.into(),
+            Err("dpop.jwk_weak"),
+        ),
+        (
+            "jti at the bound".into(),
+            proof(&|_, c| c["jti"] = json!("j".repeat(256))),
+            HTU.into(),
+            Ok(()),
+        ),
+        (
+            "jti over the bound".into(),
+            proof(&|_, c| c["jti"] = json!("j".repeat(257))),
+            HTU.into(),
+            Err("dpop.claims"),
+        ),
+        (
+            "htu at the bound".into(),
+            key.resource_proof("POST", &long_htu, TOKEN),
+            long_htu.clone(),
+            Ok(()),
+        ),
+        (
+            "htu over the bound".into(),
+            key.resource_proof("POST", &too_long_htu, TOKEN),
+            too_long_htu.clone(),
+            Err("dpop.claims"),
+        ),
+        (
+            "htm".into(),
+            proof(&|_, c| c["htm"] = json!("post")),
+            HTU.into(),
+            Err("dpop.htm"),
+        ),
+        (
+            "iat 60 s old".into(),
+            proof(&|_, c| c["iat"] = json!(now - 60)),
+            HTU.into(),
+            Ok(()),
+        ),
+        (
+            "iat 70 s old".into(),
+            proof(&|_, c| c["iat"] = json!(now - 70)),
+            HTU.into(),
+            Err("dpop.iat"),
+        ),
+        (
+            "iat 3 s ahead".into(),
+            proof(&|_, c| c["iat"] = json!(now + 3)),
+            HTU.into(),
+            Ok(()),
+        ),
+        (
+            "iat 10 s ahead".into(),
+            proof(&|_, c| c["iat"] = json!(now + 10)),
+            HTU.into(),
+            Err("dpop.iat"),
+        ),
+    ];
+    for (htu, verdict) in [
+        ("HTTPS://MCP.logs.example.com:443/tools/x?y=1#z", Ok(())),
+        ("https://mcp.logs.example.com/tools/./x", Ok(())),
+        ("https://mcp.logs.example.com/tools/x/", Err("dpop.htu")),
+        ("https://mcp.logs.example.com:8443/tools/x", Err("dpop.htu")),
+        ("http://mcp.logs.example.com/tools/x", Err("dpop.htu")),
+        ("https://mcp.logs.example.com/tools/%78", Err("dpop.htu")),
+        ("urn:example:tools:x", Err("dpop.htu")),
+    ] {
+        cases.push((
+            format!("htu {htu}"),
+            key.resource_proof("POST", htu, TOKEN),
+            HTU.into(),
+            verdict,
+        ));
+    }
+    // Every member only a private or symmetric key has, and members a
+    // public key may carry.
+    for member in sdk::PRIVATE_MEMBERS {
+        cases.push((
+            format!("jwk with {member}"),
+            with_jwk_member(member, json!("AQAB")),
+            HTU.into(),
+            Err("dpop.jwk_private"),
+        ));
+    }
+    for (member, value) in [
+        ("kid", json!("k1")),
+        ("use", json!("sig")),
+        ("alg", json!("ES256")),
+        ("key_ops", json!(["verify"])),
+        ("x5t", json!("AQAB")),
+        ("e", json!("AQAB")),
+        ("n", json!("AQAB")),
+    ] {
+        cases.push((
+            format!("jwk with {member}"),
+            with_jwk_member(member, value),
+            HTU.into(),
+            Ok(()),
+        ));
+    }
+
+    for (case, proof, htu, verdict) in &cases {
+        let jkt = if case.starts_with("rsa") { rsa.jkt() } else { key.jkt() };
+        let (by_broker, by_sdk) = judge(proof, htu, &jkt);
+        assert_eq!(by_broker, by_sdk, "{case}: the broker and the SDK disagree");
+        assert_eq!(by_sdk, *verdict, "{case}");
+    }
+
+    // The thumbprint a token's cnf.jkt names (RFC 7638), for every key type.
+    for alg in BrokerAlg::ALL {
+        let key = DpopKey::new(alg);
+        let Value::Object(public) = key.public() else {
+            unreachable!()
+        };
+        assert_eq!(sdk::jwk_thumbprint(&public), Some(key.jkt()), "{alg}");
+    }
+}

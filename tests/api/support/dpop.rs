@@ -78,6 +78,34 @@ impl DpopKey {
         tweak(&mut header, &mut claims);
         sign_jws(&self.private, header, &claims)
     }
+
+    /// A good proof for `method htu` at a resource server, presented with
+    /// `access_token` (its `ath`, RFC 9449 §4.2), now, with a fresh `jti`.
+    pub fn resource_proof(&self, method: &str, htu: &str, access_token: &str) -> String {
+        self.resource_proof_with(method, htu, access_token, |_, _| {})
+    }
+
+    /// A resource proof, then `tweak(header, claims)` before signing.
+    pub fn resource_proof_with(
+        &self,
+        method: &str,
+        htu: &str,
+        access_token: &str,
+        tweak: impl FnOnce(&mut Value, &mut Value),
+    ) -> String {
+        self.proof_with(htu, |header, claims| {
+            claims["htm"] = json!(method);
+            claims["ath"] = json!(ath(access_token));
+            tweak(header, claims);
+        })
+    }
+}
+
+/// RFC 9449 §4.2: the `ath` of a proof presented with `access_token`, the
+/// base64url SHA-256 of the token's ASCII (computed here, not by the code
+/// under test).
+pub fn ath(access_token: &str) -> String {
+    B64.encode(openssl::sha::sha256(access_token.as_bytes()))
 }
 
 /// A token's `cnf.jkt`, if it has one.
