@@ -112,6 +112,7 @@ impl App {
             keys,
             jwks: JwksCache::new(config.upstream.clone())?,
             verified: VerifiedCache::new(config.tokens.verified_cache_bytes, clock.clone()),
+            dpop_keys: Default::default(),
             store,
             checkpoints,
             noise: Noise::new(instance.clone()),

@@ -30,6 +30,8 @@ pub struct AppState {
     /// SHA-256 and the verifier that accepted it (`tokens.verified_cache_bytes`).
     /// Survives reloads: a changed key is a different verifier, so a miss.
     pub verified: VerifiedCache,
+    /// Verifiers of DPoP proof keys already seen (`dpop::keys`).
+    pub dpop_keys: crate::dpop::keys::ProofKeys,
     pub store: Arc<dyn Store>,
     /// The audit key and the schedule of signed checkpoints of this
     /// instance's chain (`/audit/jwks` serves its public half).

@@ -20,6 +20,7 @@
 //! audit record (the record keeps the key's thumbprint only).
 
 pub mod binding;
+pub mod keys;
 pub mod nonce;
 
 use josekit::jwk::Jwk;
@@ -65,6 +66,8 @@ pub struct Expected<'a> {
     pub now: i64,
     pub clock_skew_secs: i64,
     pub settings: &'a DpopSettings,
+    /// Verifiers of keys already seen (`keys.rs`).
+    pub keys: &'a keys::ProofKeys,
 }
 
 impl Expected<'_> {
@@ -128,8 +131,10 @@ pub fn check(header: &DpopHeader, ex: &Expected<'_>) -> OAuthResult<Option<Proof
         )
     })?;
     let jwk = public_jwk(jws.header.jwk.as_ref())?;
-    let verifier = alg
-        .verifier(&jwk)
+    let jkt = crate::jose::thumbprint(&jwk).map_err(|_| refuse("dpop.jwk", "the DPoP proof's jwk is incomplete"))?;
+    let verifier = ex
+        .keys
+        .verifier(alg, &jkt, || alg.verifier(&jwk))
         .map_err(|_| refuse("dpop.jwk_alg", "the DPoP proof's jwk is not a key for its alg"))?;
     if !jws.verify(verifier.as_ref()) {
         return Err(refuse(
@@ -162,7 +167,6 @@ pub fn check(header: &DpopHeader, ex: &Expected<'_>) -> OAuthResult<Option<Proof
             ));
         }
     }
-    let jkt = crate::jose::thumbprint(&jwk).map_err(|_| refuse("dpop.jwk", "the DPoP proof's jwk is incomplete"))?;
     Ok(Some(Proof {
         mark: ReplayMark {
             // The jti is the client's text: hashed, so a key stays short.

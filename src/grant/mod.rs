@@ -155,7 +155,7 @@ pub async fn handle(state: &AppState, req: &OAuthRequest) -> OAuthResult<TokenRe
     // carried a proof hands out the current nonce.
     let nonce = match req.dpop {
         DpopHeader::Absent => None,
-        _ => proof_expectations(&call.policy, call.now).fresh_nonce(),
+        _ => proof_expectations(state, &call.policy, call.now).fresh_nonce(),
     };
     match run(&mut call, req).await {
         Ok(mut issued) => {
@@ -173,13 +173,14 @@ pub async fn handle(state: &AppState, req: &OAuthRequest) -> OAuthResult<TokenRe
 
 /// What a DPoP proof sent to the token endpoint must match (RFC 9449 §4.3):
 /// `POST` (the only method routed here) to the endpoint as published.
-fn proof_expectations(policy: &Policy, now: i64) -> crate::dpop::Expected<'_> {
+fn proof_expectations<'a>(state: &'a AppState, policy: &'a Policy, now: i64) -> crate::dpop::Expected<'a> {
     crate::dpop::Expected {
         htm: "POST",
         htu: &policy.token_endpoint,
         now,
         clock_skew_secs: policy.tokens.clock_skew_secs,
         settings: &policy.dpop,
+        keys: &state.dpop_keys,
     }
 }
 
@@ -188,6 +189,7 @@ fn proof_expectations(policy: &Policy, now: i64) -> crate::dpop::Expected<'_> {
 /// requires one (RFC 9449 §5.2; draft-parecki-oauth-jwt-dpop-grant). The
 /// proof's `jti` is spent by this request's commit, granted or denied.
 fn proof(
+    state: &AppState,
     call_policy: &Policy,
     now: i64,
     req: &OAuthRequest,
@@ -196,7 +198,7 @@ fn proof(
     audit: &mut AuditRecord,
     marks: &mut Vec<crate::store::ReplayMark>,
 ) -> OAuthResult<Option<String>> {
-    let proof = crate::dpop::check(&req.dpop, &proof_expectations(call_policy, now))?;
+    let proof = crate::dpop::check(&req.dpop, &proof_expectations(state, call_policy, now))?;
     let Some(proof) = proof else {
         if grant == GrantType::JwtDpop {
             return Err(OAuthError::invalid_dpop_proof(
@@ -258,7 +260,7 @@ async fn run(call: &mut Call<'_>, req: &OAuthRequest) -> OAuthResult<Issued> {
         },
         now: *now,
     };
-    let proved = proof(policy, *now, req, &client, grant, audit, marks)?;
+    let proved = proof(state, policy, *now, req, &client, grant, audit, marks)?;
     let proved = proved.as_deref();
     match grant {
         GrantType::TokenExchange => token_exchange::exchange(&cx, &client, params, audit, proved).await,

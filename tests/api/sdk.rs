@@ -886,6 +886,7 @@ fn the_sdk_and_the_broker_judge_dpop_proofs_alike() {
                 now: now_secs(),
                 clock_skew_secs: 5,
                 settings: &settings,
+                keys: &broker::keys::ProofKeys::default(),
             },
         )
         .map(|_| ())
