@@ -189,16 +189,14 @@ fn proof_expectations<'a>(state: &'a AppState, policy: &'a Policy, now: i64) -> 
 /// requires one (RFC 9449 §5.2; draft-parecki-oauth-jwt-dpop-grant). The
 /// proof's `jti` is spent by this request's commit, granted or denied.
 fn proof(
-    state: &AppState,
-    call_policy: &Policy,
-    now: i64,
+    cx: &GrantContext<'_>,
     req: &OAuthRequest,
     client: &crate::policy::Client,
     grant: GrantType,
     audit: &mut AuditRecord,
     marks: &mut Vec<crate::store::ReplayMark>,
 ) -> OAuthResult<Option<String>> {
-    let proof = crate::dpop::check(&req.dpop, &proof_expectations(state, call_policy, now))?;
+    let proof = crate::dpop::check(&req.dpop, &proof_expectations(cx.state, cx.policy, cx.now))?;
     let Some(proof) = proof else {
         if grant == GrantType::JwtDpop {
             return Err(OAuthError::invalid_dpop_proof(
@@ -260,7 +258,7 @@ async fn run(call: &mut Call<'_>, req: &OAuthRequest) -> OAuthResult<Issued> {
         },
         now: *now,
     };
-    let proved = proof(state, policy, *now, req, &client, grant, audit, marks)?;
+    let proved = proof(&cx, req, &client, grant, audit, marks)?;
     let proved = proved.as_deref();
     match grant {
         GrantType::TokenExchange => token_exchange::exchange(&cx, &client, params, audit, proved).await,
