@@ -325,13 +325,16 @@ async fn a_bound_id_jag_cannot_be_redeemed_without_its_key() {
 // Servers that do not keep the binding, or keep asking for nonces
 // ---------------------------------------------------------------------------
 
+/// A fake token endpoint's answer: status, one extra header, JSON body.
+type Answer = (StatusCode, Option<(&'static str, String)>, Value);
+
 /// What a fake token endpoint saw and answers.
 #[derive(Default)]
 struct Fake {
     /// The `DPoP` header of each request, in order.
     proofs: Vec<Option<String>>,
     /// The answer to every request: status, extra header, body.
-    answer: Option<(StatusCode, Option<(&'static str, String)>, Value)>,
+    answer: Option<Answer>,
 }
 
 /// A token endpoint on loopback answering whatever `fake` says; its server.
