@@ -95,7 +95,8 @@ pub struct TokenResponse {
     pub access_token: BearerToken,
     /// RFC 8693 §2.2.1 (absent in a plain RFC 6749 response).
     pub issued_token_type: Option<String>,
-    /// `Bearer`, or `N_A` for an ID-JAG.
+    /// `Bearer`, `DPoP` for a token bound to the proof's key (RFC 9449 §5),
+    /// or `N_A` for an ID-JAG.
     pub token_type: String,
     /// Seconds of validity from the response's receipt.
     pub expires_in: Option<u64>,
