@@ -434,7 +434,7 @@ fn public_jwk(jwk: Option<&Value>) -> Result<(&Map<String, Value>, Jwk), DpopErr
 
 /// The size of an RSA modulus `n` (base64url, RFC 7518 §6.3.1.1), in bits,
 /// leading zero bytes not counted; 0 when unreadable.
-fn rsa_modulus_bits(n: Option<&Value>) -> usize {
+pub(crate) fn rsa_modulus_bits(n: Option<&Value>) -> usize {
     let Some(bytes) = n.and_then(Value::as_str).and_then(|n| B64.decode(n).ok()) else {
         return 0;
     };

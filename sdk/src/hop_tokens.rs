@@ -5,9 +5,14 @@
 //! downstream resource (`subject_token_type` access_token, `resource=`,
 //! `scope=`), the cache keyed by (subject `jti`, audience, sorted scopes)
 //! that holds a token until shortly before its `exp`, and single flight: N
-//! concurrent misses for one key make one broker request.
+//! concurrent misses for one key make one broker request. With a DPoP key
+//! (`with_dpop`), every exchange carries a proof by it (RFC 9449 §5), so
+//! the hop tokens are bound to this service's key, and a DPoP-bound
+//! incoming token can be exchanged at all (the broker exchanges a bound
+//! subject token only with a proof).
 //! Must never: cache an error, serve a token past its refresh margin, serve
-//! one subject's hop token for another subject, or log a token.
+//! one subject's hop token for another subject, return a bearer token when
+//! it sent a proof, or log a token.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,11 +24,12 @@ use moka::future::Cache;
 use crate::bearer::BearerToken;
 use crate::client_auth::ClientAuth;
 use crate::discovery::AuthorizationServer;
+use crate::dpop_key::DpopKey;
 use crate::http::{Http, HttpConfig, TransportError};
 use crate::jws::UnverifiedJws;
 use crate::oauth_error::TokenError;
 use crate::principal::Principal;
-use crate::token_request::{self, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN};
+use crate::token_request::{self, DpopSession, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN};
 
 /// Default bound on cached hop tokens.
 pub const DEFAULT_CAPACITY: u64 = 10_000;
@@ -34,7 +40,9 @@ pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(30);
 /// A hop token for one downstream call.
 #[derive(Debug, Clone)]
 pub struct HopToken {
-    /// Send as `Authorization: Bearer …` to the downstream resource.
+    /// Send as `Authorization: Bearer …` to the downstream resource; when
+    /// `dpop_jkt` is set, as `Authorization: DPoP …` with a fresh proof by
+    /// the key ([`DpopKey::resource_proof`], RFC 9449 §7.1).
     pub token: BearerToken,
     /// The resource it is for.
     pub audience: String,
@@ -43,6 +51,9 @@ pub struct HopToken {
     pub scopes: Vec<String>,
     /// Unix seconds.
     pub expires_at: i64,
+    /// The thumbprint (`cnf.jkt`) of the DPoP key the token is bound to:
+    /// this `HopTokens`' key, when it has one (RFC 9449 §6.1).
+    pub dpop_jkt: Option<String>,
 }
 
 /// The cache key: whose token, for where, with which scopes (sorted and
@@ -92,9 +103,23 @@ pub struct HopTokensBuilder {
     capacity: u64,
     margin: Duration,
     http: HttpConfig,
+    dpop: Option<DpopKey>,
 }
 
 impl HopTokensBuilder {
+    /// Prove possession of `key` in every exchange (RFC 9449 §5): the hop
+    /// tokens are then bound to it (`cnf.jkt`, `token_type` `DPoP`), so a
+    /// downstream call needs a proof by the same key; and an incoming
+    /// DPoP-bound token (`principal.key_binding`) can be exchanged, the
+    /// next hop being bound to this key. One key per `HopTokens`: the cache
+    /// key does not name it, so every cached token is bound to this key. A
+    /// response that is not bound to it is
+    /// [`TokenError::BindingDropped`], never a bearer token.
+    pub fn with_dpop(mut self, key: DpopKey) -> Self {
+        self.dpop = Some(key);
+        self
+    }
+
     /// At most this many cached tokens (default 10 000).
     pub fn capacity(mut self, n: u64) -> Self {
         self.capacity = n;
@@ -122,6 +147,7 @@ impl HopTokensBuilder {
                 http: Http::new(&self.http)?,
                 server: self.server,
                 auth: self.auth,
+                dpop: self.dpop.map(DpopSession::new),
                 cache,
                 requests: AtomicU64::new(0),
             }),
@@ -140,6 +166,7 @@ struct Inner {
     http: Http,
     server: AuthorizationServer,
     auth: ClientAuth,
+    dpop: Option<DpopSession>,
     cache: Cache<HopKey, HopToken>,
     requests: AtomicU64,
 }
@@ -149,6 +176,7 @@ impl std::fmt::Debug for HopTokens {
         f.debug_struct("HopTokens")
             .field("broker", &self.inner.server.issuer)
             .field("client", &self.inner.auth)
+            .field("dpop", &self.inner.dpop)
             .finish_non_exhaustive()
     }
 }
@@ -163,6 +191,7 @@ impl HopTokens {
             capacity: DEFAULT_CAPACITY,
             margin: DEFAULT_REFRESH_MARGIN,
             http: HttpConfig::default(),
+            dpop: None,
         }
     }
 
@@ -172,10 +201,12 @@ impl HopTokens {
     /// `principal` what [`TokenValidator`](crate::TokenValidator) made of it.
     ///
     /// RFC 8693 §2.1: `subject_token` = `incoming`, `subject_token_type`
-    /// access_token, `resource` = `audience` (RFC 8707). Cached per
-    /// (`principal.jti`, `audience`, sorted `scopes`) until
-    /// [`DEFAULT_REFRESH_MARGIN`] before the hop token's `exp`; concurrent
-    /// misses share one request.
+    /// access_token, `resource` = `audience` (RFC 8707), and a DPoP proof
+    /// when a key is configured. Cached per (`principal.jti`, `audience`,
+    /// sorted `scopes`) until [`DEFAULT_REFRESH_MARGIN`] before the hop
+    /// token's `exp`; concurrent misses share one request. A DPoP-bound
+    /// `incoming` token without a key here is refused by the broker
+    /// (`TokenError::Refused`, `invalid_request`).
     pub async fn token(
         &self,
         incoming: &str,
@@ -233,7 +264,15 @@ impl HopTokens {
             form.push(("scope", scope));
         }
         let trace = principal.outgoing_trace();
-        let r = token_request::post(&self.inner.http, &self.inner.server, &self.inner.auth, &form, &trace).await;
+        let r = token_request::post(
+            &self.inner.http,
+            &self.inner.server,
+            &self.inner.auth,
+            &form,
+            &trace,
+            self.inner.dpop.as_ref(),
+        )
+        .await;
         let r = match r {
             Ok(r) => r,
             Err(e) => {
@@ -247,7 +286,8 @@ impl HopTokens {
         {
             return Err(TokenError::InvalidResponse("issued_token_type is not an access token"));
         }
-        if !r.token_type.eq_ignore_ascii_case("bearer") {
+        // With a key, the token request confirmed the DPoP binding.
+        if self.inner.dpop.is_none() && !r.token_type.eq_ignore_ascii_case("bearer") {
             return Err(TokenError::InvalidResponse("token_type is not Bearer"));
         }
         // Without expires_in, the hop cannot outlive the subject token.
@@ -258,6 +298,7 @@ impl HopTokens {
             audience: audience.to_owned(),
             scopes: r.scopes,
             expires_at,
+            dpop_jkt: r.dpop_jkt,
         })
     }
 }
@@ -302,6 +343,7 @@ mod tests {
             audience: "a".into(),
             scopes: vec![],
             expires_at: now_secs() + left,
+            dpop_jkt: None,
         };
         let key = HopKey::new("j", "a", &[]);
         let ttl = |left| expiry.expire_after_create(&key, &token(left), Instant::now()).unwrap();

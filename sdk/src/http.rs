@@ -1,7 +1,9 @@
 //! The one HTTP client every SDK call goes through.
 //!
 //! Owns: timeouts, no redirects, the response-size bound, the `traceparent`
-//! header on every request, `Retry-After` (delay-seconds), and form bodies.
+//! header on every request, `Retry-After` (delay-seconds), form bodies, and
+//! DPoP's headers at a token endpoint: the `DPoP` proof sent, the
+//! `DPoP-Nonce` answered (RFC 9449 §8.1 syntax, bounded).
 //! Must never: follow a redirect (a token request must not be replayed at
 //! another host), read an unbounded body, or put a credential, a token or a
 //! body into an error or a log line.
@@ -48,7 +50,21 @@ pub(crate) struct Reply {
     pub status: u16,
     /// `Retry-After` as delay-seconds (RFC 9110 §10.2.3), when sent so.
     pub retry_after: Option<Duration>,
+    /// `DPoP-Nonce` (RFC 9449 §8.1), when sent as one well-formed value.
+    pub dpop_nonce: Option<String>,
     pub body: Vec<u8>,
+}
+
+/// The `DPoP-Nonce` response header (RFC 9449 §8.1).
+const DPOP_NONCE: &str = "dpop-nonce";
+/// Longest nonce kept: a server's nonce is an opaque short value.
+const MAX_NONCE_BYTES: usize = 256;
+
+/// RFC 9449 §8.1: `nonce = 1*NQCHAR`, NQCHAR = %x21 / %x23-5B / %x5D-7E.
+fn well_formed_nonce(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_NONCE_BYTES
+        && value.bytes().all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
 }
 
 impl Reply {
@@ -110,6 +126,19 @@ impl Http {
         authorization: Authorization<'_>,
         trace: &TraceParent,
     ) -> Result<Reply, TransportError> {
+        self.post_form_with_proof(url, form, authorization, None, trace).await
+    }
+
+    /// [`Self::post_form`], with a `DPoP` proof header when given (RFC 9449
+    /// §4.1: exactly one).
+    pub async fn post_form_with_proof(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+        authorization: Authorization<'_>,
+        dpop: Option<&str>,
+        trace: &TraceParent,
+    ) -> Result<Reply, TransportError> {
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form.iter())
             .finish();
@@ -122,6 +151,9 @@ impl Http {
             .body(body);
         if let Authorization::Header(value) = authorization {
             request = request.header(reqwest::header::AUTHORIZATION, value);
+        }
+        if let Some(proof) = dpop {
+            request = request.header(crate::dpop::HEADER, proof);
         }
         self.read(url, request).await
     }
@@ -140,6 +172,11 @@ impl Http {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s.min(3600)));
+        let mut nonces = resp.headers().get_all(DPOP_NONCE).iter();
+        let dpop_nonce = match (nonces.next(), nonces.next()) {
+            (Some(one), None) => one.to_str().ok().filter(|v| well_formed_nonce(v)).map(str::to_owned),
+            _ => None,
+        };
         let max = self.max_response_bytes;
         let too_large = || TransportError::TooLarge {
             url: url.to_owned(),
@@ -158,7 +195,23 @@ impl Http {
         Ok(Reply {
             status,
             retry_after,
+            dpop_nonce,
             body,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_nonce_of_rfc_9449_characters_is_kept() {
+        assert!(well_formed_nonce("eyJ7S_zG.eyJH0-Z.HX4w-7v"));
+        assert!(well_formed_nonce("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
+        for bad in ["", "a b", "a\"b", "a\\b", "caf\u{e9}", "a\r\nSet-Cookie: x"] {
+            assert!(!well_formed_nonce(bad), "{bad:?}");
+        }
+        assert!(!well_formed_nonce(&"n".repeat(MAX_NONCE_BYTES + 1)));
     }
 }

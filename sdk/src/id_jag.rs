@@ -5,17 +5,30 @@
 //! user's ID token, §4.3 of the draft: `requested_token_type` id-jag,
 //! `audience` the resource AS, optional `resource` and `scope`), and
 //! redeeming it at the resource AS (RFC 7523 §2.1 jwt-bearer, §4.4 of the
-//! draft), each with its own client authentication.
+//! draft), each with its own client authentication; with a DPoP key
+//! (`with_dpop`), both with a proof by it (RFC 9449 §5), so the ID-JAG and
+//! the access token are bound to the key.
+//!
+//! The redemption uses the jwt-bearer grant with the proof, not
+//! `urn:ietf:params:oauth:grant-type:jwt-dpop`
+//! (draft-parecki-oauth-jwt-dpop-grant): every resource AS that supports
+//! DPoP binds a jwt-bearer grant sent with a proof (RFC 9449 §5 applies to
+//! any grant), whereas `jwt-dpop` is a draft that only some servers know;
+//! what it adds, "a proof is required", is already the SDK's rule: with a
+//! key it always sends one, and refuses an unbound answer.
 //! Must never: send the ID token or the ID-JAG anywhere but the token
-//! endpoint it is for, accept a response of the wrong token type, or log a
-//! token.
+//! endpoint it is for, accept a response of the wrong token type, accept
+//! an unbound token when it sent a proof, or log a token.
 
 use crate::bearer::BearerToken;
 use crate::client_auth::ClientAuth;
 use crate::discovery::AuthorizationServer;
+use crate::dpop_key::DpopKey;
 use crate::http::{Http, HttpConfig, TransportError};
 use crate::oauth_error::TokenError;
-use crate::token_request::{self, GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ID_JAG, TOKEN_TYPE_ID_TOKEN};
+use crate::token_request::{
+    self, DpopSession, GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ID_JAG, TOKEN_TYPE_ID_TOKEN,
+};
 use crate::traceparent::TraceParent;
 
 /// What to ask the broker for.
@@ -39,14 +52,22 @@ pub struct IdJag {
     /// Unix seconds, when the broker said (`expires_in`).
     pub expires_at: Option<i64>,
     pub scopes: Vec<String>,
+    /// The thumbprint (`cnf.jkt`) of the key the ID-JAG is bound to, when
+    /// the response or the ID-JAG says so: redeem it with a proof by that
+    /// key.
+    pub dpop_jkt: Option<String>,
 }
 
 /// An access token from the resource AS.
 #[derive(Debug, Clone)]
 pub struct ResourceToken {
+    /// `Authorization: Bearer …`; when `dpop_jkt` is set, `Authorization:
+    /// DPoP …` with a fresh proof by the key (RFC 9449 §7.1).
     pub token: BearerToken,
     pub expires_at: Option<i64>,
     pub scopes: Vec<String>,
+    /// The thumbprint (`cnf.jkt`) of the DPoP key the token is bound to.
+    pub dpop_jkt: Option<String>,
 }
 
 /// Requests and redeems ID-JAGs as one client.
@@ -55,6 +76,7 @@ pub struct IdJagClient {
     http: Http,
     broker: AuthorizationServer,
     auth: ClientAuth,
+    dpop: Option<DpopSession>,
 }
 
 impl IdJagClient {
@@ -68,7 +90,18 @@ impl IdJagClient {
             http: Http::new(http)?,
             broker,
             auth,
+            dpop: None,
         })
+    }
+
+    /// Prove possession of `key` in the request and in the redemption (RFC
+    /// 9449 §5): the ID-JAG is bound to it (`cnf.jkt`), and so is the
+    /// resource AS's access token (`token_type` `DPoP`). Without a key, a
+    /// bound ID-JAG cannot be redeemed. An answer not bound to the key is
+    /// [`TokenError::BindingDropped`].
+    pub fn with_dpop(mut self, key: DpopKey) -> Self {
+        self.dpop = Some(DpopSession::new(key));
+        self
     }
 
     /// Exchange the user's ID token for an ID-JAG (draft §4.3).
@@ -91,7 +124,7 @@ impl IdJagClient {
             form.push(("scope", &scope));
         }
         let trace = TraceParent::child_of(trace);
-        let r = token_request::post(&self.http, &self.broker, &self.auth, &form, &trace).await?;
+        let r = token_request::post(&self.http, &self.broker, &self.auth, &form, &trace, self.dpop.as_ref()).await?;
         if r.issued_token_type.as_deref() != Some(TOKEN_TYPE_ID_JAG) {
             return Err(TokenError::InvalidResponse("issued_token_type is not an ID-JAG"));
         }
@@ -102,11 +135,14 @@ impl IdJagClient {
             assertion: r.access_token,
             expires_at: r.expires_at,
             scopes: r.scopes,
+            dpop_jkt: r.dpop_jkt,
         })
     }
 
     /// Redeem `id_jag` at `resource_as` with the jwt-bearer grant (RFC 7523
-    /// §2.1), authenticating there as `auth` (this client's id at that AS).
+    /// §2.1), authenticating there as `auth` (this client's id at that AS);
+    /// with a DPoP key, with a proof by it for that AS's token endpoint
+    /// (its own nonces remembered apart from the broker's).
     pub async fn redeem(
         &self,
         resource_as: &AuthorizationServer,
@@ -124,14 +160,16 @@ impl IdJagClient {
             form.push(("scope", &scope));
         }
         let trace = TraceParent::child_of(trace);
-        let r = token_request::post(&self.http, resource_as, auth, &form, &trace).await?;
-        if !r.token_type.eq_ignore_ascii_case("bearer") {
+        let r = token_request::post(&self.http, resource_as, auth, &form, &trace, self.dpop.as_ref()).await?;
+        // With a key, the token request confirmed the DPoP binding.
+        if self.dpop.is_none() && !r.token_type.eq_ignore_ascii_case("bearer") {
             return Err(TokenError::InvalidResponse("token_type is not Bearer"));
         }
         Ok(ResourceToken {
             token: r.access_token,
             expires_at: r.expires_at,
             scopes: r.scopes,
+            dpop_jkt: r.dpop_jkt,
         })
     }
 }

@@ -4,7 +4,8 @@
 //! broker's chains without linking the broker: validating its hop tokens
 //! ([`TokenValidator`]), bearer or DPoP-bound with their proofs
 //! ([`DpopVerifier`]), deciding per tool ([`ToolPolicy`]), exchanging for
-//! the next hop ([`HopTokens`]), reporting tool calls ([`AuditReporter`]),
+//! the next hop ([`HopTokens`]), with DPoP-bound tokens when given a key
+//! ([`DpopKey`]), reporting tool calls ([`AuditReporter`]),
 //! Cross-App Access ([`IdJagClient`]), W3C trace context ([`TraceParent`]),
 //! and, with the `axum` feature, the extractor, the challenges and the
 //! RFC 9728 metadata route.
@@ -23,6 +24,7 @@ pub mod bearer;
 pub mod client_auth;
 pub mod discovery;
 pub mod dpop;
+pub mod dpop_key;
 pub mod endpoint;
 pub mod hop_tokens;
 pub mod http;
@@ -47,10 +49,11 @@ pub use bearer::BearerToken;
 pub use client_auth::{ClientAuth, ClientAuthError};
 pub use discovery::AuthorizationServer;
 pub use dpop::{DpopConfig, DpopConfigError, DpopError, DpopRequest, DpopVerifier};
+pub use dpop_key::{DpopKey, DpopKeyError};
 pub use hop_tokens::{HopToken, HopTokens};
 pub use http::HttpConfig;
 pub use id_jag::{IdJag, IdJagClient, IdJagRequest, ResourceToken};
-pub use oauth_error::{ErrorCode, OAuthError, TokenError};
+pub use oauth_error::{BindingDropped, ErrorCode, OAuthError, TokenError};
 pub use principal::Principal;
 pub use resource_metadata::ResourceMetadata;
 pub use tool_policy::{Category, Refusal, ToolPolicy};

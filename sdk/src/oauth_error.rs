@@ -160,6 +160,29 @@ pub enum TokenError {
     /// The caller's request is unusable before anything is sent.
     #[error("invalid request: {0}")]
     InvalidRequest(&'static str),
+    /// The request carried a DPoP proof, and the token that came back is
+    /// not bound to our key (RFC 9449 §5): never taken as a bearer token in
+    /// its place.
+    #[error("the DPoP binding was dropped: {0}")]
+    BindingDropped(BindingDropped),
+    /// The DPoP proof could not be made.
+    #[error(transparent)]
+    DpopKey(#[from] crate::dpop_key::DpopKeyError),
+}
+
+/// How a response to a request with a DPoP proof failed to confirm the
+/// binding. Carries nothing the server sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BindingDropped {
+    /// An access token came back with a `token_type` other than `DPoP`
+    /// (RFC 9449 §5: a bound access token is a `DPoP` token): the server
+    /// ignored the proof and issued a bearer token.
+    #[error("the access token's token_type is not DPoP (RFC 9449 §5)")]
+    NotDpopTokenType,
+    /// The response's or the token's `cnf` names another key, or another
+    /// confirmation method, than our key's `jkt` (RFC 9449 §6.1).
+    #[error("the token's cnf is not our key's thumbprint (RFC 9449 §6.1)")]
+    OtherKey,
 }
 
 impl TokenError {
@@ -174,6 +197,12 @@ impl TokenError {
     /// The OAuth error code, when the server answered with one.
     pub fn code(&self) -> Option<&ErrorCode> {
         self.oauth().map(|e| &e.code)
+    }
+
+    /// Whether we asked for a DPoP-bound token and got one that is not
+    /// bound to our key.
+    pub fn is_binding_dropped(&self) -> bool {
+        matches!(self, TokenError::BindingDropped(_))
     }
 
     /// Whether the same request may succeed later.

@@ -60,6 +60,7 @@ mod audit_trail;
 // this broker.
 mod sdk;
 mod sdk_dpop;
+mod sdk_dpop_client;
 
 // The examples (examples/): the one-command demo, and the example MCP
 // server, logs API and agent as processes.
