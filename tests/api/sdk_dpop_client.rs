@@ -109,6 +109,7 @@ fn every_proof_the_sdk_makes_passes_the_brokers_own_check_and_proves_its_thumbpr
             now: now_secs(),
             clock_skew_secs: 5,
             settings: &settings,
+            keys: &xaa_broker::dpop::keys::ProofKeys::default(),
         };
         let proven = check(&DpopHeader::One(proof), &expected).unwrap().unwrap();
         assert_eq!(proven.jkt, key.thumbprint(), "{alg}");
