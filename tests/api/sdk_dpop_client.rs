@@ -40,6 +40,17 @@ fn broker(app: &TestApp) -> AuthorizationServer {
     AuthorizationServer::xaa_broker(&app.issuer).unwrap()
 }
 
+/// mcp-logs' `HopTokens` at `server`, proving `dpop` when given.
+fn logs_hop_tokens(server: AuthorizationServer, dpop: Option<DpopKey>) -> HopTokens {
+    let builder = HopTokens::builder(server, basic("mcp-logs"));
+    match dpop {
+        Some(k) => builder.with_dpop(k),
+        None => builder,
+    }
+    .build()
+    .unwrap()
+}
+
 fn key() -> DpopKey {
     DpopKey::generate(Alg::ES256).unwrap()
 }
@@ -125,10 +136,7 @@ async fn hop_tokens_with_a_key_get_a_hop_token_bound_to_it() {
     let app = TestApp::spawn().await;
     let (hop1, p) = unbound_hop_at_logs(&app).await;
     let service = key();
-    let hops = HopTokens::builder(broker(&app), basic("mcp-logs"))
-        .with_dpop(service.clone())
-        .build()
-        .unwrap();
+    let hops = logs_hop_tokens(broker(&app), Some(service.clone()));
 
     let hop = hops.token(&hop1, &p, COST, &[]).await.unwrap();
     assert_eq!(hop.dpop_jkt.as_deref(), Some(service.thumbprint()));
@@ -169,7 +177,7 @@ async fn an_mcp_server_exchanges_a_dpop_bound_hop_token_only_with_its_own_key() 
 
     // Without a key, the broker refuses the bound subject token: a typed
     // refusal, nothing cached.
-    let keyless = HopTokens::builder(broker(&app), basic("mcp-logs")).build().unwrap();
+    let keyless = logs_hop_tokens(broker(&app), None);
     let e = keyless.token(&hop1, &p, COST, &[]).await.unwrap_err();
     let TokenError::Refused(oauth) = &e else {
         panic!("refused: {e:?}")
@@ -183,10 +191,7 @@ async fn an_mcp_server_exchanges_a_dpop_bound_hop_token_only_with_its_own_key() 
     // With its own key, mcp-logs gets the next hop, bound to its key (the
     // agent's key stays with the agent).
     let service = key();
-    let hops = HopTokens::builder(broker(&app), basic("mcp-logs"))
-        .with_dpop(service.clone())
-        .build()
-        .unwrap();
+    let hops = logs_hop_tokens(broker(&app), Some(service.clone()));
     let hop2 = hops.token(&hop1, &p, COST, &[]).await.unwrap();
     assert_eq!(cnf_jkt(hop2.token.expose()).as_deref(), Some(service.thumbprint()));
     assert_ne!(service.thumbprint(), agent.thumbprint());
@@ -205,10 +210,7 @@ async fn a_required_nonce_costs_one_retry_and_is_remembered_for_the_next_request
     let app = TestApp::spawn_with(|c| c.dpop.require_nonce = true).await;
     let (hop1, p) = unbound_hop_at_logs(&app).await;
     let service = key();
-    let hops = HopTokens::builder(broker(&app), basic("mcp-logs"))
-        .with_dpop(service.clone())
-        .build()
-        .unwrap();
+    let hops = logs_hop_tokens(broker(&app), Some(service.clone()));
 
     let first = hops.token(&hop1, &p, COST, &[]).await.unwrap();
     assert_eq!(cnf_jkt(first.token.expose()).as_deref(), Some(service.thumbprint()));
@@ -388,10 +390,7 @@ async fn a_server_that_ignores_the_proof_or_binds_another_key_is_a_dropped_bindi
             answer: Some(answer),
             ..Fake::default()
         }));
-        let hops = HopTokens::builder(fake_token_endpoint(fake.clone()).await, basic("mcp-logs"))
-            .with_dpop(service.clone())
-            .build()
-            .unwrap();
+        let hops = logs_hop_tokens(fake_token_endpoint(fake.clone()).await, Some(service.clone()));
         let e = hops.token(&hop1, &p, COST, &[]).await.unwrap_err();
         assert_eq!(e, TokenError::BindingDropped(dropped));
         assert!(e.is_binding_dropped());
@@ -412,10 +411,7 @@ async fn a_nonce_is_retried_exactly_once_and_the_newest_is_used_next_time() {
         )),
         ..Fake::default()
     }));
-    let hops = HopTokens::builder(fake_token_endpoint(fake.clone()).await, basic("mcp-logs"))
-        .with_dpop(key())
-        .build()
-        .unwrap();
+    let hops = logs_hop_tokens(fake_token_endpoint(fake.clone()).await, Some(key()));
     let e = hops.token(&hop1, &p, COST, &[]).await.unwrap_err();
     assert_eq!(e.code(), Some(&ErrorCode::UseDpopNonce));
     let nonces: Vec<Option<String>> = fake
@@ -460,9 +456,7 @@ async fn without_a_key_no_proof_is_sent_and_a_nonce_request_is_not_retried() {
         )),
         ..Fake::default()
     }));
-    let hops = HopTokens::builder(fake_token_endpoint(fake.clone()).await, basic("mcp-logs"))
-        .build()
-        .unwrap();
+    let hops = logs_hop_tokens(fake_token_endpoint(fake.clone()).await, None);
     let e = hops.token(&hop1, &p, COST, &[]).await.unwrap_err();
     assert_eq!(e.code(), Some(&ErrorCode::UseDpopNonce));
     assert_eq!(fake.lock().unwrap().proofs, vec![None]);
