@@ -23,27 +23,6 @@ use crate::support::*;
 /// Resource AS B's MCP server: the resource its access tokens are for.
 const RESOURCE_B: &str = "https://mcp.b.example.com/mcp";
 
-/// Request an ID-JAG for `audience` with `subject` (of `subject_type`) as
-/// the subject token.
-async fn id_jag_from(
-    app: &TestApp,
-    client: &str,
-    subject: &str,
-    subject_type: &str,
-    audience: &str,
-    extra: &[(&str, &str)],
-) -> Resp {
-    let mut form = vec![
-        ("grant_type", TOKEN_EXCHANGE),
-        ("requested_token_type", ID_JAG),
-        ("audience", audience),
-        ("subject_token", subject),
-        ("subject_token_type", subject_type),
-    ];
-    form.extend_from_slice(extra);
-    app.token(Auth::Basic(client), &form).await
-}
-
 /// The jwt-bearer grant (RFC 7523 §2.1) at a resource AS.
 async fn redeem(ras: &TestApp, client: &str, assertion: &str) -> Resp {
     ras.token(
@@ -194,15 +173,16 @@ async fn an_agent_at_resource_a_reaches_resource_b_for_the_same_user_across_thre
 
     // 3. The service at resource A exchanges that token at the broker for
     //    an ID-JAG for resource AS B.
-    let jag_b = id_jag_from(
-        &p.broker,
-        "saas-a-mcp",
-        &at_a_token,
-        ACCESS_TOKEN,
-        &p.ras_b.issuer,
-        &[("resource", RESOURCE_B)],
-    )
-    .await;
+    let jag_b = p
+        .broker
+        .id_jag_from(
+            "saas-a-mcp",
+            &at_a_token,
+            ACCESS_TOKEN,
+            &p.ras_b.issuer,
+            &[("resource", RESOURCE_B)],
+        )
+        .await;
     jag_b.assert_ok();
     assert_eq!(
         (
@@ -324,14 +304,8 @@ async fn a_resource_as_the_broker_does_not_trust_for_access_tokens_cannot_extend
     at_a.assert_ok();
     refused_for(
         &p.broker,
-        id_jag_from(
-            &p.broker,
-            "saas-a-mcp",
-            at_a.token(),
-            ACCESS_TOKEN,
-            &p.ras_b.issuer,
-            &[],
-        ),
+        p.broker
+            .id_jag_from("saas-a-mcp", at_a.token(), ACCESS_TOKEN, &p.ras_b.issuer, &[]),
         "token.untrusted_issuer",
     )
     .await
@@ -369,7 +343,7 @@ fn partner_token(app: &TestApp, tweak: impl FnOnce(&mut Value)) -> String {
 
 /// The logs MCP asks for an ID-JAG for the SaaS resource AS with `subject`.
 async fn logs_id_jag(app: &TestApp, subject: &str) -> Resp {
-    id_jag_from(app, "mcp-logs", subject, ACCESS_TOKEN, SAAS_AS, &[]).await
+    app.id_jag_from("mcp-logs", subject, ACCESS_TOKEN, SAAS_AS, &[]).await
 }
 
 /// "Or by us": the hop token the logs MCP received from an agent becomes an
@@ -385,7 +359,9 @@ async fn one_of_our_hop_tokens_is_the_subject_of_an_id_jag_for_the_same_user_and
     hop.assert_ok();
     let hop_claims = hop.claims();
     for subject_type in [ACCESS_TOKEN, JWT] {
-        let r = id_jag_from(&app, "mcp-logs", hop.token(), subject_type, SAAS_AS, &[]).await;
+        let r = app
+            .id_jag_from("mcp-logs", hop.token(), subject_type, SAAS_AS, &[])
+            .await;
         r.assert_ok();
         assert_eq!(r.body["issued_token_type"], ID_JAG);
         let jag = app.verify_with_published_jwks(r.token(), "oauth-id-jag+jwt").await;
@@ -500,7 +476,7 @@ async fn an_id_token_still_starts_a_fresh_chain_and_no_token_passes_as_the_other
     for (subject, subject_type) in [(hop.token(), ID_TOKEN), (id_token.as_str(), ACCESS_TOKEN)] {
         refused_for(
             &app,
-            id_jag_from(&app, "chat-app", subject, subject_type, SAAS_AS, &[]),
+            app.id_jag_from("chat-app", subject, subject_type, SAAS_AS, &[]),
             "token.typ",
         )
         .await
@@ -520,15 +496,15 @@ async fn authority_never_grows_through_a_multi_hop_id_jag() {
         c["roles"] = json!(["sre"]);
         c["exp"] = json!(exp);
     });
-    let r = id_jag_from(
-        &app,
-        "mcp-logs",
-        &token,
-        ACCESS_TOKEN,
-        SAAS_AS,
-        &[("scope", "crm.read crm.write")],
-    )
-    .await;
+    let r = app
+        .id_jag_from(
+            "mcp-logs",
+            &token,
+            ACCESS_TOKEN,
+            SAAS_AS,
+            &[("scope", "crm.read crm.write")],
+        )
+        .await;
     r.assert_ok();
     let jag = r.claims();
     assert_eq!(jag["roles"], json!(["developer"]), "sre is not the partner's to grant");
@@ -567,7 +543,7 @@ async fn an_agent_never_disappears_from_a_multi_hop_id_jag() {
         c["client_id"] = json!("chat-app");
         c["act"] = json!({"sub": "agent:p", "sub_profile": "ai_agent"});
     });
-    let r = id_jag_from(&app, "chat-app", &token, ACCESS_TOKEN, SAAS_AS, &[]).await;
+    let r = app.id_jag_from("chat-app", &token, ACCESS_TOKEN, SAAS_AS, &[]).await;
     r.assert_ok();
     let jag = r.claims();
     assert_eq!(

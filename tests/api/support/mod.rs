@@ -435,12 +435,26 @@ impl TestApp {
         audience: &str,
         extra: &[(&str, &str)],
     ) -> Resp {
+        self.id_jag_from(client, id_token, ID_TOKEN, audience, extra).await
+    }
+
+    /// Request an ID-JAG for `audience` with `subject` (of `subject_type`)
+    /// as the subject token: an ID token, or an access token (multi-hop
+    /// Cross-App Access, decisions §27).
+    pub async fn id_jag_from(
+        &self,
+        client: &str,
+        subject: &str,
+        subject_type: &str,
+        audience: &str,
+        extra: &[(&str, &str)],
+    ) -> Resp {
         let mut form = vec![
             ("grant_type", TOKEN_EXCHANGE),
             ("requested_token_type", ID_JAG),
             ("audience", audience),
-            ("subject_token", id_token),
-            ("subject_token_type", ID_TOKEN),
+            ("subject_token", subject),
+            ("subject_token_type", subject_type),
         ];
         form.extend_from_slice(extra);
         self.token(Auth::Basic(client), &form).await
