@@ -14,6 +14,19 @@ fn main() {
     divan::main();
 }
 
+/// The example deployment's policy (examples/broker.toml), with an
+/// ephemeral key.
+fn example_policy() -> xaa_broker::policy::Policy {
+    let mut config = Config::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/broker.toml"
+    )))
+    .unwrap();
+    config.keys.files.clear();
+    config.keys.ephemeral = true;
+    config.resolve("bench").unwrap()
+}
+
 fn claims() -> serde_json::Value {
     serde_json::json!({
         "iss": "https://broker.example.com", "sub": "alice", "aud": "https://mcp.logs.example.com",
@@ -45,14 +58,7 @@ fn parse_and_verify(bencher: divan::Bencher, alg: Alg) {
 
 #[divan::bench]
 fn policy_decide(bencher: divan::Bencher) {
-    let mut config = Config::load(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/broker.toml"
-    )))
-    .unwrap();
-    config.keys.files.clear();
-    config.keys.ephemeral = true;
-    let policy = config.resolve("bench").unwrap();
+    let policy = example_policy();
     let roles = vec!["developer".to_owned(), "sre".to_owned()];
     let agent = Actor {
         sub: "agent:triage".into(),
@@ -157,14 +163,7 @@ fn refused_client_assertion(bencher: divan::Bencher, case: &str) {
 fn dpop_proof_check(bencher: divan::Bencher, alg: Alg) {
     use xaa_broker::dpop::{Expected, check};
     use xaa_broker::params::DpopHeader;
-    let mut config = Config::load(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/broker.toml"
-    )))
-    .unwrap();
-    config.keys.files.clear();
-    config.keys.ephemeral = true;
-    let policy = config.resolve("bench").unwrap();
+    let policy = example_policy();
     let key = alg.generate().unwrap();
     let mut jwk = key.to_public_key().unwrap().as_ref().clone();
     jwk.remove("kid");

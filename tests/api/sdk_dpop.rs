@@ -26,6 +26,25 @@ const METADATA: &str = "https://mcp.logs.example.com/.well-known/oauth-protected
 /// Every asymmetric algorithm, the SDK's default for proofs.
 const ALGS: &str = "ES256 ES384 RS256 PS256 EdDSA";
 
+/// A broker, the SDK-protected logs server, a client key, and a hop token
+/// bound to that key: where most cases start.
+struct Bound {
+    app: TestApp,
+    base: String,
+    key: DpopKey,
+    token: String,
+}
+
+impl Bound {
+    async fn start() -> Bound {
+        let app = TestApp::spawn().await;
+        let base = logs_server(&app).await;
+        let key = DpopKey::es256();
+        let token = bound_hop(&app, &key).await;
+        Bound { app, base, key, token }
+    }
+}
+
 /// alice signs in for triage-agent, which takes the first hop to the logs
 /// MCP with a proof by `key`: a hop token bound to it.
 async fn bound_hop(app: &TestApp, key: &DpopKey) -> String {
@@ -150,10 +169,12 @@ async fn assert_bad_proof(base: &str, token: &str, proof: &str, rule: DpopError)
 
 #[tokio::test]
 async fn a_bound_hop_token_with_a_good_proof_is_accepted_and_the_principal_names_its_key() {
-    let app = TestApp::spawn().await;
-    let base = logs_server(&app).await;
-    let key = DpopKey::es256();
-    let token = bound_hop(&app, &key).await;
+    let Bound {
+        app: _app,
+        base,
+        key,
+        token,
+    } = Bound::start().await;
     let r = call(
         &base,
         Some(&format!("DPoP {token}")),
@@ -184,10 +205,7 @@ async fn every_allowed_algorithm_proves_a_key_at_the_resource() {
 
 #[tokio::test]
 async fn a_bound_token_presented_as_bearer_is_refused_with_a_dpop_challenge() {
-    let app = TestApp::spawn().await;
-    let base = logs_server(&app).await;
-    let key = DpopKey::es256();
-    let token = bound_hop(&app, &key).await;
+    let Bound { app, base, key, token } = Bound::start().await;
     // Stolen from its holder, sent as a bearer token, with or without a
     // proof the thief cannot make anyway.
     for proofs in [vec![], vec![key.resource_proof("POST", TOOL, &token)]] {
@@ -221,10 +239,12 @@ async fn a_proof_by_another_key_is_refused_as_an_invalid_key_binding() {
 
 #[tokio::test]
 async fn a_proof_for_another_method_is_refused() {
-    let app = TestApp::spawn().await;
-    let base = logs_server(&app).await;
-    let key = DpopKey::es256();
-    let token = bound_hop(&app, &key).await;
+    let Bound {
+        app: _app,
+        base,
+        key,
+        token,
+    } = Bound::start().await;
     for method in ["GET", "post"] {
         let proof = key.resource_proof(method, TOOL, &token);
         assert_bad_proof(&base, &token, &proof, DpopError::WrongMethod).await;
@@ -233,10 +253,12 @@ async fn a_proof_for_another_method_is_refused() {
 
 #[tokio::test]
 async fn a_proof_for_another_uri_is_refused_and_the_servers_own_address_is_not_its_uri() {
-    let app = TestApp::spawn().await;
-    let base = logs_server(&app).await;
-    let key = DpopKey::es256();
-    let token = bound_hop(&app, &key).await;
+    let Bound {
+        app: _app,
+        base,
+        key,
+        token,
+    } = Bound::start().await;
     for htu in [
         "https://mcp.logs.example.com/tools/purge_logs".to_owned(),
         "https://cost.example.com/tools/search_logs".to_owned(),
@@ -259,10 +281,7 @@ async fn a_proof_for_another_uri_is_refused_and_the_servers_own_address_is_not_i
 
 #[tokio::test]
 async fn a_proof_without_the_tokens_hash_or_with_another_tokens_is_refused() {
-    let app = TestApp::spawn().await;
-    let base = logs_server(&app).await;
-    let key = DpopKey::es256();
-    let token = bound_hop(&app, &key).await;
+    let Bound { app, base, key, token } = Bound::start().await;
     let other_token = bound_hop(&app, &key).await;
     let without = key.resource_proof_with("POST", TOOL, &token, |_, c| {
         c.as_object_mut().unwrap().remove("ath");
@@ -275,10 +294,12 @@ async fn a_proof_without_the_tokens_hash_or_with_another_tokens_is_refused() {
 
 #[tokio::test]
 async fn a_stale_or_future_proof_is_refused() {
-    let app = TestApp::spawn().await;
-    let base = logs_server(&app).await;
-    let key = DpopKey::es256();
-    let token = bound_hop(&app, &key).await;
+    let Bound {
+        app: _app,
+        base,
+        key,
+        token,
+    } = Bound::start().await;
     // Default window: 60 s old at most, 5 s of clock skew either way.
     for iat in [now_secs() - 120, now_secs() + 60] {
         let proof = key.resource_proof_with("POST", TOOL, &token, |_, c| c["iat"] = json!(iat));
@@ -288,10 +309,12 @@ async fn a_stale_or_future_proof_is_refused() {
 
 #[tokio::test]
 async fn a_replayed_proof_is_refused() {
-    let app = TestApp::spawn().await;
-    let base = logs_server(&app).await;
-    let key = DpopKey::es256();
-    let token = bound_hop(&app, &key).await;
+    let Bound {
+        app: _app,
+        base,
+        key,
+        token,
+    } = Bound::start().await;
     let proof = key.resource_proof("POST", TOOL, &token);
     let first = call(&base, Some(&format!("DPoP {token}")), &[&proof]).await;
     assert_eq!(first.status(), 200);
@@ -306,10 +329,12 @@ async fn a_replayed_proof_is_refused() {
 
 #[tokio::test]
 async fn a_dpop_request_carries_exactly_one_proof_and_the_proof_must_be_one() {
-    let app = TestApp::spawn().await;
-    let base = logs_server(&app).await;
-    let key = DpopKey::es256();
-    let token = bound_hop(&app, &key).await;
+    let Bound {
+        app: _app,
+        base,
+        key,
+        token,
+    } = Bound::start().await;
     let auth = format!("DPoP {token}");
     let r = call(&base, Some(&auth), &[]).await;
     assert_dpop_refusal(r, "invalid_dpop_proof", &DpopError::Missing.to_string(), &[&token]).await;
