@@ -3,7 +3,9 @@
 //!
 //! Owns: requesting an ID-JAG at the broker (RFC 8693 token exchange of the
 //! user's ID token, §4.3 of the draft: `requested_token_type` id-jag,
-//! `audience` the resource AS, optional `resource` and `scope`), and
+//! `audience` the resource AS, optional `resource` and `scope`; or of an
+//! access token this service received, for multi-hop Cross-App Access,
+//! the broker's decisions §27), and
 //! redeeming it at the resource AS (RFC 7523 §2.1 jwt-bearer, §4.4 of the
 //! draft), each with its own client authentication; with a DPoP key
 //! (`with_dpop`), both with a proof by it (RFC 9449 §5), so the ID-JAG and
@@ -27,7 +29,8 @@ use crate::dpop_key::DpopKey;
 use crate::http::{Http, HttpConfig, TransportError};
 use crate::oauth_error::TokenError;
 use crate::token_request::{
-    self, DpopSession, GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ID_JAG, TOKEN_TYPE_ID_TOKEN,
+    self, DpopSession, GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_JAG,
+    TOKEN_TYPE_ID_TOKEN,
 };
 use crate::traceparent::TraceParent;
 
@@ -36,6 +39,25 @@ use crate::traceparent::TraceParent;
 pub struct IdJagRequest<'a> {
     /// The user's ID token, issued to this client (`aud`).
     pub id_token: &'a str,
+    /// The resource AS's issuer (or an alias the broker knows).
+    pub audience: &'a str,
+    /// The resource at that AS (RFC 8707), when it serves several.
+    pub resource: Option<&'a str>,
+    /// The scopes wanted; none: everything allowed.
+    pub scopes: &'a [&'a str],
+}
+
+/// What to ask the broker for when the subject is an access token this
+/// service received rather than the user's ID token: multi-hop Cross-App
+/// Access (the broker's specs/decisions.md §27). The new ID-JAG carries the
+/// same user and `txn`, and the chain with this client added, under the
+/// broker's hop rules; only a token issued to or for this client is
+/// accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct MultiHopRequest<'a> {
+    /// The access token this service received (ours from the broker, or
+    /// another resource AS's the broker trusts).
+    pub access_token: &'a str,
     /// The resource AS's issuer (or an alias the broker knows).
     pub audience: &'a str,
     /// The resource at that AS (RFC 8707), when it serves several.
@@ -106,18 +128,46 @@ impl IdJagClient {
 
     /// Exchange the user's ID token for an ID-JAG (draft §4.3).
     pub async fn request(&self, req: &IdJagRequest<'_>, trace: Option<&TraceParent>) -> Result<IdJag, TokenError> {
-        if req.audience.is_empty() {
+        let subject = (req.id_token, TOKEN_TYPE_ID_TOKEN);
+        self.exchange(subject, req.audience, req.resource, req.scopes, trace)
+            .await
+    }
+
+    /// Exchange an access token this service received for an ID-JAG for
+    /// another resource AS, for the same user (multi-hop Cross-App Access).
+    /// A DPoP-bound access token needs this client's own key (`with_dpop`):
+    /// the ID-JAG is then bound to it.
+    pub async fn request_multi_hop(
+        &self,
+        req: &MultiHopRequest<'_>,
+        trace: Option<&TraceParent>,
+    ) -> Result<IdJag, TokenError> {
+        let subject = (req.access_token, TOKEN_TYPE_ACCESS_TOKEN);
+        self.exchange(subject, req.audience, req.resource, req.scopes, trace)
+            .await
+    }
+
+    /// The one RFC 8693 request for an ID-JAG, whatever the subject.
+    async fn exchange(
+        &self,
+        (subject_token, subject_token_type): (&str, &str),
+        audience: &str,
+        resource: Option<&str>,
+        scopes: &[&str],
+        trace: Option<&TraceParent>,
+    ) -> Result<IdJag, TokenError> {
+        if audience.is_empty() {
             return Err(TokenError::InvalidRequest("the audience must not be empty"));
         }
-        let scope = req.scopes.join(" ");
+        let scope = scopes.join(" ");
         let mut form = vec![
             ("grant_type", GRANT_TOKEN_EXCHANGE),
             ("requested_token_type", TOKEN_TYPE_ID_JAG),
-            ("audience", req.audience),
-            ("subject_token", req.id_token),
-            ("subject_token_type", TOKEN_TYPE_ID_TOKEN),
+            ("audience", audience),
+            ("subject_token", subject_token),
+            ("subject_token_type", subject_token_type),
         ];
-        if let Some(resource) = req.resource {
+        if let Some(resource) = resource {
             form.push(("resource", resource));
         }
         if !scope.is_empty() {

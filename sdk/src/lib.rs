@@ -52,7 +52,7 @@ pub use dpop::{DpopConfig, DpopConfigError, DpopError, DpopRequest, DpopVerifier
 pub use dpop_key::{DpopKey, DpopKeyError};
 pub use hop_tokens::{HopToken, HopTokens};
 pub use http::HttpConfig;
-pub use id_jag::{IdJag, IdJagClient, IdJagRequest, ResourceToken};
+pub use id_jag::{IdJag, IdJagClient, IdJagRequest, MultiHopRequest, ResourceToken};
 pub use oauth_error::{BindingDropped, ErrorCode, OAuthError, TokenError};
 pub use principal::Principal;
 pub use resource_metadata::ResourceMetadata;

@@ -17,8 +17,8 @@ use xaa_broker::clock::ManualClock;
 use xaa_broker::jose::Alg as BrokerAlg;
 use xaa_sdk::{
     AuditReporter, Authenticated, AuthorizationServer, Category, ClientAuth, ErrorCode, HopTokens, IdJagClient,
-    IdJagRequest, Principal, ProtectedResource, ReporterConfig, ResourceMetadata, TokenError, TokenValidator, ToolCall,
-    ToolPolicy, TraceParent, ValidationError,
+    IdJagRequest, MultiHopRequest, Principal, ProtectedResource, ReporterConfig, ResourceMetadata, TokenError,
+    TokenValidator, ToolCall, ToolPolicy, TraceParent, ValidationError,
 };
 
 use crate::support::dev_broker::{DevBroker, trace_records};
@@ -671,6 +671,46 @@ async fn an_id_jag_is_requested_then_redeemed_at_the_resource_as() {
         panic!("refused: {replay:?}")
     };
     assert_eq!((oauth.status, &oauth.code), (400, &ErrorCode::InvalidGrant));
+}
+
+/// Multi-hop Cross-App Access from the SDK (decisions §27): the logs MCP
+/// turns the hop token an agent sent it into an ID-JAG for the SaaS resource
+/// AS, for the same user and transaction, with itself added to the chain;
+/// a token issued neither to nor for it is refused.
+#[tokio::test]
+async fn a_service_turns_the_hop_token_it_received_into_an_id_jag_for_the_same_user() {
+    let app = TestApp::spawn_with(|c| {
+        let logs = c.clients.get_mut("mcp-logs").unwrap();
+        logs.audiences.push(SAAS_AS.into());
+        logs.ras_client_ids.insert(SAAS_AS.into(), "0oa-mcp-logs".into());
+    })
+    .await;
+    let hop = app.first_hop("triage-agent", LOGS).await;
+    let hop_claims = hop.claims();
+    let client = IdJagClient::new(broker(&app), basic("mcp-logs")).unwrap();
+    let request = MultiHopRequest {
+        access_token: hop.token(),
+        audience: SAAS_AS,
+        resource: Some(SAAS_MCP),
+        scopes: &[],
+    };
+    let jag = client.request_multi_hop(&request, None).await.unwrap();
+    let claims = app
+        .verify_with_published_jwks(jag.assertion.expose(), "oauth-id-jag+jwt")
+        .await;
+    assert_eq!(claims["sub"], hop_claims["sub"]);
+    assert_eq!(claims["txn"], hop_claims["txn"], "the same transaction");
+    assert_eq!(claims["client_id"], "0oa-mcp-logs");
+    assert_eq!(claims["act"]["sub"], "mcp:logs", "the service is the new actor");
+    assert_eq!(claims["act"]["act"], hop_claims["act"], "the agent stays in the chain");
+
+    // cost-tool holds no such token: neither issued to nor for it.
+    let stranger = IdJagClient::new(broker(&app), basic("cost-tool")).unwrap();
+    let e = stranger.request_multi_hop(&request, None).await.unwrap_err();
+    let TokenError::Refused(oauth) = &e else {
+        panic!("refused: {e:?}")
+    };
+    assert_eq!((oauth.status, &oauth.code), (400, &ErrorCode::InvalidRequest));
 }
 
 #[tokio::test]
