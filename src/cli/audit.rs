@@ -268,6 +268,15 @@ fn line(r: &AuditRecord) -> String {
     for w in &r.scope_withheld {
         l.push_str(&format!("  {} withheld: {}", w.scope, w.reason));
     }
+    if !r.delegated_through.is_empty() {
+        let via: Vec<&str> = r.delegated_through.iter().map(|e| e.sub.as_str()).collect();
+        l.push_str(&format!("  delegated through {}", via.join(", ")));
+    }
+    if let Some(jkt) = &r.dpop_jkt {
+        // The key the request proved (RFC 9449), by its thumbprint's start.
+        let bound = if r.decision == Decision::Granted { "bound to" } else { "proved" };
+        l.push_str(&format!("  {bound} DPoP key {}…", &jkt[..jkt.len().min(12)]));
+    }
     if r.decision == Decision::Denied {
         l.push_str(&format!(
             "  {} ({})",
@@ -366,5 +375,24 @@ mod tests {
         assert_eq!(time_arg("2026-11-30T14:00:00Z", now).unwrap(), "2026-11-30T14:00:00Z");
         assert!(time_arg("soon", now).is_err());
         assert!(time_arg("3w", now).is_err());
+    }
+
+    #[test]
+    fn a_line_names_the_dpop_key_and_the_delegation_list() {
+        let mut r = AuditRecord::begin(1_800_000_000_000, None, None);
+        r.decision = Decision::Granted;
+        r.client_id = Some("triage-agent".into());
+        r.dpop_proved("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I");
+        r.delegated_through(&[crate::chain::Act {
+            sub: "agent:z".into(),
+            iss: None,
+            sub_profile: None,
+            act: None,
+        }]);
+        let l = line(&r);
+        assert!(l.contains("bound to DPoP key 0ZcOCORZNYy-…"), "{l}");
+        assert!(l.contains("delegated through agent:z"), "{l}");
+        r.decision = Decision::Denied;
+        assert!(line(&r).contains("proved DPoP key"), "a denied request bound nothing");
     }
 }
