@@ -274,8 +274,13 @@ fn line(r: &AuditRecord) -> String {
     }
     if let Some(jkt) = &r.dpop_jkt {
         // The key the request proved (RFC 9449), by its thumbprint's start.
-        let bound = if r.decision == Decision::Granted { "bound to" } else { "proved" };
-        l.push_str(&format!("  {bound} DPoP key {}…", &jkt[..jkt.len().min(12)]));
+        let bound = if r.decision == Decision::Granted {
+            "bound to"
+        } else {
+            "proved"
+        };
+        let start: String = jkt.chars().take(12).collect();
+        l.push_str(&format!("  {bound} DPoP key {start}…"));
     }
     if r.decision == Decision::Denied {
         l.push_str(&format!(
