@@ -146,7 +146,8 @@ pub fn check(header: &DpopHeader, ex: &Expected<'_>) -> OAuthResult<Option<Proof
     if claims.htm != ex.htm {
         return Err(refuse("dpop.htm", "the DPoP proof's htm is not this request's method"));
     }
-    if normalise_htu(claims.htu).is_none() || normalise_htu(claims.htu) != normalise_htu(ex.htu) {
+    let htu = normalise_htu(claims.htu);
+    if htu.is_none() || htu != normalise_htu(ex.htu) {
         return Err(refuse("dpop.htu", "the DPoP proof's htu is not this endpoint's URI"));
     }
     let oldest = ex.now - ex.settings.max_age_secs - ex.clock_skew_secs;

@@ -352,10 +352,7 @@ async fn logs_id_jag(app: &TestApp, subject: &str) -> Resp {
 #[tokio::test]
 async fn one_of_our_hop_tokens_is_the_subject_of_an_id_jag_for_the_same_user_and_txn() {
     let app = broker_with(|_| {}).await;
-    let id_token = app.idp.id_token("alice", "triage-agent", &["developer", "sre"]);
-    let hop = app
-        .exchange_for_hop("triage-agent", &id_token, ID_TOKEN, LOGS, &[])
-        .await;
+    let hop = app.first_hop("triage-agent", LOGS).await;
     hop.assert_ok();
     let hop_claims = hop.claims();
     for subject_type in [ACCESS_TOKEN, JWT] {
@@ -573,10 +570,7 @@ async fn an_agent_never_disappears_from_a_multi_hop_id_jag() {
 #[tokio::test]
 async fn a_revoked_access_token_cannot_become_an_id_jag() {
     let app = broker_with(|_| {}).await;
-    let id_token = app.idp.id_token("alice", "triage-agent", &["developer", "sre"]);
-    let hop = app
-        .exchange_for_hop("triage-agent", &id_token, ID_TOKEN, LOGS, &[])
-        .await;
+    let hop = app.first_hop("triage-agent", LOGS).await;
     hop.assert_ok();
     let txn = hop.claims()["txn"].as_str().unwrap().to_owned();
     app.post_form("/admin/revoke", Auth::Basic("security-ops"), &[("txn", &txn)])

@@ -169,16 +169,12 @@ async fn assert_bad_proof(base: &str, token: &str, proof: &str, rule: DpopError)
 
 #[tokio::test]
 async fn a_bound_hop_token_with_a_good_proof_is_accepted_and_the_principal_names_its_key() {
-    let Bound {
-        app: _app,
-        base,
-        key,
-        token,
-    } = Bound::start().await;
+    let b = Bound::start().await;
+    let (base, key, token) = (&b.base, &b.key, &b.token);
     let r = call(
-        &base,
+        base,
         Some(&format!("DPoP {token}")),
-        &[&key.resource_proof("POST", TOOL, &token)],
+        &[&key.resource_proof("POST", TOOL, token)],
     )
     .await;
     assert_eq!(r.status(), 200);
@@ -239,26 +235,18 @@ async fn a_proof_by_another_key_is_refused_as_an_invalid_key_binding() {
 
 #[tokio::test]
 async fn a_proof_for_another_method_is_refused() {
-    let Bound {
-        app: _app,
-        base,
-        key,
-        token,
-    } = Bound::start().await;
+    let b = Bound::start().await;
+    let (base, key, token) = (&b.base, &b.key, &b.token);
     for method in ["GET", "post"] {
-        let proof = key.resource_proof(method, TOOL, &token);
-        assert_bad_proof(&base, &token, &proof, DpopError::WrongMethod).await;
+        let proof = key.resource_proof(method, TOOL, token);
+        assert_bad_proof(base, token, &proof, DpopError::WrongMethod).await;
     }
 }
 
 #[tokio::test]
 async fn a_proof_for_another_uri_is_refused_and_the_servers_own_address_is_not_its_uri() {
-    let Bound {
-        app: _app,
-        base,
-        key,
-        token,
-    } = Bound::start().await;
+    let b = Bound::start().await;
+    let (base, key, token) = (&b.base, &b.key, &b.token);
     for htu in [
         "https://mcp.logs.example.com/tools/purge_logs".to_owned(),
         "https://cost.example.com/tools/search_logs".to_owned(),
@@ -266,16 +254,16 @@ async fn a_proof_for_another_uri_is_refused_and_the_servers_own_address_is_not_i
         // the client addressed, never for what the Host header says.
         format!("{base}/tools/search_logs"),
     ] {
-        let proof = key.resource_proof("POST", &htu, &token);
-        assert_bad_proof(&base, &token, &proof, DpopError::WrongUri).await;
+        let proof = key.resource_proof("POST", &htu, token);
+        assert_bad_proof(base, token, &proof, DpopError::WrongUri).await;
     }
     // RFC 9449 §4.3 check 9: without query and fragment, normalised.
     let proof = key.resource_proof(
         "POST",
         "HTTPS://MCP.logs.example.com:443/tools/search_logs?q=1#f",
-        &token,
+        token,
     );
-    let r = call(&base, Some(&format!("DPoP {token}")), &[&proof]).await;
+    let r = call(base, Some(&format!("DPoP {token}")), &[&proof]).await;
     assert_eq!(r.status(), 200);
 }
 
@@ -294,34 +282,26 @@ async fn a_proof_without_the_tokens_hash_or_with_another_tokens_is_refused() {
 
 #[tokio::test]
 async fn a_stale_or_future_proof_is_refused() {
-    let Bound {
-        app: _app,
-        base,
-        key,
-        token,
-    } = Bound::start().await;
+    let b = Bound::start().await;
+    let (base, key, token) = (&b.base, &b.key, &b.token);
     // Default window: 60 s old at most, 5 s of clock skew either way.
     for iat in [now_secs() - 120, now_secs() + 60] {
-        let proof = key.resource_proof_with("POST", TOOL, &token, |_, c| c["iat"] = json!(iat));
-        assert_bad_proof(&base, &token, &proof, DpopError::Iat).await;
+        let proof = key.resource_proof_with("POST", TOOL, token, |_, c| c["iat"] = json!(iat));
+        assert_bad_proof(base, token, &proof, DpopError::Iat).await;
     }
 }
 
 #[tokio::test]
 async fn a_replayed_proof_is_refused() {
-    let Bound {
-        app: _app,
-        base,
-        key,
-        token,
-    } = Bound::start().await;
-    let proof = key.resource_proof("POST", TOOL, &token);
-    let first = call(&base, Some(&format!("DPoP {token}")), &[&proof]).await;
+    let b = Bound::start().await;
+    let (base, key, token) = (&b.base, &b.key, &b.token);
+    let proof = key.resource_proof("POST", TOOL, token);
+    let first = call(base, Some(&format!("DPoP {token}")), &[&proof]).await;
     assert_eq!(first.status(), 200);
-    assert_bad_proof(&base, &token, &proof, DpopError::Replayed).await;
-    let fresh = key.resource_proof("POST", TOOL, &token);
+    assert_bad_proof(base, token, &proof, DpopError::Replayed).await;
+    let fresh = key.resource_proof("POST", TOOL, token);
     assert_eq!(
-        call(&base, Some(&format!("DPoP {token}")), &[&fresh]).await.status(),
+        call(base, Some(&format!("DPoP {token}")), &[&fresh]).await.status(),
         200,
         "a fresh proof for the same token is fine"
     );
@@ -329,34 +309,30 @@ async fn a_replayed_proof_is_refused() {
 
 #[tokio::test]
 async fn a_dpop_request_carries_exactly_one_proof_and_the_proof_must_be_one() {
-    let Bound {
-        app: _app,
-        base,
-        key,
-        token,
-    } = Bound::start().await;
+    let b = Bound::start().await;
+    let (base, key, token) = (&b.base, &b.key, &b.token);
     let auth = format!("DPoP {token}");
-    let r = call(&base, Some(&auth), &[]).await;
-    assert_dpop_refusal(r, "invalid_dpop_proof", &DpopError::Missing.to_string(), &[&token]).await;
+    let r = call(base, Some(&auth), &[]).await;
+    assert_dpop_refusal(r, "invalid_dpop_proof", &DpopError::Missing.to_string(), &[token]).await;
     let (a, b) = (
-        key.resource_proof("POST", TOOL, &token),
-        key.resource_proof("POST", TOOL, &token),
+        key.resource_proof("POST", TOOL, token),
+        key.resource_proof("POST", TOOL, token),
     );
-    let r = call(&base, Some(&auth), &[&a, &b]).await;
+    let r = call(base, Some(&auth), &[&a, &b]).await;
     assert_dpop_refusal(
         r,
         "invalid_dpop_proof",
         &DpopError::SeveralHeaders.to_string(),
-        &[&token],
+        &[token],
     )
     .await;
     // A token is not a proof: typ at+jwt, no jwk.
-    assert_bad_proof(&base, &token, &token, DpopError::WrongType).await;
-    let untyped = key.resource_proof_with("POST", TOOL, &token, |h, _| h["typ"] = json!("JWT"));
-    assert_bad_proof(&base, &token, &untyped, DpopError::WrongType).await;
+    assert_bad_proof(base, token, token, DpopError::WrongType).await;
+    let untyped = key.resource_proof_with("POST", TOOL, token, |h, _| h["typ"] = json!("JWT"));
+    assert_bad_proof(base, token, &untyped, DpopError::WrongType).await;
     let private = Value::Object(key.private.as_ref().clone());
-    let leaky = key.resource_proof_with("POST", TOOL, &token, |h, _| h["jwk"] = private);
-    assert_bad_proof(&base, &token, &leaky, DpopError::JwkPrivate).await;
+    let leaky = key.resource_proof_with("POST", TOOL, token, |h, _| h["jwk"] = private);
+    assert_bad_proof(base, token, &leaky, DpopError::JwkPrivate).await;
 }
 
 // ---------------------------------------------------------------------------
